@@ -1,0 +1,16 @@
+//! Database schema for creditd, as sea-orm migrations that run unchanged on SQLite and
+//! PostgreSQL. Invariants that a row can state about itself are also CHECK constraints,
+//! so a bug in the service cannot write a row the domain would reject.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_foundation;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_foundation::Migration)]
+    }
+}

@@ -1,0 +1,144 @@
+//! All configuration, in one place: command-line flags, each with a `CREDITD_*` environment
+//! variable, validated once at startup.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::store::DbOptions;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "creditd",
+    version,
+    about = "Customers' credit balances, Stripe-compatible, over gRPC and a Stripe REST shim"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC and HTTP servers (applies migrations first).
+    Serve(ServeConfig),
+    /// Apply database migrations and exit.
+    Migrate(DatabaseConfig),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key and print it (the only time it is shown).
+    Create {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// Create a live-mode key (sk_live_…) instead of a test-mode one.
+        #[arg(long)]
+        live: bool,
+        /// The account the key belongs to; a new account when omitted.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// List keys (IDs, accounts, modes; never the secrets).
+    List {
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+    /// Revoke a key by its ID (key_…).
+    Revoke {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        id: String,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// Database URL: `sqlite:<file>` (the embedded default) or `postgres://user@host/db`.
+    #[arg(
+        long,
+        env = "CREDITD_DATABASE_URL",
+        default_value = "sqlite:creditd.sqlite"
+    )]
+    pub database_url: String,
+    /// Maximum pooled connections (PostgreSQL), or read connections (SQLite).
+    #[arg(long, env = "CREDITD_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+    /// How long a request waits for a database connection before failing, in seconds.
+    #[arg(long, env = "CREDITD_DB_ACQUIRE_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub db_acquire_timeout_seconds: u64,
+}
+
+impl DatabaseConfig {
+    pub fn options(&self) -> DbOptions {
+        DbOptions {
+            url: self.database_url.clone(),
+            max_connections: self.db_max_connections.max(1),
+            acquire_timeout: Duration::from_secs(self.db_acquire_timeout_seconds.max(1)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// JSON when stdout is not a terminal, pretty otherwise.
+    Auto,
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    /// Address of the gRPC listener.
+    #[arg(long, env = "CREDITD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Address of the HTTP listener (the Stripe REST shim).
+    #[arg(long, env = "CREDITD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// API keys to make sure exist, comma-separated: `sk_…` or `acct_…:sk_…`.
+    #[arg(
+        long,
+        env = "CREDITD_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// Do not create and print a test key when the database has no keys.
+    #[arg(long, env = "CREDITD_NO_BOOTSTRAP_KEY")]
+    pub no_bootstrap_key: bool,
+    /// How long shutdown waits for in-flight requests, in seconds.
+    #[arg(long, env = "CREDITD_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
+    /// Log format.
+    #[arg(long, env = "CREDITD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+impl ServeConfig {
+    /// A configuration for tests and tools: given database, ephemeral ports on loopback.
+    pub fn ephemeral(database_url: impl Into<String>) -> ServeConfig {
+        ServeConfig {
+            database: DatabaseConfig {
+                database_url: database_url.into(),
+                db_max_connections: 16,
+                db_acquire_timeout_seconds: 10,
+            },
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api_keys: Vec::new(),
+            no_bootstrap_key: true,
+            shutdown_grace_seconds: 5,
+            log_format: LogFormat::Pretty,
+        }
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+}

@@ -1,0 +1,222 @@
+//! Customers: the owners of balances and credits. Their balances are derived from the
+//! customer balance ledger and kept materialized per currency.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::text::{optional_text, text_update};
+use super::{Currency, Metadata, MetadataUpdate, TimeRange};
+use crate::error::{Error, Result};
+
+pub const MAX_NAME_CHARS: usize = 256;
+pub const MAX_EMAIL_CHARS: usize = 512;
+pub const MAX_DESCRIPTION_CHARS: usize = 5000;
+pub const MAX_PHONE_CHARS: usize = 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: String,
+    pub livemode: bool,
+    pub created: i64,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub description: Option<String>,
+    pub phone: Option<String>,
+    /// Set by the first balance transaction.
+    pub currency: Option<Currency>,
+    /// Ledger balance per currency; negative means the customer holds credit.
+    pub balances: BTreeMap<Currency, i64>,
+    pub metadata: Metadata,
+    pub test_clock: Option<String>,
+}
+
+impl Customer {
+    /// Stripe's `balance`: the balance in the customer's own currency (0 before it has one).
+    pub fn balance(&self) -> i64 {
+        self.currency
+            .as_ref()
+            .and_then(|currency| self.balances.get(currency).copied())
+            .unwrap_or(0)
+    }
+
+    /// Stripe's `invoice_credit_balance`: every currency's balance with the sign flipped, so
+    /// that positive means credit.
+    pub fn invoice_credit_balance(&self) -> BTreeMap<String, i64> {
+        self.balances
+            .iter()
+            .map(|(currency, balance)| (currency.to_string(), -balance))
+            .collect()
+    }
+}
+
+/// Unvalidated customer fields as a transport received them.
+#[derive(Debug, Clone, Default)]
+pub struct CustomerFields {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub description: Option<String>,
+    pub phone: Option<String>,
+    pub metadata: MetadataUpdate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CreateCustomer {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub description: Option<String>,
+    pub phone: Option<String>,
+    pub metadata: Metadata,
+    pub test_clock: Option<String>,
+}
+
+impl CreateCustomer {
+    pub fn parse(fields: CustomerFields, test_clock: Option<String>) -> Result<CreateCustomer> {
+        let email = optional_text(fields.email, "email", MAX_EMAIL_CHARS)?;
+        if let Some(email) = &email {
+            check_email(email)?;
+        }
+        Ok(CreateCustomer {
+            name: optional_text(fields.name, "name", MAX_NAME_CHARS)?,
+            email,
+            description: optional_text(fields.description, "description", MAX_DESCRIPTION_CHARS)?,
+            phone: optional_text(fields.phone, "phone", MAX_PHONE_CHARS)?,
+            metadata: Metadata::default().apply(&fields.metadata)?,
+            test_clock: test_clock.filter(|clock| !clock.is_empty()),
+        })
+    }
+}
+
+/// A change to a customer. `None` leaves a field alone; `Some(None)` clears it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpdateCustomer {
+    pub name: Option<Option<String>>,
+    pub email: Option<Option<String>>,
+    pub description: Option<Option<String>>,
+    pub phone: Option<Option<String>>,
+    pub metadata: MetadataUpdate,
+}
+
+impl UpdateCustomer {
+    pub fn parse(fields: CustomerFields) -> Result<UpdateCustomer> {
+        let email = text_update(fields.email, "email", MAX_EMAIL_CHARS)?;
+        if let Some(Some(email)) = &email {
+            check_email(email)?;
+        }
+        Ok(UpdateCustomer {
+            name: text_update(fields.name, "name", MAX_NAME_CHARS)?,
+            email,
+            description: text_update(fields.description, "description", MAX_DESCRIPTION_CHARS)?,
+            phone: text_update(fields.phone, "phone", MAX_PHONE_CHARS)?,
+            metadata: fields.metadata,
+        })
+    }
+
+    /// The customer after this update, with metadata limits checked on the merged result.
+    pub fn apply_to(&self, customer: &Customer) -> Result<Customer> {
+        let mut updated = customer.clone();
+        if let Some(name) = &self.name {
+            updated.name = name.clone();
+        }
+        if let Some(email) = &self.email {
+            updated.email = email.clone();
+        }
+        if let Some(description) = &self.description {
+            updated.description = description.clone();
+        }
+        if let Some(phone) = &self.phone {
+            updated.phone = phone.clone();
+        }
+        updated.metadata = customer.metadata.apply(&self.metadata)?;
+        Ok(updated)
+    }
+}
+
+/// Filters for listing customers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomerFilter {
+    pub created: TimeRange,
+    pub email: Option<String>,
+    /// Only customers on this clock; without it, customers on clocks are left out.
+    pub test_clock: Option<String>,
+}
+
+fn check_email(email: &str) -> Result<()> {
+    let valid = match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !email.chars().any(char::is_whitespace)
+        }
+        None => false,
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(
+            Error::invalid_param("email", format!("Invalid email address: {email}"))
+                .with_code("email_invalid"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn customer() -> Customer {
+        Customer {
+            id: "cus_1".into(),
+            livemode: false,
+            created: 1,
+            name: Some("Ada".into()),
+            email: None,
+            description: None,
+            phone: None,
+            currency: Some(Currency::parse("usd", "currency").unwrap()),
+            balances: [
+                (Currency::parse("usd", "c").unwrap(), -500),
+                (Currency::parse("eur", "c").unwrap(), 200),
+            ]
+            .into_iter()
+            .collect(),
+            metadata: Metadata::default(),
+            test_clock: None,
+        }
+    }
+
+    #[test]
+    fn balance_is_in_the_customer_currency_and_invoice_credit_balance_flips_the_sign() {
+        let customer = customer();
+        assert_eq!(customer.balance(), -500);
+        let credit = customer.invoice_credit_balance();
+        assert_eq!(credit["usd"], 500);
+        assert_eq!(credit["eur"], -200);
+    }
+
+    #[test]
+    fn an_update_changes_only_what_it_names() {
+        let update = UpdateCustomer::parse(CustomerFields {
+            email: Some("a@example.com".into()),
+            name: Some(String::new()),
+            ..CustomerFields::default()
+        })
+        .unwrap();
+        let updated = update.apply_to(&customer()).unwrap();
+        assert_eq!(updated.email.as_deref(), Some("a@example.com"));
+        assert_eq!(updated.name, None);
+        assert_eq!(updated.balances, customer().balances);
+    }
+
+    #[test]
+    fn malformed_emails_are_rejected() {
+        for bad in ["plain", "@x.com", "a@", "a b@x.com", "a@b@c"] {
+            let fields = CustomerFields {
+                email: Some(bad.into()),
+                ..CustomerFields::default()
+            };
+            assert!(CreateCustomer::parse(fields, None).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The pure domain: money, currencies, identifiers, metadata, pagination and the rules of each
+//! resource. Nothing here touches a database or a transport; everything is unit-tested.
+
+pub mod currency;
+pub mod customer;
+pub mod customer_balance_transaction;
+pub mod ids;
+pub mod metadata;
+pub mod pagination;
+pub mod tenant;
+pub mod text;
+
+pub use currency::Currency;
+pub use ids::{IdKind, new_id};
+pub use metadata::{Metadata, MetadataUpdate};
+pub use pagination::{Cursor, ListRequest, Page, TimeRange};
+pub use tenant::Tenant;

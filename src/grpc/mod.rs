@@ -1,0 +1,79 @@
+//! The gRPC transport: tonic services that translate `creditd.v1` messages into service
+//! calls and back, plus `grpc.health.v1` and server reflection. No rules live here.
+
+mod convert;
+mod customer_balance_transactions;
+mod customers;
+mod status;
+
+use tonic::{Request, Status};
+
+use crate::service::auth::key_from_authorization;
+use crate::service::{RequestContext, Services};
+
+/// Generated code for `proto/creditd/v1`.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("creditd.v1");
+}
+
+/// The encoded descriptor set of every `creditd.v1` file, for reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/creditd_descriptor.bin"));
+
+pub use customer_balance_transactions::CustomerBalanceTransactionApi;
+pub use customers::CustomerApi;
+
+/// Builds the routes: every creditd service, health and reflection (v1 and v1alpha).
+pub async fn routes(services: Services) -> anyhow::Result<tonic::service::Routes> {
+    use proto::customer_balance_transaction_service_server::CustomerBalanceTransactionServiceServer;
+    use proto::customer_service_server::CustomerServiceServer;
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<CustomerServiceServer<CustomerApi>>()
+        .await;
+    health_reporter
+        .set_serving::<CustomerBalanceTransactionServiceServer<CustomerBalanceTransactionApi>>()
+        .await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let mut routes = tonic::service::Routes::builder();
+    routes
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(CustomerServiceServer::new(CustomerApi::new(
+            services.clone(),
+        )))
+        .add_service(CustomerBalanceTransactionServiceServer::new(
+            CustomerBalanceTransactionApi::new(services),
+        ));
+    Ok(routes.routes())
+}
+
+/// Authenticates a call from its `authorization` metadata and picks up `idempotency-key`.
+pub(crate) async fn context<T>(
+    services: &Services,
+    request: &Request<T>,
+) -> Result<RequestContext, Status> {
+    let metadata = request.metadata();
+    let presented = metadata
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .map(|value| key_from_authorization(value).unwrap_or_else(|| value.trim().to_string()));
+    let caller = services.authenticate(presented.as_deref()).await?;
+    let idempotency_key = metadata
+        .get("idempotency-key")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    Ok(RequestContext::new(caller.tenant).with_idempotency_key(idempotency_key))
+}

@@ -1,0 +1,33 @@
+//! Errors as gRPC statuses: the code comes from the shared error table; the details carry
+//! `google.rpc.ErrorInfo` (Stripe's type and code) and, for a bad field, `google.rpc.BadRequest`.
+
+use tonic::Status;
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::error::{Error, ErrorKind};
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        if error.kind == ErrorKind::Internal {
+            tracing::error!(error = %error, "internal error");
+        }
+        let mut details = ErrorDetails::new();
+        let mut info = std::collections::HashMap::new();
+        info.insert("type".to_string(), error.kind.stripe_type().to_string());
+        if let Some(param) = &error.param {
+            info.insert("param".to_string(), param.clone());
+        }
+        let reason = error.code.unwrap_or(match error.kind {
+            ErrorKind::Internal => "internal",
+            ErrorKind::Unavailable => "unavailable",
+            _ => "invalid_request",
+        });
+        details.set_error_info(reason, "creditd", info);
+        if let Some(param) = &error.param {
+            if matches!(error.kind, ErrorKind::InvalidRequest | ErrorKind::NotFound) {
+                details.add_bad_request_violation(param.clone(), error.message.clone());
+            }
+        }
+        Status::with_error_details(error.kind.grpc_code(), error.message, details)
+    }
+}

@@ -1,0 +1,89 @@
+//! The `creditd` binary: `serve`, `migrate` and `keys`.
+
+use clap::Parser;
+
+use creditd::config::{Cli, Command, KeysCommand, LogFormat};
+use creditd::server::{Server, shutdown_signal};
+use creditd::service::Services;
+use creditd::store::Db;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(config) => {
+            creditd::telemetry::init(config.log_format);
+            let server = Server::build(&config).await?;
+            tracing::info!(
+                grpc = %server.grpc_addr(),
+                http = %server.http_addr(),
+                database = %redact_url(&config.database.database_url),
+                "creditd is serving"
+            );
+            server.run_until(shutdown_signal()).await
+        }
+        Command::Migrate(database) => {
+            creditd::telemetry::init(LogFormat::Auto);
+            let db = Db::connect(&database.options()).await?;
+            db.migrate().await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Keys(command) => keys(command).await,
+    }
+}
+
+async fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    let database = match &command {
+        KeysCommand::Create { database, .. }
+        | KeysCommand::List { database }
+        | KeysCommand::Revoke { database, .. } => database,
+    };
+    let db = Db::connect(&database.options()).await?;
+    db.migrate().await?;
+    let services = Services::new(db);
+    match command {
+        KeysCommand::Create { live, account, .. } => {
+            let account = match account {
+                Some(account) => account,
+                None => services.create_account().await?,
+            };
+            let key = services.create_api_key(&account, live).await?;
+            println!("{}", key.reveal());
+            eprintln!("account: {account}");
+        }
+        KeysCommand::List { .. } => {
+            for key in services.list_api_keys().await? {
+                let mode = if key.livemode { "live" } else { "test" };
+                let state = if key.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{}\t{}\t{mode}\t{state}\t{}…",
+                    key.id, key.account_id, key.lookup_prefix
+                );
+            }
+        }
+        KeysCommand::Revoke { id, .. } => {
+            services.revoke_api_key(&id).await?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+/// Hides a password in a database URL before it is logged.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,93 @@
+//! `/v1/customers`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+
+use super::RestError;
+use super::context::Ctx;
+use super::expand::Expand;
+use super::form;
+use super::model::{CustomerJson, List};
+use super::params::Params;
+use crate::domain::customer::{CreateCustomer, CustomerFields, CustomerFilter, UpdateCustomer};
+use crate::error::Result;
+use crate::service::Services;
+
+const EXPANDABLE: &[&str] = &["test_clock"];
+const LIST_EXPANDABLE: &[&str] = &["data.test_clock"];
+
+fn customer_fields(params: &mut Params, allow_clear_metadata: bool) -> Result<CustomerFields> {
+    Ok(CustomerFields {
+        name: params.take_str("name")?,
+        email: params.take_str("email")?,
+        description: params.take_str("description")?,
+        phone: params.take_str("phone")?,
+        metadata: form::metadata(params, allow_clear_metadata)?,
+    })
+}
+
+pub async fn create(
+    State(services): State<Services>,
+    Ctx(ctx): Ctx,
+    body: Bytes,
+) -> Result<Json<CustomerJson>, RestError> {
+    let mut params = form::parse(&body)?;
+    let fields = customer_fields(&mut params, true)?;
+    let test_clock = params.take_str("test_clock")?;
+    let _expand = Expand::parse(form::expand(&mut params)?, EXPANDABLE)?;
+    form::finish(params)?;
+    let command = CreateCustomer::parse(fields, test_clock)?;
+    let customer = services.create_customer(&ctx, command).await?;
+    Ok(Json(customer.into()))
+}
+
+pub async fn retrieve(
+    State(services): State<Services>,
+    Ctx(ctx): Ctx,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<CustomerJson>, RestError> {
+    let mut params = form::parse(query.unwrap_or_default().as_bytes())?;
+    let _expand = Expand::parse(form::expand(&mut params)?, EXPANDABLE)?;
+    form::finish(params)?;
+    let customer = services.get_customer(&ctx, &id).await?;
+    Ok(Json(customer.into()))
+}
+
+pub async fn update(
+    State(services): State<Services>,
+    Ctx(ctx): Ctx,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<CustomerJson>, RestError> {
+    let mut params = form::parse(&body)?;
+    let fields = customer_fields(&mut params, true)?;
+    let _expand = Expand::parse(form::expand(&mut params)?, EXPANDABLE)?;
+    form::finish(params)?;
+    let command = UpdateCustomer::parse(fields)?;
+    let customer = services.update_customer(&ctx, &id, command).await?;
+    Ok(Json(customer.into()))
+}
+
+pub async fn list(
+    State(services): State<Services>,
+    Ctx(ctx): Ctx,
+    RawQuery(query): RawQuery,
+) -> Result<Json<List<CustomerJson>>, RestError> {
+    let mut params = form::parse(query.unwrap_or_default().as_bytes())?;
+    let request = form::list_request(&mut params)?;
+    let filter = CustomerFilter {
+        created: form::created(&mut params)?,
+        email: params.take_str("email")?,
+        test_clock: params.take_str("test_clock")?,
+    };
+    let _expand = Expand::parse(form::expand(&mut params)?, LIST_EXPANDABLE)?;
+    form::finish(params)?;
+    let page = services.list_customers(&ctx, &filter, &request).await?;
+    Ok(Json(List::new(
+        page,
+        "/v1/customers".to_string(),
+        CustomerJson::from,
+    )))
+}

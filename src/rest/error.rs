@@ -1,0 +1,63 @@
+//! Errors in Stripe's envelope: `{"error": {"type", "code", "param", "message"}}` with the
+//! status from the shared error table.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::error::{Error, ErrorKind};
+
+/// An [`Error`] on its way out of the REST shim.
+#[derive(Debug)]
+pub struct RestError(pub Error);
+
+impl From<Error> for RestError {
+    fn from(error: Error) -> Self {
+        RestError(error)
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    param: Option<&'a str>,
+    message: &'a str,
+}
+
+impl IntoResponse for RestError {
+    fn into_response(self) -> Response {
+        let error = self.0;
+        match error.kind {
+            ErrorKind::Internal => tracing::error!(error = %error, "internal error"),
+            ErrorKind::Unavailable => tracing::warn!(error = %error, "dependency unavailable"),
+            _ => {}
+        }
+        let status = StatusCode::from_u16(error.kind.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let envelope = Envelope {
+            error: Body {
+                kind: error.kind.stripe_type(),
+                code: error.code,
+                param: error.param.as_deref(),
+                message: &error.message,
+            },
+        };
+        (status, Json(envelope)).into_response()
+    }
+}
+
+impl From<super::params::ParamError> for RestError {
+    fn from(error: super::params::ParamError) -> Self {
+        RestError(error.into())
+    }
+}

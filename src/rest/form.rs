@@ -1,0 +1,89 @@
+//! Reading Stripe parameters into domain inputs: the mapping of parser errors to Stripe's
+//! codes, and the parameters many endpoints share (metadata, pagination, `created`, `expand`).
+
+use super::params::{self, MapOrEmpty, ParamError, Params, StringMapOrEmpty};
+use crate::domain::MetadataUpdate;
+use crate::domain::pagination::{ListRequest, TimeRange};
+use crate::error::{Error, ErrorKind, Result};
+
+impl From<ParamError> for Error {
+    fn from(error: ParamError) -> Error {
+        let param = error.param().to_string();
+        let code = error.stripe_code();
+        let message = match &error {
+            ParamError::InvalidInteger { value, .. } => format!("Invalid integer: {value}"),
+            ParamError::InvalidType { param, expected } => {
+                format!("Invalid {expected} for {param}.")
+            }
+            other => other.to_string(),
+        };
+        let mut error = Error::new(ErrorKind::InvalidRequest, message).with_code(code);
+        if !param.is_empty() {
+            error = error.with_param(param);
+        }
+        error
+    }
+}
+
+/// Parses a form body or query string.
+pub fn parse(raw: &[u8]) -> Result<Params> {
+    Ok(params::parse(raw)?)
+}
+
+/// `metadata[k]=v` pairs (an empty value removes k), or `metadata=` to remove every key
+/// where the endpoint allows it.
+pub fn metadata(params: &mut Params, allow_clear_all: bool) -> Result<MetadataUpdate> {
+    match params.take_string_map("metadata")? {
+        None => Ok(MetadataUpdate::default()),
+        Some(StringMapOrEmpty::Map(entries)) => MetadataUpdate::parse(false, entries),
+        Some(StringMapOrEmpty::Empty) if allow_clear_all => MetadataUpdate::parse(true, Vec::new()),
+        Some(StringMapOrEmpty::Empty) => {
+            Err(Error::invalid_param("metadata", "Invalid object")
+                .with_code("parameter_invalid_empty"))
+        }
+    }
+}
+
+pub fn list_request(params: &mut Params) -> Result<ListRequest> {
+    let limit = params.take_i64("limit")?;
+    let starting_after = params.take_str("starting_after")?;
+    let ending_before = params.take_str("ending_before")?;
+    ListRequest::parse(limit, starting_after, ending_before)
+}
+
+/// `created=<t>` or `created[gt|gte|lt|lte]=<t>`.
+pub fn created(params: &mut Params) -> Result<TimeRange> {
+    if !params.contains("created") {
+        return Ok(TimeRange::default());
+    }
+    if let Ok(Some(at)) = params.clone().take_i64("created") {
+        params.take("created");
+        return Ok(TimeRange::exactly(at));
+    }
+    match params.take_map("created")? {
+        None => Ok(TimeRange::default()),
+        Some(MapOrEmpty::Empty) => Err(Error::invalid_param(
+            "created",
+            "Invalid created: must be an integer or a hash of gt, gte, lt, lte.",
+        )),
+        Some(MapOrEmpty::Map(mut bounds)) => {
+            let range = TimeRange {
+                gt: bounds.take_i64("gt")?,
+                gte: bounds.take_i64("gte")?,
+                lt: bounds.take_i64("lt")?,
+                lte: bounds.take_i64("lte")?,
+            };
+            bounds.finish()?;
+            Ok(range)
+        }
+    }
+}
+
+/// The `expand` list (`expand[]=a` or `expand[0]=a`).
+pub fn expand(params: &mut Params) -> Result<Vec<String>> {
+    Ok(params.take_str_list("expand")?.unwrap_or_default())
+}
+
+pub fn finish(params: Params) -> Result<()> {
+    Ok(params.finish()?)
+}

@@ -1,0 +1,78 @@
+//! The Stripe REST shim: axum handlers that speak Stripe's form-encoded API and JSON shapes,
+//! translating to the same service calls as gRPC. No rules live here.
+
+mod context;
+mod customer_balance_transactions;
+mod customers;
+mod error;
+mod expand;
+mod form;
+mod model;
+pub mod params;
+
+use axum::Router;
+use axum::http::{HeaderValue, Method, Uri};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::service::Services;
+
+pub use error::RestError;
+
+/// The API version whose shapes the shim returns.
+pub const STRIPE_API_VERSION: &str = "2026-07-29.dahlia";
+
+pub fn router(services: Services) -> Router {
+    Router::new()
+        .route(
+            "/v1/customers",
+            get(customers::list).post(customers::create),
+        )
+        .route(
+            "/v1/customers/{customer}",
+            get(customers::retrieve).post(customers::update),
+        )
+        .route(
+            "/v1/customers/{customer}/balance_transactions",
+            get(customer_balance_transactions::list).post(customer_balance_transactions::create),
+        )
+        .route(
+            "/v1/customers/{customer}/balance_transactions/{transaction}",
+            get(customer_balance_transactions::retrieve)
+                .post(customer_balance_transactions::update),
+        )
+        .route("/healthz", get(health))
+        .fallback(unrecognized_url)
+        .method_not_allowed_fallback(unrecognized_url)
+        .layer(axum::middleware::map_response(stripe_headers))
+        .with_state(services)
+}
+
+async fn stripe_headers(mut response: axum::response::Response) -> axum::response::Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        "stripe-version",
+        HeaderValue::from_static(STRIPE_API_VERSION),
+    );
+    let request_id = format!("req_{}", crate::domain::ids::random_base62(14));
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert("request-id", value);
+    }
+    response
+}
+
+async fn health(
+    axum::extract::State(services): axum::extract::State<Services>,
+) -> axum::response::Response {
+    match services.db.ping().await {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
+        Err(error) => RestError(error).into_response(),
+    }
+}
+
+async fn unrecognized_url(method: Method, uri: Uri) -> RestError {
+    RestError(crate::error::Error::new(
+        crate::error::ErrorKind::NotFound,
+        format!("Unrecognized request URL ({method}: {}).", uri.path()),
+    ))
+}

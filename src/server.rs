@@ -1,0 +1,167 @@
+//! Startup: connect and migrate, bind both listeners (reporting the real ports, so tests can
+//! bind port 0), then serve until a shutdown signal, draining in-flight requests.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::ServeConfig;
+use crate::service::Services;
+use crate::store::Db;
+
+pub struct Server {
+    services: Services,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+    grace: Duration,
+}
+
+impl Server {
+    /// Connects to the database, applies migrations, ensures API keys, and binds.
+    pub async fn build(config: &ServeConfig) -> anyhow::Result<Server> {
+        let db = Db::connect(&config.database.options()).await?;
+        db.migrate().await?;
+        let services = Services::new(db);
+        services.ensure_api_keys(&config.api_keys).await?;
+        if !config.no_bootstrap_key {
+            if let Some(key) = services.bootstrap_test_key().await? {
+                // Printed once, to the terminal of whoever started the server, never logged.
+                println!(
+                    "creditd: created a test-mode API key for this new database (shown only once):\n\n    {}\n",
+                    key.reveal()
+                );
+            }
+        }
+        Self::bind(config, services).await
+    }
+
+    /// Binds the listeners for already-built services.
+    pub async fn bind(config: &ServeConfig, services: Services) -> anyhow::Result<Server> {
+        let grpc_listener = TcpListener::bind(config.grpc_addr).await?;
+        let http_listener = TcpListener::bind(config.http_addr).await?;
+        Ok(Server {
+            services,
+            grpc_listener,
+            http_listener,
+            grace: config.shutdown_grace(),
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and waits up to the grace
+    /// period for in-flight requests.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = receiver.wait_for(|stop| *stop).await;
+        };
+
+        let grpc_routes = crate::grpc::routes(self.services.clone()).await?;
+        let grpc = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_routes(grpc_routes)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.grpc_listener),
+                stopped(stop_rx.clone()),
+            );
+        let http = axum::serve(
+            self.http_listener,
+            crate::rest::router(self.services.clone()),
+        )
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+
+        let prune = tokio::spawn(prune_idempotency_records(
+            self.services.clone(),
+            stop_rx.clone(),
+        ));
+
+        let grace = self.grace;
+        let mut grpc_task = tokio::spawn(grpc);
+        let mut http_task = tokio::spawn(async move { http.await });
+        tokio::select! {
+            _ = shutdown => {}
+            result = &mut grpc_task => { tracing::error!(?result, "gRPC server stopped"); }
+            result = &mut http_task => { tracing::error!(?result, "HTTP server stopped"); }
+        }
+        tracing::info!(
+            grace_seconds = grace.as_secs(),
+            "shutting down, draining in-flight requests"
+        );
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(grace, async {
+            let _ = (&mut grpc_task).await;
+            let _ = (&mut http_task).await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("grace period over; abandoning remaining requests");
+            grpc_task.abort();
+            http_task.abort();
+        }
+        prune.abort();
+        self.services.db.close().await;
+        Ok(())
+    }
+}
+
+async fn prune_idempotency_records(
+    services: Services,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut interval = tokio::time::interval(Duration::from_secs(15 * 60));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        match crate::service::idempotency::prune(&services.db, services.clock.now()).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "pruned expired idempotency records"),
+            Err(error) => tracing::warn!(error = %error, "pruning idempotency records failed"),
+        }
+    }
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,174 @@
+//! The customer balance ledger. Each new entry is written while the customer's row is locked
+//! (PostgreSQL) or on the single writer connection (SQLite), so the running balance moves one
+//! step at a time: `ending_balance` never skips or repeats.
+
+use super::{RequestContext, Services};
+use crate::domain::Tenant;
+use crate::domain::customer_balance_transaction::{
+    CreateBalanceTransaction, CustomerBalanceTransaction, TYPE_ADJUSTMENT, TransactionFilter,
+    UpdateBalanceTransaction, next_balance,
+};
+use crate::domain::ids::{IdKind, new_id};
+use crate::domain::pagination::{ListRequest, Page};
+use crate::error::{Error, Result};
+use crate::store::{self, Connection};
+
+impl Services {
+    pub async fn create_customer_balance_transaction(
+        &self,
+        ctx: &RequestContext,
+        command: CreateBalanceTransaction,
+    ) -> Result<CustomerBalanceTransaction> {
+        let claim = self
+            .idempotency
+            .claim(ctx, "customer_balance_transaction.create", &command)?;
+        let customer_id = command.customer_id.as_str();
+        self.db
+            .retrying(|| async {
+                let now = self.clock.now();
+                let tx = self.db.begin().await?;
+                if let Some(replayed) = claim.replay(&tx, now).await? {
+                    return Ok(replayed);
+                }
+                let customer_currency = store::customers::lock(&tx, &ctx.tenant, customer_id)
+                    .await?
+                    .ok_or_else(|| Error::resource_missing("customer", customer_id, "customer"))?;
+                let (balance, count) =
+                    store::customers::balance(&tx, customer_id, &command.currency)
+                        .await?
+                        .unwrap_or((0, 0));
+                let transaction = CustomerBalanceTransaction {
+                    id: new_id(IdKind::CustomerBalanceTransaction, ctx.tenant.livemode),
+                    livemode: ctx.tenant.livemode,
+                    created: now,
+                    customer_id: customer_id.to_string(),
+                    amount: command.amount,
+                    currency: command.currency.clone(),
+                    ending_balance: next_balance(balance, command.amount)?,
+                    sequence: count + 1,
+                    kind: TYPE_ADJUSTMENT.to_string(),
+                    description: command.description.clone(),
+                    metadata: command.metadata.clone(),
+                    invoice: None,
+                    credit_note: None,
+                    checkout_session: None,
+                };
+                store::customers::save_balance(
+                    &tx,
+                    customer_id,
+                    &command.currency,
+                    transaction.ending_balance,
+                    transaction.sequence,
+                )
+                .await?;
+                store::customer_balance_transactions::insert(&tx, &ctx.tenant, &transaction)
+                    .await?;
+                if customer_currency.is_none() {
+                    store::customers::set_currency_if_unset(&tx, customer_id, &command.currency)
+                        .await?;
+                }
+                claim.record(&tx, now, &transaction).await?;
+                store::commit(tx).await?;
+                Ok(transaction)
+            })
+            .await
+    }
+
+    pub async fn get_customer_balance_transaction(
+        &self,
+        ctx: &RequestContext,
+        customer_id: &str,
+        id: &str,
+    ) -> Result<CustomerBalanceTransaction> {
+        find_transaction(self.db.reader(), &ctx.tenant, customer_id, id).await
+    }
+
+    pub async fn list_customer_balance_transactions(
+        &self,
+        ctx: &RequestContext,
+        customer_id: &str,
+        filter: &TransactionFilter,
+        request: &ListRequest,
+    ) -> Result<Page<CustomerBalanceTransaction>> {
+        let conn = self.db.reader();
+        if !store::customers::exists(conn, &ctx.tenant, customer_id).await? {
+            return Err(Error::resource_missing("customer", customer_id, "customer"));
+        }
+        if let Some(cursor) = &request.cursor {
+            if store::customer_balance_transactions::find(
+                conn,
+                &ctx.tenant,
+                customer_id,
+                cursor.id(),
+            )
+            .await?
+            .is_none()
+            {
+                return Err(Error::resource_missing(
+                    "customer balance transaction",
+                    cursor.id(),
+                    cursor.param(),
+                ));
+            }
+        }
+        store::customer_balance_transactions::list(conn, &ctx.tenant, customer_id, filter, request)
+            .await
+    }
+
+    pub async fn update_customer_balance_transaction(
+        &self,
+        ctx: &RequestContext,
+        customer_id: &str,
+        id: &str,
+        command: UpdateBalanceTransaction,
+    ) -> Result<CustomerBalanceTransaction> {
+        let claim = self.idempotency.claim(
+            ctx,
+            "customer_balance_transaction.update",
+            &(customer_id, id, &command),
+        )?;
+        self.db
+            .retrying(|| async {
+                let now = self.clock.now();
+                let tx = self.db.begin().await?;
+                if let Some(replayed) = claim.replay(&tx, now).await? {
+                    return Ok(replayed);
+                }
+                if store::customers::lock(&tx, &ctx.tenant, customer_id)
+                    .await?
+                    .is_none()
+                {
+                    return Err(Error::resource_missing("customer", customer_id, "customer"));
+                }
+                let current = find_transaction(&tx, &ctx.tenant, customer_id, id).await?;
+                let updated = command.apply_to(&current)?;
+                store::customer_balance_transactions::update_details(&tx, &ctx.tenant, &updated)
+                    .await?;
+                claim.record(&tx, now, &updated).await?;
+                store::commit(tx).await?;
+                Ok(updated)
+            })
+            .await
+    }
+}
+
+async fn find_transaction(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    customer_id: &str,
+    id: &str,
+) -> Result<CustomerBalanceTransaction> {
+    if let Some(transaction) =
+        store::customer_balance_transactions::find(conn, tenant, customer_id, id).await?
+    {
+        return Ok(transaction);
+    }
+    if !store::customers::exists(conn, tenant, customer_id).await? {
+        return Err(Error::resource_missing("customer", customer_id, "customer"));
+    }
+    Err(Error::resource_missing(
+        "customer balance transaction",
+        id,
+        "transaction",
+    ))
+}

@@ -1,0 +1,114 @@
+//! Customers.
+
+use super::{RequestContext, Services};
+use crate::domain::Tenant;
+use crate::domain::customer::{CreateCustomer, Customer, CustomerFilter, UpdateCustomer};
+use crate::domain::ids::{IdKind, new_id};
+use crate::domain::pagination::{ListRequest, Page};
+use crate::error::{Error, Result};
+use crate::store::{self, Connection};
+
+impl Services {
+    pub async fn create_customer(
+        &self,
+        ctx: &RequestContext,
+        command: CreateCustomer,
+    ) -> Result<Customer> {
+        let claim = self.idempotency.claim(ctx, "customer.create", &command)?;
+        if let Some(clock) = &command.test_clock {
+            return Err(Error::resource_missing("test_clock", clock, "test_clock"));
+        }
+        self.db
+            .retrying(|| async {
+                let now = self.clock.now();
+                let tx = self.db.begin().await?;
+                if let Some(replayed) = claim.replay(&tx, now).await? {
+                    return Ok(replayed);
+                }
+                let customer = Customer {
+                    id: new_id(IdKind::Customer, ctx.tenant.livemode),
+                    livemode: ctx.tenant.livemode,
+                    created: now,
+                    name: command.name.clone(),
+                    email: command.email.clone(),
+                    description: command.description.clone(),
+                    phone: command.phone.clone(),
+                    currency: None,
+                    balances: Default::default(),
+                    metadata: command.metadata.clone(),
+                    test_clock: None,
+                };
+                store::customers::insert(&tx, &ctx.tenant, &customer).await?;
+                claim.record(&tx, now, &customer).await?;
+                store::commit(tx).await?;
+                Ok(customer)
+            })
+            .await
+    }
+
+    pub async fn get_customer(&self, ctx: &RequestContext, id: &str) -> Result<Customer> {
+        find_customer(self.db.reader(), &ctx.tenant, id, "id").await
+    }
+
+    pub async fn list_customers(
+        &self,
+        ctx: &RequestContext,
+        filter: &CustomerFilter,
+        request: &ListRequest,
+    ) -> Result<Page<Customer>> {
+        if let Some(cursor) = &request.cursor {
+            if !store::customers::exists(self.db.reader(), &ctx.tenant, cursor.id()).await? {
+                return Err(Error::resource_missing(
+                    "customer",
+                    cursor.id(),
+                    cursor.param(),
+                ));
+            }
+        }
+        store::customers::list(self.db.reader(), &ctx.tenant, filter, request).await
+    }
+
+    pub async fn update_customer(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        command: UpdateCustomer,
+    ) -> Result<Customer> {
+        let claim = self
+            .idempotency
+            .claim(ctx, "customer.update", &(id, &command))?;
+        self.db
+            .retrying(|| async {
+                let now = self.clock.now();
+                let tx = self.db.begin().await?;
+                if let Some(replayed) = claim.replay(&tx, now).await? {
+                    return Ok(replayed);
+                }
+                if store::customers::lock(&tx, &ctx.tenant, id)
+                    .await?
+                    .is_none()
+                {
+                    return Err(Error::resource_missing("customer", id, "id"));
+                }
+                let current = find_customer(&tx, &ctx.tenant, id, "id").await?;
+                let updated = command.apply_to(&current)?;
+                store::customers::update_details(&tx, &ctx.tenant, &updated).await?;
+                claim.record(&tx, now, &updated).await?;
+                store::commit(tx).await?;
+                Ok(updated)
+            })
+            .await
+    }
+}
+
+/// The customer, or `resource_missing` naming `param`.
+pub(crate) async fn find_customer(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    id: &str,
+    param: &str,
+) -> Result<Customer> {
+    store::customers::find(conn, tenant, id)
+        .await?
+        .ok_or_else(|| Error::resource_missing("customer", id, param))
+}

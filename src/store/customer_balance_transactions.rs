@@ -1,0 +1,157 @@
+//! The customer balance ledger's entries.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Set,
+};
+
+use super::entities::customer_balance_transaction as entry;
+use super::{Connection, db_error, metadata_from_json, metadata_to_json};
+use crate::domain::customer_balance_transaction::{CustomerBalanceTransaction, TransactionFilter};
+use crate::domain::pagination::{Cursor, ListRequest, Page};
+use crate::domain::{Currency, Tenant};
+use crate::error::{Error, Result};
+
+pub async fn insert(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    txn: &CustomerBalanceTransaction,
+) -> Result<()> {
+    entry::ActiveModel {
+        id: Set(txn.id.clone()),
+        account_id: Set(tenant.account_id.clone()),
+        livemode: Set(tenant.livemode),
+        customer_id: Set(txn.customer_id.clone()),
+        created: Set(txn.created),
+        amount: Set(txn.amount),
+        currency: Set(txn.currency.to_string()),
+        ending_balance: Set(txn.ending_balance),
+        sequence: Set(txn.sequence),
+        kind: Set(txn.kind.clone()),
+        description: Set(txn.description.clone()),
+        metadata: Set(metadata_to_json(&txn.metadata)),
+        invoice: Set(txn.invoice.clone()),
+        credit_note: Set(txn.credit_note.clone()),
+        checkout_session: Set(txn.checkout_session.clone()),
+    }
+    .insert(conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+fn scoped(tenant: &Tenant, customer_id: &str) -> Condition {
+    Condition::all()
+        .add(entry::Column::AccountId.eq(tenant.account_id.as_str()))
+        .add(entry::Column::Livemode.eq(tenant.livemode))
+        .add(entry::Column::CustomerId.eq(customer_id))
+}
+
+pub async fn find(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    customer_id: &str,
+    id: &str,
+) -> Result<Option<CustomerBalanceTransaction>> {
+    entry::Entity::find()
+        .filter(scoped(tenant, customer_id).add(entry::Column::Id.eq(id)))
+        .one(conn)
+        .await
+        .map_err(db_error)?
+        .map(to_domain)
+        .transpose()
+}
+
+/// Writes the two mutable fields.
+pub async fn update_details(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    txn: &CustomerBalanceTransaction,
+) -> Result<()> {
+    entry::Entity::update_many()
+        .col_expr(
+            entry::Column::Description,
+            Expr::value(txn.description.clone()),
+        )
+        .col_expr(
+            entry::Column::Metadata,
+            Expr::value(metadata_to_json(&txn.metadata)),
+        )
+        .filter(scoped(tenant, &txn.customer_id).add(entry::Column::Id.eq(txn.id.as_str())))
+        .exec(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+pub async fn list(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    customer_id: &str,
+    filter: &TransactionFilter,
+    request: &ListRequest,
+) -> Result<Page<CustomerBalanceTransaction>> {
+    let mut condition = scoped(tenant, customer_id);
+    let created = entry::Column::Created;
+    if let Some(at) = filter.created.gt {
+        condition = condition.add(created.gt(at));
+    }
+    if let Some(at) = filter.created.gte {
+        condition = condition.add(created.gte(at));
+    }
+    if let Some(at) = filter.created.lt {
+        condition = condition.add(created.lt(at));
+    }
+    if let Some(at) = filter.created.lte {
+        condition = condition.add(created.lte(at));
+    }
+    if let Some(invoice) = &filter.invoice {
+        condition = condition.add(entry::Column::Invoice.eq(invoice.as_str()));
+    }
+    let query = match &request.cursor {
+        None => entry::Entity::find()
+            .filter(condition)
+            .order_by_desc(entry::Column::Id),
+        Some(Cursor::StartingAfter(id)) => entry::Entity::find()
+            .filter(condition.add(entry::Column::Id.lt(id.as_str())))
+            .order_by_desc(entry::Column::Id),
+        Some(Cursor::EndingBefore(id)) => entry::Entity::find()
+            .filter(condition.add(entry::Column::Id.gt(id.as_str())))
+            .order_by_asc(entry::Column::Id),
+    };
+    let rows = query
+        .limit(request.limit + 1)
+        .all(conn)
+        .await
+        .map_err(db_error)?;
+    let page = Page::from_probe(rows, request);
+    let mut data = Vec::with_capacity(page.data.len());
+    for row in page.data {
+        data.push(to_domain(row)?);
+    }
+    Ok(Page {
+        data,
+        has_more: page.has_more,
+    })
+}
+
+fn to_domain(row: entry::Model) -> Result<CustomerBalanceTransaction> {
+    Ok(CustomerBalanceTransaction {
+        currency: Currency::try_from(row.currency)
+            .map_err(|error| Error::internal(anyhow::anyhow!("stored currency: {error}")))?,
+        metadata: metadata_from_json(&row.metadata)?,
+        id: row.id,
+        livemode: row.livemode,
+        created: row.created,
+        customer_id: row.customer_id,
+        amount: row.amount,
+        ending_balance: row.ending_balance,
+        sequence: row.sequence,
+        kind: row.kind,
+        description: row.description,
+        invoice: row.invoice,
+        credit_note: row.credit_note,
+        checkout_session: row.checkout_session,
+    })
+}

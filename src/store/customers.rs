@@ -1,0 +1,289 @@
+//! Customers and their materialized per-currency balances.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Set, Statement,
+};
+
+use super::entities::{customer, customer_balance};
+use super::{Connection, backend_of, db_error, for_update, metadata_from_json, metadata_to_json};
+use crate::domain::customer::{Customer, CustomerFilter};
+use crate::domain::pagination::{Cursor, ListRequest, Page, TimeRange};
+use crate::domain::{Currency, Tenant};
+use crate::error::{Error, Result};
+
+pub async fn insert(conn: &impl Connection, tenant: &Tenant, customer: &Customer) -> Result<()> {
+    customer::ActiveModel {
+        id: Set(customer.id.clone()),
+        account_id: Set(tenant.account_id.clone()),
+        livemode: Set(tenant.livemode),
+        created: Set(customer.created),
+        name: Set(customer.name.clone()),
+        email: Set(customer.email.clone()),
+        description: Set(customer.description.clone()),
+        phone: Set(customer.phone.clone()),
+        currency: Set(customer.currency.as_ref().map(|c| c.to_string())),
+        metadata: Set(metadata_to_json(&customer.metadata)),
+        test_clock: Set(customer.test_clock.clone()),
+    }
+    .insert(conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// Writes the descriptive fields and metadata (never balances or currency).
+pub async fn update_details(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    customer: &Customer,
+) -> Result<()> {
+    customer::Entity::update_many()
+        .col_expr(customer::Column::Name, Expr::value(customer.name.clone()))
+        .col_expr(customer::Column::Email, Expr::value(customer.email.clone()))
+        .col_expr(
+            customer::Column::Description,
+            Expr::value(customer.description.clone()),
+        )
+        .col_expr(customer::Column::Phone, Expr::value(customer.phone.clone()))
+        .col_expr(
+            customer::Column::Metadata,
+            Expr::value(metadata_to_json(&customer.metadata)),
+        )
+        .filter(scoped(tenant).add(customer::Column::Id.eq(customer.id.as_str())))
+        .exec(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+fn scoped(tenant: &Tenant) -> Condition {
+    Condition::all()
+        .add(customer::Column::AccountId.eq(tenant.account_id.as_str()))
+        .add(customer::Column::Livemode.eq(tenant.livemode))
+}
+
+/// The customer with its balances, or `None` when this tenant has no such customer.
+pub async fn find(conn: &impl Connection, tenant: &Tenant, id: &str) -> Result<Option<Customer>> {
+    let Some(row) = customer::Entity::find()
+        .filter(scoped(tenant).add(customer::Column::Id.eq(id)))
+        .one(conn)
+        .await
+        .map_err(db_error)?
+    else {
+        return Ok(None);
+    };
+    let mut balances = load_balances(conn, &[row.id.clone()]).await?;
+    Ok(Some(to_domain(
+        row,
+        balances.remove(id).unwrap_or_default(),
+    )?))
+}
+
+/// Locks the customer row for the rest of the transaction (PostgreSQL) so that writes for
+/// one customer happen one at a time; returns the customer's currency, or `None` if this
+/// tenant has no such customer.
+pub async fn lock(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    id: &str,
+) -> Result<Option<Option<String>>> {
+    let backend = backend_of(conn);
+    let sql = format!(
+        "SELECT currency FROM customers WHERE id = $1 AND account_id = $2 AND livemode = $3{}",
+        for_update(backend)
+    );
+    let row = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [
+                id.into(),
+                tenant.account_id.as_str().into(),
+                tenant.livemode.into(),
+            ],
+        ))
+        .await
+        .map_err(db_error)?;
+    match row {
+        None => Ok(None),
+        Some(row) => Ok(Some(
+            row.try_get::<Option<String>>("", "currency")
+                .map_err(db_error)?,
+        )),
+    }
+}
+
+pub async fn exists(conn: &impl Connection, tenant: &Tenant, id: &str) -> Result<bool> {
+    Ok(customer::Entity::find()
+        .select_only()
+        .column(customer::Column::Id)
+        .filter(scoped(tenant).add(customer::Column::Id.eq(id)))
+        .into_tuple::<String>()
+        .one(conn)
+        .await
+        .map_err(db_error)?
+        .is_some())
+}
+
+/// Sets the customer's currency if it has none yet (the first balance transaction does this).
+pub async fn set_currency_if_unset(
+    conn: &impl Connection,
+    id: &str,
+    currency: &Currency,
+) -> Result<()> {
+    customer::Entity::update_many()
+        .col_expr(customer::Column::Currency, Expr::value(currency.as_str()))
+        .filter(customer::Column::Id.eq(id))
+        .filter(customer::Column::Currency.is_null())
+        .exec(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// The materialized balance and chain length for one customer and currency.
+pub async fn balance(
+    conn: &impl Connection,
+    customer_id: &str,
+    currency: &Currency,
+) -> Result<Option<(i64, i64)>> {
+    Ok(
+        customer_balance::Entity::find_by_id((customer_id.to_string(), currency.to_string()))
+            .one(conn)
+            .await
+            .map_err(db_error)?
+            .map(|row| (row.balance, row.transaction_count)),
+    )
+}
+
+/// Stores the balance after a new ledger entry.
+pub async fn save_balance(
+    conn: &impl Connection,
+    customer_id: &str,
+    currency: &Currency,
+    balance: i64,
+    transaction_count: i64,
+) -> Result<()> {
+    let row = customer_balance::ActiveModel {
+        customer_id: Set(customer_id.to_string()),
+        currency: Set(currency.to_string()),
+        balance: Set(balance),
+        transaction_count: Set(transaction_count),
+    };
+    if transaction_count == 1 {
+        row.insert(conn).await.map_err(db_error)?;
+    } else {
+        row.update(conn).await.map_err(db_error)?;
+    }
+    Ok(())
+}
+
+pub async fn list(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    filter: &CustomerFilter,
+    request: &ListRequest,
+) -> Result<Page<Customer>> {
+    let mut condition = scoped(tenant).add(time_condition(&filter.created));
+    condition = match &filter.test_clock {
+        Some(clock) => condition.add(customer::Column::TestClock.eq(clock.as_str())),
+        None => condition.add(customer::Column::TestClock.is_null()),
+    };
+    if let Some(email) = &filter.email {
+        condition = condition.add(customer::Column::Email.eq(email.as_str()));
+    }
+    let mut query = customer::Entity::find();
+    query = match &request.cursor {
+        None => query.filter(condition).order_by_desc(customer::Column::Id),
+        Some(Cursor::StartingAfter(id)) => query
+            .filter(condition.add(customer::Column::Id.lt(id.as_str())))
+            .order_by_desc(customer::Column::Id),
+        Some(Cursor::EndingBefore(id)) => query
+            .filter(condition.add(customer::Column::Id.gt(id.as_str())))
+            .order_by_asc(customer::Column::Id),
+    };
+    let rows = query
+        .limit(request.limit + 1)
+        .all(conn)
+        .await
+        .map_err(db_error)?;
+    let page = Page::from_probe(rows, request);
+    let ids: Vec<String> = page.data.iter().map(|row| row.id.clone()).collect();
+    let mut balances = load_balances(conn, &ids).await?;
+    let mut customers = Vec::with_capacity(page.data.len());
+    for row in page.data {
+        let row_balances = balances.remove(&row.id).unwrap_or_default();
+        customers.push(to_domain(row, row_balances)?);
+    }
+    Ok(Page {
+        data: customers,
+        has_more: page.has_more,
+    })
+}
+
+fn time_condition(range: &TimeRange) -> Condition {
+    let column = customer::Column::Created;
+    let mut condition = Condition::all();
+    if let Some(at) = range.gt {
+        condition = condition.add(column.gt(at));
+    }
+    if let Some(at) = range.gte {
+        condition = condition.add(column.gte(at));
+    }
+    if let Some(at) = range.lt {
+        condition = condition.add(column.lt(at));
+    }
+    if let Some(at) = range.lte {
+        condition = condition.add(column.lte(at));
+    }
+    condition
+}
+
+async fn load_balances(
+    conn: &impl Connection,
+    customer_ids: &[String],
+) -> Result<HashMap<String, BTreeMap<Currency, i64>>> {
+    let mut by_customer: HashMap<String, BTreeMap<Currency, i64>> = HashMap::new();
+    if customer_ids.is_empty() {
+        return Ok(by_customer);
+    }
+    let rows = customer_balance::Entity::find()
+        .filter(customer_balance::Column::CustomerId.is_in(customer_ids.iter().map(String::as_str)))
+        .all(conn)
+        .await
+        .map_err(db_error)?;
+    for row in rows {
+        let currency = Currency::try_from(row.currency)
+            .map_err(|error| Error::internal(anyhow::anyhow!("stored currency: {error}")))?;
+        by_customer
+            .entry(row.customer_id)
+            .or_default()
+            .insert(currency, row.balance);
+    }
+    Ok(by_customer)
+}
+
+fn to_domain(row: customer::Model, balances: BTreeMap<Currency, i64>) -> Result<Customer> {
+    let currency = row
+        .currency
+        .map(Currency::try_from)
+        .transpose()
+        .map_err(|error| Error::internal(anyhow::anyhow!("stored currency: {error}")))?;
+    Ok(Customer {
+        metadata: metadata_from_json(&row.metadata)?,
+        id: row.id,
+        livemode: row.livemode,
+        created: row.created,
+        name: row.name,
+        email: row.email,
+        description: row.description,
+        phone: row.phone,
+        currency,
+        balances,
+        test_clock: row.test_clock,
+    })
+}

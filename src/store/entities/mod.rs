@@ -1,0 +1,9 @@
+//! SeaORM entities, one per table. Columns hold plain SQL types; `store` converts rows to
+//! domain types at its boundary.
+
+pub mod account;
+pub mod api_key;
+pub mod customer;
+pub mod customer_balance;
+pub mod customer_balance_transaction;
+pub mod idempotency_record;

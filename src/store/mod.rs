@@ -1,0 +1,263 @@
+//! Persistence: the only module that knows SeaORM. It opens the database (a single writer and
+//! a pool of readers on SQLite, one pool on PostgreSQL), applies migrations, classifies
+//! database errors, and offers the queries the service layer composes into transactions.
+
+pub mod accounts;
+pub mod customer_balance_transactions;
+pub mod customers;
+pub mod entities;
+pub mod idempotency;
+
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use migrations::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, RuntimeErr, SqlxSqliteConnector, TransactionTrait,
+};
+
+use crate::error::{Error, Result};
+
+pub use sea_orm::ConnectionTrait as Connection;
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub url: String,
+    /// Pool size for PostgreSQL, and for SQLite's read connections.
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl DbOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        DbOptions {
+            url: url.into(),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The database. On SQLite every write goes through one connection, so writers queue in the
+/// process instead of failing with "database is locked", while readers use their own pool
+/// (WAL mode lets them read while the writer writes).
+#[derive(Clone)]
+pub struct Db {
+    writer: DatabaseConnection,
+    reader: DatabaseConnection,
+    backend: DbBackend,
+}
+
+impl Db {
+    pub async fn connect(options: &DbOptions) -> Result<Db> {
+        if options.url.starts_with("sqlite:") {
+            Self::connect_sqlite(options).await
+        } else if options.url.starts_with("postgres:") || options.url.starts_with("postgresql:") {
+            let mut connect = ConnectOptions::new(options.url.clone());
+            connect
+                .max_connections(options.max_connections)
+                .min_connections(1)
+                .acquire_timeout(options.acquire_timeout)
+                .sqlx_logging(false);
+            let pool = Database::connect(connect)
+                .await
+                .map_err(|error| Error::unavailable("cannot connect to PostgreSQL", error))?;
+            Ok(Db {
+                writer: pool.clone(),
+                reader: pool,
+                backend: DbBackend::Postgres,
+            })
+        } else {
+            Err(Error::invalid_param(
+                "database_url",
+                "The database URL must start with sqlite: or postgres://",
+            ))
+        }
+    }
+
+    async fn connect_sqlite(options: &DbOptions) -> Result<Db> {
+        let base = SqliteConnectOptions::from_str(&options.url)
+            .map_err(|error| Error::invalid_param("database_url", error.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let open = |max: u32, options: SqliteConnectOptions, acquire: Duration| async move {
+            sea_orm::sqlx::pool::PoolOptions::<sea_orm::sqlx::Sqlite>::new()
+                .max_connections(max)
+                .min_connections(1)
+                .acquire_timeout(acquire)
+                .connect_with(options)
+                .await
+                .map(SqlxSqliteConnector::from_sqlx_sqlite_pool)
+                .map_err(|error| Error::unavailable("cannot open the SQLite database", error))
+        };
+        // The writer is opened first so the file and WAL mode exist before readers attach.
+        // Queued writers can wait a long time under load: that is back-pressure, not failure.
+        let writer = open(
+            1,
+            base.clone(),
+            options.acquire_timeout.max(Duration::from_secs(30)),
+        )
+        .await?;
+        let readers = options.max_connections.clamp(1, 8);
+        let reader = open(readers, base.read_only(false), options.acquire_timeout).await?;
+        Ok(Db {
+            writer,
+            reader,
+            backend: DbBackend::Sqlite,
+        })
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        Migrator::up(&self.writer, None)
+            .await
+            .map_err(|error| Error::internal(anyhow::Error::new(error).context("migration failed")))
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.backend
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.backend == DbBackend::Postgres
+    }
+
+    /// For reads outside a transaction.
+    pub fn reader(&self) -> &DatabaseConnection {
+        &self.reader
+    }
+
+    /// For single-statement writes outside a transaction (they still go through the writer).
+    pub fn writer(&self) -> &DatabaseConnection {
+        &self.writer
+    }
+
+    /// Starts a write transaction.
+    pub async fn begin(&self) -> Result<DatabaseTransaction> {
+        self.writer.begin().await.map_err(db_error)
+    }
+
+    /// Runs `attempt` (which opens, uses and commits its own transaction) again when the
+    /// database reports a serialization failure or deadlock, so callers never see them.
+    pub async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        const MAX_ATTEMPTS: u32 = 8;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match attempt().await {
+                Err(error) if tries < MAX_ATTEMPTS && is_retryable(&error) => {
+                    tracing::debug!(tries, "retrying a transaction after a transient conflict");
+                    let backoff = Duration::from_millis(2u64 << tries.min(6));
+                    tokio::time::sleep(backoff).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        self.reader.ping().await.map_err(db_error)
+    }
+
+    pub async fn close(self) {
+        let _ = self.writer.close().await;
+        let _ = self.reader.close().await;
+    }
+}
+
+/// Commits, mapping the error.
+pub async fn commit(tx: DatabaseTransaction) -> Result<()> {
+    tx.commit().await.map_err(db_error)
+}
+
+/// Database error codes that mean "try the transaction again".
+const RETRYABLE_CODES: &[&str] = &[
+    "40001", // PostgreSQL serialization_failure
+    "40P01", // PostgreSQL deadlock_detected
+    "5",     // SQLITE_BUSY
+    "6",     // SQLITE_LOCKED
+    "517",   // SQLITE_BUSY_SNAPSHOT
+];
+
+fn database_code(error: &DbErr) -> Option<String> {
+    let runtime = match error {
+        DbErr::Exec(runtime) | DbErr::Query(runtime) | DbErr::Conn(runtime) => runtime,
+        _ => return None,
+    };
+    match runtime {
+        RuntimeErr::SqlxError(sqlx_error) => match sqlx_error.as_ref() {
+            sea_orm::sqlx::Error::Database(database) => {
+                database.code().map(|code| code.into_owned())
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Maps a database error to the caller's error: timeouts and lost connections are
+/// `Unavailable`, everything else is internal. Retryable conflicts keep their code in the
+/// source so [`Db::retrying`] can recognise them.
+pub fn db_error(error: DbErr) -> Error {
+    match &error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
+            Error::unavailable("The database is unavailable; please retry.", error)
+        }
+        _ => Error::internal(error),
+    }
+}
+
+fn is_retryable(error: &Error) -> bool {
+    error
+        .source
+        .as_ref()
+        .and_then(|source| source.downcast_ref::<DbErr>())
+        .and_then(database_code)
+        .is_some_and(|code| RETRYABLE_CODES.contains(&code.as_str()))
+}
+
+/// `true` when the error is a unique-key violation.
+pub fn is_unique_violation(error: &DbErr) -> bool {
+    matches!(
+        error.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}
+
+/// Appends `FOR UPDATE` where the backend has row locks. On SQLite the single writer
+/// connection already serializes every write transaction.
+pub(crate) fn for_update(backend: DbBackend) -> &'static str {
+    match backend {
+        DbBackend::Postgres => " FOR UPDATE",
+        _ => "",
+    }
+}
+
+pub(crate) fn metadata_to_json(metadata: &crate::domain::Metadata) -> String {
+    serde_json::to_string(metadata.as_map()).unwrap_or_else(|_| "{}".to_string())
+}
+
+pub(crate) fn metadata_from_json(json: &str) -> Result<crate::domain::Metadata> {
+    serde_json::from_str(json)
+        .map(crate::domain::Metadata::from_stored)
+        .map_err(|error| {
+            Error::internal(
+                anyhow::Error::new(error).context("stored metadata is not a JSON object"),
+            )
+        })
+}
+
+/// The backend of any connection or transaction.
+pub(crate) fn backend_of(conn: &impl ConnectionTrait) -> DbBackend {
+    conn.get_database_backend()
+}
