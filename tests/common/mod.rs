@@ -1,0 +1,371 @@
+//! The integration-test harness: starts the real server (gRPC and HTTP on random ports) on a
+//! fresh database per test — a temporary SQLite file, or a new PostgreSQL database when
+//! `CREDITD_TEST_POSTGRES_URL` is set — and offers REST and gRPC clients. Every REST response
+//! passes through the OpenAPI schema check in [`openapi`].
+#![allow(dead_code)]
+
+pub mod openapi;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use creditd::config::ServeConfig;
+use creditd::grpc::proto;
+use creditd::server::Server;
+use creditd::service::{RequestContext, Services};
+use creditd::store::{Db, DbOptions};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+pub use openapi::OpenApi;
+
+/// The variable naming a PostgreSQL server (any database on it; tests create their own).
+pub const POSTGRES_URL_ENV: &str = "CREDITD_TEST_POSTGRES_URL";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each listed test once per backend: `sqlite::<name>` always, `postgres::<name>` when
+/// `CREDITD_TEST_POSTGRES_URL` is set (otherwise it says it was skipped and passes).
+#[macro_export]
+macro_rules! on_every_backend {
+    ($(async fn $name:ident($app:ident) $body:block)*) => {
+        mod sqlite {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let $app = $crate::common::TestApp::spawn($crate::common::Backend::Sqlite).await;
+                    $body
+                }
+            )*
+        }
+        mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if !$crate::common::postgres_configured() {
+                        eprintln!("skipped on PostgreSQL: {} is not set (SQLite only)", $crate::common::POSTGRES_URL_ENV);
+                        return;
+                    }
+                    let $app = $crate::common::TestApp::spawn($crate::common::Backend::Postgres).await;
+                    $body
+                }
+            )*
+        }
+    };
+}
+
+pub fn postgres_configured() -> bool {
+    std::env::var(POSTGRES_URL_ENV).is_ok_and(|url| !url.is_empty())
+}
+
+/// A fresh database: the temporary directory or PostgreSQL database lives as long as this.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    pub async fn create(backend: Backend) -> TestDatabase {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let url = format!("sqlite:{}", dir.path().join("creditd.sqlite").display());
+                TestDatabase { url, _dir: Some(dir), postgres: None }
+            }
+            Backend::Postgres => {
+                let admin_url = std::env::var(POSTGRES_URL_ENV).expect("postgres url");
+                let name = format!("creditd_test_{}", creditd::domain::ids::random_base62(12).to_lowercase());
+                let admin = Db::connect(&DbOptions { max_connections: 1, ..DbOptions::new(admin_url.clone()) })
+                    .await
+                    .expect("connect to the PostgreSQL admin database");
+                use sea_orm::ConnectionTrait;
+                admin
+                    .reader()
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create the test database");
+                admin.close().await;
+                let url = replace_database(&admin_url, &name);
+                TestDatabase { url, _dir: None, postgres: Some((admin_url, name)) }
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs outside async context: use a small runtime on its own thread.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async move {
+                let admin = Db::connect(&DbOptions { max_connections: 1, ..DbOptions::new(admin_url) }).await.ok()?;
+                use sea_orm::ConnectionTrait;
+                let _ = admin.reader().execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                admin.close().await;
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
+fn replace_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |index| index + 3);
+    let host_end = base[scheme_end..].find('/').map_or(base.len(), |index| scheme_end + index);
+    let mut result = format!("{}/{}", &base[..host_end], database);
+    if let Some(query) = query {
+        result.push('?');
+        result.push_str(query);
+    }
+    result
+}
+
+/// A running server with a test-mode key for one account.
+pub struct TestApp {
+    pub backend: Backend,
+    pub http_base: String,
+    pub grpc_addr: SocketAddr,
+    /// A test-mode key of `account_id`.
+    pub key: String,
+    pub account_id: String,
+    pub services: Services,
+    pub http: reqwest::Client,
+    pub database: TestDatabase,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A REST response: status, body, and headers.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Reply {
+    /// The body of a 200 response; panics with the body otherwise.
+    #[track_caller]
+    pub fn ok(self) -> Value {
+        assert_eq!(self.status, 200, "expected 200, got {}: {}", self.status, self.body);
+        self.body
+    }
+
+    /// Asserts a Stripe error: status, `type`, `code` (None = absent) and `param`.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, kind: &str, code: Option<&str>, param: Option<&str>) {
+        assert_eq!(self.status, status, "status; body: {}", self.body);
+        let error = &self.body["error"];
+        assert_eq!(error["type"], kind, "type; body: {}", self.body);
+        assert_eq!(error["code"].as_str(), code, "code; body: {}", self.body);
+        assert_eq!(error["param"].as_str(), param, "param; body: {}", self.body);
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "message; body: {}", self.body);
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        let database = TestDatabase::create(backend).await;
+        let config = ServeConfig::ephemeral(database.url.clone());
+        let db = Db::connect(&config.database.options()).await.expect("connect");
+        db.migrate().await.expect("migrate");
+        let services = Services::new(db);
+        let account_id = services.create_account().await.expect("account");
+        let key = services.create_api_key(&account_id, false).await.expect("key").reveal().to_string();
+        let server = Server::bind(&config, services.clone()).await.expect("bind");
+        let http_base = format!("http://{}", server.http_addr());
+        let grpc_addr = server.grpc_addr();
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            server
+                .run_until(async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("server run");
+        });
+        TestApp {
+            backend,
+            http_base,
+            grpc_addr,
+            key,
+            account_id,
+            services,
+            http: reqwest::Client::new(),
+            database,
+            shutdown: Some(shutdown),
+            server: Some(handle),
+        }
+    }
+
+    /// A new key: for this account or a new one, in test or live mode.
+    pub async fn new_key(&self, livemode: bool, same_account: bool) -> String {
+        let account = if same_account {
+            self.account_id.clone()
+        } else {
+            self.services.create_account().await.expect("account")
+        };
+        self.services.create_api_key(&account, livemode).await.expect("key").reveal().to_string()
+    }
+
+    /// A service-level context for this app's key (to reach the service layer directly).
+    pub async fn context(&self) -> RequestContext {
+        let caller = self.services.authenticate(Some(&self.key)).await.expect("authenticate");
+        RequestContext::new(caller.tenant)
+    }
+
+    /// Sends a REST request and checks the response against Stripe's OpenAPI schema.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        key: Option<&str>,
+        idempotency_key: Option<&str>,
+        body: &str,
+    ) -> Reply {
+        let mut request = self.http.request(method.clone(), format!("{}{}", self.http_base, path_and_query));
+        if let Some(key) = key {
+            request = request.basic_auth(key, Some(""));
+        }
+        if let Some(idempotency_key) = idempotency_key {
+            request = request.header("Idempotency-Key", idempotency_key);
+        }
+        if method == reqwest::Method::POST {
+            request = request
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(body.to_string());
+        }
+        let response = request.send().await.expect("send request");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"));
+        let path = path_and_query.split('?').next().unwrap_or(path_and_query);
+        check_schema(method.as_str(), path, status, &body);
+        Reply { status, body, headers }
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> Reply {
+        self.request(reqwest::Method::POST, path, Some(&self.key), None, body).await
+    }
+
+    pub async fn post_idempotent(&self, path: &str, idempotency_key: &str, body: &str) -> Reply {
+        self.request(reqwest::Method::POST, path, Some(&self.key), Some(idempotency_key), body).await
+    }
+
+    pub async fn get(&self, path_and_query: &str) -> Reply {
+        self.request(reqwest::Method::GET, path_and_query, Some(&self.key), None, "").await
+    }
+
+    pub async fn get_as(&self, key: Option<&str>, path_and_query: &str) -> Reply {
+        self.request(reqwest::Method::GET, path_and_query, key, None, "").await
+    }
+
+    /// Creates a customer over REST and returns its ID.
+    pub async fn create_customer(&self, body: &str) -> String {
+        let customer = self.post("/v1/customers", body).await.ok();
+        customer["id"].as_str().expect("customer id").to_string()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .expect("uri")
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connect gRPC")
+    }
+
+    /// A gRPC request carrying this app's key.
+    pub fn grpc<T>(&self, message: T) -> tonic::Request<T> {
+        grpc_request(message, Some(&self.key), None)
+    }
+
+    pub fn grpc_idempotent<T>(&self, message: T, idempotency_key: &str) -> tonic::Request<T> {
+        grpc_request(message, Some(&self.key), Some(idempotency_key))
+    }
+
+    pub async fn customers(&self) -> proto::customer_service_client::CustomerServiceClient<Channel> {
+        proto::customer_service_client::CustomerServiceClient::new(self.channel().await)
+    }
+
+    pub async fn balance_transactions(
+        &self,
+    ) -> proto::customer_balance_transaction_service_client::CustomerBalanceTransactionServiceClient<Channel> {
+        proto::customer_balance_transaction_service_client::CustomerBalanceTransactionServiceClient::new(
+            self.channel().await,
+        )
+    }
+}
+
+pub fn grpc_request<T>(message: T, key: Option<&str>, idempotency_key: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(key) = key {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().expect("ascii key"));
+    }
+    if let Some(idempotency_key) = idempotency_key {
+        request
+            .metadata_mut()
+            .insert("idempotency-key", idempotency_key.parse().expect("ascii key"));
+    }
+    request
+}
+
+/// Checks a REST response against the operation's schema; for operations the contract subset
+/// leaves out (customer update), against the component named by the body's `object`.
+#[track_caller]
+pub fn check_schema(method: &str, path: &str, status: u16, body: &Value) {
+    let spec = OpenApi::get();
+    let Some(template) = spec.match_path(path) else {
+        // Unknown routes must still answer with Stripe's error envelope.
+        spec.validate_component("error", body).unwrap_or_else(|report| panic!("{report}"));
+        return;
+    };
+    if let Err(report) = spec.validate_response(method, template, status, body) {
+        let component = if (200..300).contains(&status) {
+            body["object"].as_str().unwrap_or("error").to_string()
+        } else {
+            "error".to_string()
+        };
+        let operation_known = spec.operations().iter().any(|(m, p)| m == method && *p == template);
+        if operation_known {
+            panic!("{report}");
+        }
+        spec.validate_component(&component, body).unwrap_or_else(|report| panic!("{report}"));
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// Percent-encodes a form value.
+pub fn enc(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
