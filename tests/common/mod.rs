@@ -80,14 +80,24 @@ impl TestDatabase {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temporary directory");
                 let url = format!("sqlite:{}", dir.path().join("creditd.sqlite").display());
-                TestDatabase { url, _dir: Some(dir), postgres: None }
+                TestDatabase {
+                    url,
+                    _dir: Some(dir),
+                    postgres: None,
+                }
             }
             Backend::Postgres => {
                 let admin_url = std::env::var(POSTGRES_URL_ENV).expect("postgres url");
-                let name = format!("creditd_test_{}", creditd::domain::ids::random_base62(12).to_lowercase());
-                let admin = Db::connect(&DbOptions { max_connections: 1, ..DbOptions::new(admin_url.clone()) })
-                    .await
-                    .expect("connect to the PostgreSQL admin database");
+                let name = format!(
+                    "creditd_test_{}",
+                    creditd::domain::ids::random_base62(12).to_lowercase()
+                );
+                let admin = Db::connect(&DbOptions {
+                    max_connections: 1,
+                    ..DbOptions::new(admin_url.clone())
+                })
+                .await
+                .expect("connect to the PostgreSQL admin database");
                 use sea_orm::ConnectionTrait;
                 admin
                     .reader()
@@ -96,7 +106,11 @@ impl TestDatabase {
                     .expect("create the test database");
                 admin.close().await;
                 let url = replace_database(&admin_url, &name);
-                TestDatabase { url, _dir: None, postgres: Some((admin_url, name)) }
+                TestDatabase {
+                    url,
+                    _dir: None,
+                    postgres: Some((admin_url, name)),
+                }
             }
         }
     }
@@ -109,11 +123,22 @@ impl Drop for TestDatabase {
         };
         // Drop runs outside async context: use a small runtime on its own thread.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async move {
-                let admin = Db::connect(&DbOptions { max_connections: 1, ..DbOptions::new(admin_url) }).await.ok()?;
+                let admin = Db::connect(&DbOptions {
+                    max_connections: 1,
+                    ..DbOptions::new(admin_url)
+                })
+                .await
+                .ok()?;
                 use sea_orm::ConnectionTrait;
-                let _ = admin.reader().execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                let _ = admin
+                    .reader()
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
                 admin.close().await;
                 Some(())
             })
@@ -128,7 +153,9 @@ fn replace_database(url: &str, database: &str) -> String {
         None => (url, None),
     };
     let scheme_end = base.find("://").map_or(0, |index| index + 3);
-    let host_end = base[scheme_end..].find('/').map_or(base.len(), |index| scheme_end + index);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |index| scheme_end + index);
     let mut result = format!("{}/{}", &base[..host_end], database);
     if let Some(query) = query {
         result.push('?');
@@ -164,7 +191,11 @@ impl Reply {
     /// The body of a 200 response; panics with the body otherwise.
     #[track_caller]
     pub fn ok(self) -> Value {
-        assert_eq!(self.status, 200, "expected 200, got {}: {}", self.status, self.body);
+        assert_eq!(
+            self.status, 200,
+            "expected 200, got {}: {}",
+            self.status, self.body
+        );
         self.body
     }
 
@@ -176,7 +207,11 @@ impl Reply {
         assert_eq!(error["type"], kind, "type; body: {}", self.body);
         assert_eq!(error["code"].as_str(), code, "code; body: {}", self.body);
         assert_eq!(error["param"].as_str(), param, "param; body: {}", self.body);
-        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "message; body: {}", self.body);
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "message; body: {}",
+            self.body
+        );
     }
 }
 
@@ -184,11 +219,18 @@ impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
         let database = TestDatabase::create(backend).await;
         let config = ServeConfig::ephemeral(database.url.clone());
-        let db = Db::connect(&config.database.options()).await.expect("connect");
+        let db = Db::connect(&config.database.options())
+            .await
+            .expect("connect");
         db.migrate().await.expect("migrate");
         let services = Services::new(db);
         let account_id = services.create_account().await.expect("account");
-        let key = services.create_api_key(&account_id, false).await.expect("key").reveal().to_string();
+        let key = services
+            .create_api_key(&account_id, false)
+            .await
+            .expect("key")
+            .reveal()
+            .to_string();
         let server = Server::bind(&config, services.clone()).await.expect("bind");
         let http_base = format!("http://{}", server.http_addr());
         let grpc_addr = server.grpc_addr();
@@ -222,12 +264,21 @@ impl TestApp {
         } else {
             self.services.create_account().await.expect("account")
         };
-        self.services.create_api_key(&account, livemode).await.expect("key").reveal().to_string()
+        self.services
+            .create_api_key(&account, livemode)
+            .await
+            .expect("key")
+            .reveal()
+            .to_string()
     }
 
     /// A service-level context for this app's key (to reach the service layer directly).
     pub async fn context(&self) -> RequestContext {
-        let caller = self.services.authenticate(Some(&self.key)).await.expect("authenticate");
+        let caller = self
+            .services
+            .authenticate(Some(&self.key))
+            .await
+            .expect("authenticate");
         RequestContext::new(caller.tenant)
     }
 
@@ -240,7 +291,10 @@ impl TestApp {
         idempotency_key: Option<&str>,
         body: &str,
     ) -> Reply {
-        let mut request = self.http.request(method.clone(), format!("{}{}", self.http_base, path_and_query));
+        let mut request = self.http.request(
+            method.clone(),
+            format!("{}{}", self.http_base, path_and_query),
+        );
         if let Some(key) = key {
             request = request.basic_auth(key, Some(""));
         }
@@ -256,26 +310,47 @@ impl TestApp {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let text = response.text().await.expect("body");
-        let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"));
+        let body: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"));
         let path = path_and_query.split('?').next().unwrap_or(path_and_query);
         check_schema(method.as_str(), path, status, &body);
-        Reply { status, body, headers }
+        Reply {
+            status,
+            body,
+            headers,
+        }
     }
 
     pub async fn post(&self, path: &str, body: &str) -> Reply {
-        self.request(reqwest::Method::POST, path, Some(&self.key), None, body).await
+        self.request(reqwest::Method::POST, path, Some(&self.key), None, body)
+            .await
     }
 
     pub async fn post_idempotent(&self, path: &str, idempotency_key: &str, body: &str) -> Reply {
-        self.request(reqwest::Method::POST, path, Some(&self.key), Some(idempotency_key), body).await
+        self.request(
+            reqwest::Method::POST,
+            path,
+            Some(&self.key),
+            Some(idempotency_key),
+            body,
+        )
+        .await
     }
 
     pub async fn get(&self, path_and_query: &str) -> Reply {
-        self.request(reqwest::Method::GET, path_and_query, Some(&self.key), None, "").await
+        self.request(
+            reqwest::Method::GET,
+            path_and_query,
+            Some(&self.key),
+            None,
+            "",
+        )
+        .await
     }
 
     pub async fn get_as(&self, key: Option<&str>, path_and_query: &str) -> Reply {
-        self.request(reqwest::Method::GET, path_and_query, key, None, "").await
+        self.request(reqwest::Method::GET, path_and_query, key, None, "")
+            .await
     }
 
     /// Creates a customer over REST and returns its ID.
@@ -302,30 +377,38 @@ impl TestApp {
         grpc_request(message, Some(&self.key), Some(idempotency_key))
     }
 
-    pub async fn customers(&self) -> proto::customer_service_client::CustomerServiceClient<Channel> {
+    pub async fn customers(
+        &self,
+    ) -> proto::customer_service_client::CustomerServiceClient<Channel> {
         proto::customer_service_client::CustomerServiceClient::new(self.channel().await)
     }
 
     pub async fn balance_transactions(
         &self,
-    ) -> proto::customer_balance_transaction_service_client::CustomerBalanceTransactionServiceClient<Channel> {
+    ) -> proto::customer_balance_transaction_service_client::CustomerBalanceTransactionServiceClient<Channel>{
         proto::customer_balance_transaction_service_client::CustomerBalanceTransactionServiceClient::new(
             self.channel().await,
         )
     }
 }
 
-pub fn grpc_request<T>(message: T, key: Option<&str>, idempotency_key: Option<&str>) -> tonic::Request<T> {
+pub fn grpc_request<T>(
+    message: T,
+    key: Option<&str>,
+    idempotency_key: Option<&str>,
+) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     if let Some(key) = key {
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {key}").parse().expect("ascii key"));
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {key}").parse().expect("ascii key"),
+        );
     }
     if let Some(idempotency_key) = idempotency_key {
-        request
-            .metadata_mut()
-            .insert("idempotency-key", idempotency_key.parse().expect("ascii key"));
+        request.metadata_mut().insert(
+            "idempotency-key",
+            idempotency_key.parse().expect("ascii key"),
+        );
     }
     request
 }
@@ -337,7 +420,8 @@ pub fn check_schema(method: &str, path: &str, status: u16, body: &Value) {
     let spec = OpenApi::get();
     let Some(template) = spec.match_path(path) else {
         // Unknown routes must still answer with Stripe's error envelope.
-        spec.validate_component("error", body).unwrap_or_else(|report| panic!("{report}"));
+        spec.validate_component("error", body)
+            .unwrap_or_else(|report| panic!("{report}"));
         return;
     };
     if let Err(report) = spec.validate_response(method, template, status, body) {
@@ -346,11 +430,15 @@ pub fn check_schema(method: &str, path: &str, status: u16, body: &Value) {
         } else {
             "error".to_string()
         };
-        let operation_known = spec.operations().iter().any(|(m, p)| m == method && *p == template);
+        let operation_known = spec
+            .operations()
+            .iter()
+            .any(|(m, p)| m == method && *p == template);
         if operation_known {
             panic!("{report}");
         }
-        spec.validate_component(&component, body).unwrap_or_else(|report| panic!("{report}"));
+        spec.validate_component(&component, body)
+            .unwrap_or_else(|report| panic!("{report}"));
     }
 }
 
