@@ -26,14 +26,14 @@ impl Server {
         db.migrate().await?;
         let services = Services::new(db);
         services.ensure_api_keys(&config.api_keys).await?;
-        if !config.no_bootstrap_key {
-            if let Some(key) = services.bootstrap_test_key().await? {
-                // Printed once, to the terminal of whoever started the server, never logged.
-                println!(
-                    "creditd: created a test-mode API key for this new database (shown only once):\n\n    {}\n",
-                    key.reveal()
-                );
-            }
+        if !config.no_bootstrap_key
+            && let Some(key) = services.bootstrap_test_key().await?
+        {
+            // Printed once, to the terminal of whoever started the server, never logged.
+            println!(
+                "creditd: created a test-mode API key for this new database (shown only once):\n\n    {}\n",
+                key.reveal()
+            );
         }
         Self::bind(config, services).await
     }

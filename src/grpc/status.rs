@@ -23,10 +23,10 @@ impl From<Error> for Status {
             _ => "invalid_request",
         });
         details.set_error_info(reason, "creditd", info);
-        if let Some(param) = &error.param {
-            if matches!(error.kind, ErrorKind::InvalidRequest | ErrorKind::NotFound) {
-                details.add_bad_request_violation(param.clone(), error.message.clone());
-            }
+        if let Some(param) = &error.param
+            && matches!(error.kind, ErrorKind::InvalidRequest | ErrorKind::NotFound)
+        {
+            details.add_bad_request_violation(param.clone(), error.message.clone());
         }
         Status::with_error_details(error.kind.grpc_code(), error.message, details)
     }

@@ -94,8 +94,8 @@ impl Services {
         if !store::customers::exists(conn, &ctx.tenant, customer_id).await? {
             return Err(Error::resource_missing("customer", customer_id, "customer"));
         }
-        if let Some(cursor) = &request.cursor {
-            if store::customer_balance_transactions::find(
+        if let Some(cursor) = &request.cursor
+            && store::customer_balance_transactions::find(
                 conn,
                 &ctx.tenant,
                 customer_id,
@@ -103,13 +103,12 @@ impl Services {
             )
             .await?
             .is_none()
-            {
-                return Err(Error::resource_missing(
-                    "customer balance transaction",
-                    cursor.id(),
-                    cursor.param(),
-                ));
-            }
+        {
+            return Err(Error::resource_missing(
+                "customer balance transaction",
+                cursor.id(),
+                cursor.param(),
+            ));
         }
         store::customer_balance_transactions::list(conn, &ctx.tenant, customer_id, filter, request)
             .await

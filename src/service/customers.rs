@@ -56,14 +56,14 @@ impl Services {
         filter: &CustomerFilter,
         request: &ListRequest,
     ) -> Result<Page<Customer>> {
-        if let Some(cursor) = &request.cursor {
-            if !store::customers::exists(self.db.reader(), &ctx.tenant, cursor.id()).await? {
-                return Err(Error::resource_missing(
-                    "customer",
-                    cursor.id(),
-                    cursor.param(),
-                ));
-            }
+        if let Some(cursor) = &request.cursor
+            && !store::customers::exists(self.db.reader(), &ctx.tenant, cursor.id()).await?
+        {
+            return Err(Error::resource_missing(
+                "customer",
+                cursor.id(),
+                cursor.param(),
+            ));
         }
         store::customers::list(self.db.reader(), &ctx.tenant, filter, request).await
     }

@@ -76,7 +76,7 @@ pub async fn find(conn: &impl Connection, tenant: &Tenant, id: &str) -> Result<O
     else {
         return Ok(None);
     };
-    let mut balances = load_balances(conn, &[row.id.clone()]).await?;
+    let mut balances = load_balances(conn, std::slice::from_ref(&row.id)).await?;
     Ok(Some(to_domain(
         row,
         balances.remove(id).unwrap_or_default(),
