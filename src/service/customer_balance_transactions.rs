@@ -2,7 +2,7 @@
 //! (PostgreSQL) or on the single writer connection (SQLite), so the running balance moves one
 //! step at a time: `ending_balance` never skips or repeats.
 
-use super::{RequestContext, Services};
+use super::{RequestContext, Services, Write};
 use crate::domain::Tenant;
 use crate::domain::customer_balance_transaction::{
     CreateBalanceTransaction, CustomerBalanceTransaction, TYPE_ADJUSTMENT, TransactionFilter,
@@ -25,11 +25,10 @@ impl Services {
         let customer_id = command.customer_id.as_str();
         self.db
             .retrying(|| async {
-                let now = self.clock.now();
-                let tx = self.db.begin().await?;
-                if let Some(replayed) = claim.replay(&tx, now).await? {
-                    return Ok(replayed);
-                }
+                let (tx, now) = match self.begin_write(&claim).await? {
+                    Write::Replay(result) => return Ok(result),
+                    Write::Run(tx, now) => (tx, now),
+                };
                 let customer_currency = store::customers::lock(&tx, &ctx.tenant, customer_id)
                     .await?
                     .ok_or_else(|| Error::resource_missing("customer", customer_id, "customer"))?;
@@ -67,8 +66,7 @@ impl Services {
                     store::customers::set_currency_if_unset(&tx, customer_id, &command.currency)
                         .await?;
                 }
-                claim.record(&tx, now, &transaction).await?;
-                store::commit(tx).await?;
+                self.commit_write(tx, now, &claim, &transaction).await?;
                 Ok(transaction)
             })
             .await
@@ -128,11 +126,10 @@ impl Services {
         )?;
         self.db
             .retrying(|| async {
-                let now = self.clock.now();
-                let tx = self.db.begin().await?;
-                if let Some(replayed) = claim.replay(&tx, now).await? {
-                    return Ok(replayed);
-                }
+                let (tx, now) = match self.begin_write(&claim).await? {
+                    Write::Replay(result) => return Ok(result),
+                    Write::Run(tx, now) => (tx, now),
+                };
                 if store::customers::lock(&tx, &ctx.tenant, customer_id)
                     .await?
                     .is_none()
@@ -143,8 +140,7 @@ impl Services {
                 let updated = command.apply_to(&current)?;
                 store::customer_balance_transactions::update_details(&tx, &ctx.tenant, &updated)
                     .await?;
-                claim.record(&tx, now, &updated).await?;
-                store::commit(tx).await?;
+                self.commit_write(tx, now, &claim, &updated).await?;
                 Ok(updated)
             })
             .await

@@ -1,6 +1,6 @@
 //! Customers.
 
-use super::{RequestContext, Services};
+use super::{RequestContext, Services, Write};
 use crate::domain::Tenant;
 use crate::domain::customer::{CreateCustomer, Customer, CustomerFilter, UpdateCustomer};
 use crate::domain::ids::{IdKind, new_id};
@@ -20,11 +20,10 @@ impl Services {
         }
         self.db
             .retrying(|| async {
-                let now = self.clock.now();
-                let tx = self.db.begin().await?;
-                if let Some(replayed) = claim.replay(&tx, now).await? {
-                    return Ok(replayed);
-                }
+                let (tx, now) = match self.begin_write(&claim).await? {
+                    Write::Replay(result) => return Ok(result),
+                    Write::Run(tx, now) => (tx, now),
+                };
                 let customer = Customer {
                     id: new_id(IdKind::Customer, ctx.tenant.livemode),
                     livemode: ctx.tenant.livemode,
@@ -39,8 +38,7 @@ impl Services {
                     test_clock: None,
                 };
                 store::customers::insert(&tx, &ctx.tenant, &customer).await?;
-                claim.record(&tx, now, &customer).await?;
-                store::commit(tx).await?;
+                self.commit_write(tx, now, &claim, &customer).await?;
                 Ok(customer)
             })
             .await
@@ -79,11 +77,10 @@ impl Services {
             .claim(ctx, "customer.update", &(id, &command))?;
         self.db
             .retrying(|| async {
-                let now = self.clock.now();
-                let tx = self.db.begin().await?;
-                if let Some(replayed) = claim.replay(&tx, now).await? {
-                    return Ok(replayed);
-                }
+                let (tx, now) = match self.begin_write(&claim).await? {
+                    Write::Replay(result) => return Ok(result),
+                    Write::Run(tx, now) => (tx, now),
+                };
                 if store::customers::lock(&tx, &ctx.tenant, id)
                     .await?
                     .is_none()
@@ -93,8 +90,7 @@ impl Services {
                 let current = find_customer(&tx, &ctx.tenant, id, "id").await?;
                 let updated = command.apply_to(&current)?;
                 store::customers::update_details(&tx, &ctx.tenant, &updated).await?;
-                claim.record(&tx, now, &updated).await?;
-                store::commit(tx).await?;
+                self.commit_write(tx, now, &claim, &updated).await?;
                 Ok(updated)
             })
             .await

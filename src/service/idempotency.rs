@@ -175,18 +175,10 @@ impl Claim {
         };
         match store::idempotency::insert(tx, row).await {
             Ok(()) => Ok(()),
-            Err(error) if is_unique_violation(&error) => Err(in_use(&held.key)),
+            Err(error) if store::is_unique_violation(&error) => Err(in_use(&held.key)),
             Err(error) => Err(error),
         }
     }
-}
-
-fn is_unique_violation(error: &Error) -> bool {
-    error
-        .source
-        .as_ref()
-        .and_then(|source| source.downcast_ref::<sea_orm::DbErr>())
-        .is_some_and(store::is_unique_violation)
 }
 
 /// Deletes records past retention; run periodically.

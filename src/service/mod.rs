@@ -10,8 +10,12 @@ pub mod idempotency;
 
 use std::sync::Arc;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
 use crate::domain::Tenant;
-use crate::store::Db;
+use crate::error::Result;
+use crate::store::{self, Db, Transaction};
 
 pub use clock::{Clock, SystemClock};
 pub use idempotency::IdempotencyKeys;
@@ -53,5 +57,39 @@ impl Services {
             clock: Arc::new(SystemClock),
             idempotency: IdempotencyKeys::default(),
         }
+    }
+}
+
+/// The start of an idempotent write: either the stored result of an earlier identical
+/// request, or an open transaction to do the work in, with its "now".
+pub(crate) enum Write<T> {
+    Replay(T),
+    Run(Transaction, i64),
+}
+
+impl Services {
+    /// Opens a write transaction (fixing "now" for it) and checks the claimed idempotency key.
+    pub(crate) async fn begin_write<T: DeserializeOwned>(
+        &self,
+        claim: &idempotency::Claim,
+    ) -> Result<Write<T>> {
+        let now = self.clock.now();
+        let tx = self.db.begin().await?;
+        match claim.replay(&tx, now).await? {
+            Some(result) => Ok(Write::Replay(result)),
+            None => Ok(Write::Run(tx, now)),
+        }
+    }
+
+    /// Stores the result for the idempotency key in the same transaction, and commits.
+    pub(crate) async fn commit_write<T: Serialize>(
+        &self,
+        tx: Transaction,
+        now: i64,
+        claim: &idempotency::Claim,
+        result: &T,
+    ) -> Result<()> {
+        claim.record(&tx, now, result).await?;
+        store::commit(tx).await
     }
 }

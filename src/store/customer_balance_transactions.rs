@@ -1,15 +1,14 @@
 //! The customer balance ledger's entries.
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, Set};
 
 use super::entities::customer_balance_transaction as entry;
-use super::{Connection, db_error, metadata_from_json, metadata_to_json};
+use super::{
+    Connection, db_error, keyset_page, metadata_from_json, metadata_to_json, time_condition,
+};
 use crate::domain::customer_balance_transaction::{CustomerBalanceTransaction, TransactionFilter};
-use crate::domain::pagination::{Cursor, ListRequest, Page};
+use crate::domain::pagination::{ListRequest, Page};
 use crate::domain::{Currency, Tenant};
 use crate::error::{Error, Result};
 
@@ -92,40 +91,12 @@ pub async fn list(
     filter: &TransactionFilter,
     request: &ListRequest,
 ) -> Result<Page<CustomerBalanceTransaction>> {
-    let mut condition = scoped(tenant, customer_id);
-    let created = entry::Column::Created;
-    if let Some(at) = filter.created.gt {
-        condition = condition.add(created.gt(at));
-    }
-    if let Some(at) = filter.created.gte {
-        condition = condition.add(created.gte(at));
-    }
-    if let Some(at) = filter.created.lt {
-        condition = condition.add(created.lt(at));
-    }
-    if let Some(at) = filter.created.lte {
-        condition = condition.add(created.lte(at));
-    }
+    let mut condition =
+        scoped(tenant, customer_id).add(time_condition(entry::Column::Created, &filter.created));
     if let Some(invoice) = &filter.invoice {
         condition = condition.add(entry::Column::Invoice.eq(invoice.as_str()));
     }
-    let query = match &request.cursor {
-        None => entry::Entity::find()
-            .filter(condition)
-            .order_by_desc(entry::Column::Id),
-        Some(Cursor::StartingAfter(id)) => entry::Entity::find()
-            .filter(condition.add(entry::Column::Id.lt(id.as_str())))
-            .order_by_desc(entry::Column::Id),
-        Some(Cursor::EndingBefore(id)) => entry::Entity::find()
-            .filter(condition.add(entry::Column::Id.gt(id.as_str())))
-            .order_by_asc(entry::Column::Id),
-    };
-    let rows = query
-        .limit(request.limit + 1)
-        .all(conn)
-        .await
-        .map_err(db_error)?;
-    let page = Page::from_probe(rows, request);
+    let page = keyset_page::<entry::Entity>(conn, condition, entry::Column::Id, request).await?;
     let mut data = Vec::with_capacity(page.data.len());
     for row in page.data {
         data.push(to_domain(row)?);

@@ -4,14 +4,16 @@ use std::collections::{BTreeMap, HashMap};
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Set, Statement,
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect, Set, Statement,
 };
 
 use super::entities::{customer, customer_balance};
-use super::{Connection, backend_of, db_error, for_update, metadata_from_json, metadata_to_json};
+use super::{
+    Connection, backend_of, db_error, for_update, keyset_page, metadata_from_json,
+    metadata_to_json, time_condition,
+};
 use crate::domain::customer::{Customer, CustomerFilter};
-use crate::domain::pagination::{Cursor, ListRequest, Page, TimeRange};
+use crate::domain::pagination::{ListRequest, Page};
 use crate::domain::{Currency, Tenant};
 use crate::error::{Error, Result};
 
@@ -188,7 +190,8 @@ pub async fn list(
     filter: &CustomerFilter,
     request: &ListRequest,
 ) -> Result<Page<Customer>> {
-    let mut condition = scoped(tenant).add(time_condition(&filter.created));
+    let mut condition =
+        scoped(tenant).add(time_condition(customer::Column::Created, &filter.created));
     condition = match &filter.test_clock {
         Some(clock) => condition.add(customer::Column::TestClock.eq(clock.as_str())),
         None => condition.add(customer::Column::TestClock.is_null()),
@@ -196,22 +199,8 @@ pub async fn list(
     if let Some(email) = &filter.email {
         condition = condition.add(customer::Column::Email.eq(email.as_str()));
     }
-    let mut query = customer::Entity::find();
-    query = match &request.cursor {
-        None => query.filter(condition).order_by_desc(customer::Column::Id),
-        Some(Cursor::StartingAfter(id)) => query
-            .filter(condition.add(customer::Column::Id.lt(id.as_str())))
-            .order_by_desc(customer::Column::Id),
-        Some(Cursor::EndingBefore(id)) => query
-            .filter(condition.add(customer::Column::Id.gt(id.as_str())))
-            .order_by_asc(customer::Column::Id),
-    };
-    let rows = query
-        .limit(request.limit + 1)
-        .all(conn)
-        .await
-        .map_err(db_error)?;
-    let page = Page::from_probe(rows, request);
+    let page =
+        keyset_page::<customer::Entity>(conn, condition, customer::Column::Id, request).await?;
     let ids: Vec<String> = page.data.iter().map(|row| row.id.clone()).collect();
     let mut balances = load_balances(conn, &ids).await?;
     let mut customers = Vec::with_capacity(page.data.len());
@@ -223,24 +212,6 @@ pub async fn list(
         data: customers,
         has_more: page.has_more,
     })
-}
-
-fn time_condition(range: &TimeRange) -> Condition {
-    let column = customer::Column::Created;
-    let mut condition = Condition::all();
-    if let Some(at) = range.gt {
-        condition = condition.add(column.gt(at));
-    }
-    if let Some(at) = range.gte {
-        condition = condition.add(column.gte(at));
-    }
-    if let Some(at) = range.lt {
-        condition = condition.add(column.lt(at));
-    }
-    if let Some(at) = range.lte {
-        condition = condition.add(column.lte(at));
-    }
-    condition
 }
 
 async fn load_balances(

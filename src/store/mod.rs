@@ -22,6 +22,8 @@ use sea_orm::{
 use crate::error::{Error, Result};
 
 pub use sea_orm::ConnectionTrait as Connection;
+/// An open write transaction.
+pub type Transaction = DatabaseTransaction;
 
 /// How to reach the database.
 #[derive(Debug, Clone)]
@@ -226,12 +228,14 @@ fn is_retryable(error: &Error) -> bool {
         .is_some_and(|code| RETRYABLE_CODES.contains(&code.as_str()))
 }
 
-/// `true` when the error is a unique-key violation.
-pub fn is_unique_violation(error: &DbErr) -> bool {
-    matches!(
-        error.sql_err(),
-        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-    )
+/// `true` when the error came from a unique-key violation in the database.
+pub fn is_unique_violation(error: &Error) -> bool {
+    error
+        .source
+        .as_ref()
+        .and_then(|source| source.downcast_ref::<DbErr>())
+        .and_then(DbErr::sql_err)
+        .is_some_and(|sql| matches!(sql, sea_orm::SqlErr::UniqueConstraintViolation(_)))
 }
 
 /// Appends `FOR UPDATE` where the backend has row locks. On SQLite the single writer
@@ -260,4 +264,56 @@ pub(crate) fn metadata_from_json(json: &str) -> Result<crate::domain::Metadata> 
 /// The backend of any connection or transaction.
 pub(crate) fn backend_of(conn: &impl ConnectionTrait) -> DbBackend {
     conn.get_database_backend()
+}
+
+/// `created` bounds as a condition on `column`.
+pub(crate) fn time_condition(
+    column: impl sea_orm::ColumnTrait,
+    range: &crate::domain::TimeRange,
+) -> sea_orm::Condition {
+    let mut condition = sea_orm::Condition::all();
+    if let Some(at) = range.gt {
+        condition = condition.add(column.gt(at));
+    }
+    if let Some(at) = range.gte {
+        condition = condition.add(column.gte(at));
+    }
+    if let Some(at) = range.lt {
+        condition = condition.add(column.lt(at));
+    }
+    if let Some(at) = range.lte {
+        condition = condition.add(column.lte(at));
+    }
+    condition
+}
+
+/// One page of a keyset query over time-ordered IDs: newest first, or (for `ending_before`)
+/// oldest first so that [`crate::domain::Page::from_probe`] can take the rows nearest the
+/// cursor; one row more than the limit is fetched to know `has_more` exactly.
+pub(crate) async fn keyset_page<E>(
+    conn: &impl ConnectionTrait,
+    condition: sea_orm::Condition,
+    id_column: E::Column,
+    request: &crate::domain::ListRequest,
+) -> Result<crate::domain::Page<E::Model>>
+where
+    E: sea_orm::EntityTrait,
+{
+    use crate::domain::Cursor;
+    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+    let query = match &request.cursor {
+        None => E::find().filter(condition).order_by_desc(id_column),
+        Some(Cursor::StartingAfter(id)) => E::find()
+            .filter(condition.add(id_column.lt(id.as_str())))
+            .order_by_desc(id_column),
+        Some(Cursor::EndingBefore(id)) => E::find()
+            .filter(condition.add(id_column.gt(id.as_str())))
+            .order_by_asc(id_column),
+    };
+    let rows = query
+        .limit(request.limit + 1)
+        .all(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(crate::domain::Page::from_probe(rows, request))
 }
