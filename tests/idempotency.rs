@@ -604,3 +604,230 @@ on_every_backend! {
         assert_eq!(created["ending_balance"], 11);
     }
 }
+
+/// A key whose header value is not visible ASCII (here UTF-8 `clé`) is never silently dropped
+/// (which would apply every retry again): both transports refuse it naming `Idempotency-Key`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_ascii_idempotency_key_is_never_silently_ignored() {
+    let app = TestApp::spawn(common::Backend::Sqlite).await;
+    let customer = app.create_customer("name=accent").await;
+    let key = reqwest::header::HeaderValue::from_bytes("clé".as_bytes()).expect("obs-text header");
+    let mut replies = Vec::new();
+    for _ in 0..2 {
+        let response = app
+            .http
+            .post(format!("{}{}", app.http_base, transactions_path(&customer)))
+            .basic_auth(&app.key, Some(""))
+            .header("Idempotency-Key", key.clone())
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body("amount=5&currency=usd")
+            .send()
+            .await
+            .expect("send");
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.expect("JSON");
+        replies.push((status, body));
+    }
+    for (status, body) in &replies {
+        assert_eq!(*status, 400, "{body}");
+        assert_eq!(body["error"]["param"], "Idempotency-Key", "{body}");
+    }
+
+    let mut transactions = app.balance_transactions().await;
+    let mut results = Vec::new();
+    for _ in 0..2 {
+        let mut request = app.grpc(create_request(&customer, 7));
+        let value =
+            tonic::metadata::MetadataValue::try_from("clé".as_bytes()).expect("metadata value");
+        request.metadata_mut().insert("idempotency-key", value);
+        results.push(
+            transactions
+                .create_customer_balance_transaction(request)
+                .await,
+        );
+    }
+    for result in &results {
+        let status = result
+            .as_ref()
+            .expect_err("a non-ASCII key must be refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+    let ledger = app.get(&transactions_path(&customer)).await.ok();
+    assert_eq!(ledger["data"], serde_json::json!([]), "nothing was written");
+}
+
+/// PostgreSQL only. A request that ends without committing (a replay, a mismatch, a 404) must
+/// release the key's advisory lock before its response is sent, so that the client's next
+/// request with that key is not refused as `idempotency_key_in_use`. Several clients run at
+/// once, each sending its requests one after another with its own key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_a_key_is_free_again_once_its_response_is_sent() {
+    if !common::postgres_configured() {
+        eprintln!("skipped: {} is not set", common::POSTGRES_URL_ENV);
+        return;
+    }
+    let app = TestApp::spawn(common::Backend::Postgres).await;
+    let customer = app.create_customer("name=sequential").await;
+    let path = transactions_path(&customer);
+    let missing = transactions_path("cus_test_missing");
+    let client = |n: usize| {
+        let (app, path, missing) = (&app, &path, &missing);
+        async move {
+            let key = format!("k{n}");
+            let steps = [
+                ("unknown customer", missing, "amount=1&currency=usd", 404),
+                (
+                    "retry on a real customer",
+                    path,
+                    "amount=1&currency=usd",
+                    200,
+                ),
+                ("replay", path, "amount=1&currency=usd", 200),
+                ("second replay", path, "amount=1&currency=usd", 200),
+                ("mismatch", path, "amount=2&currency=usd", 400),
+                ("second mismatch", path, "amount=2&currency=usd", 400),
+                (
+                    "replay after mismatches",
+                    path,
+                    "amount=1&currency=usd",
+                    200,
+                ),
+            ];
+            let mut refused = Vec::new();
+            for (step, step_path, body, expected) in steps {
+                let reply = app.post_idempotent(step_path, &key, body).await;
+                if reply.status == 409 {
+                    refused.push(format!("{key}: {step}"));
+                } else {
+                    assert_eq!(reply.status, expected, "{key}: {step}: {}", reply.body);
+                }
+            }
+            refused
+        }
+    };
+    let refused: Vec<String> = futures::future::join_all((0..12).map(client))
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "sequential requests refused as in flight ({} of 84): {refused:?}",
+        refused.len()
+    );
+}
+
+/// Whether another connection (another replica) can take the advisory lock of `key` right
+/// now. Runs on its own thread and runtime and blocks the caller's thread meanwhile, so that
+/// nothing queued on the caller's runtime can run first.
+fn key_lock_is_free(url: &str, tenant: &creditd::domain::Tenant, key: &str) -> bool {
+    let (url, tenant, key) = (url.to_string(), tenant.clone(), key.to_string());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let options = creditd::store::DbOptions {
+                max_connections: 1,
+                ..creditd::store::DbOptions::new(url)
+            };
+            let db = creditd::store::Db::connect(&options)
+                .await
+                .expect("connect");
+            let tx = db.begin().await.expect("begin");
+            let free = creditd::store::idempotency::try_lock_key(&tx, &tenant, &key)
+                .await
+                .expect("try lock");
+            tx.rollback().await.expect("rollback");
+            db.close().await;
+            free
+        })
+    })
+    .join()
+    .expect("lock probe thread")
+}
+
+/// PostgreSQL only. When a write with a key returns — committed, replayed, refused as a
+/// mismatch or failed — its transaction-scoped advisory lock must already be released. A lock
+/// left to a transaction that is merely dropped is released later by a background task, and a
+/// client's next request with the key can arrive first and get a spurious 409.
+#[tokio::test]
+async fn on_postgresql_a_keys_lock_is_released_when_the_write_returns() {
+    use creditd::domain::customer_balance_transaction::{
+        CreateBalanceTransaction, TransactionFields,
+    };
+    if !common::postgres_configured() {
+        eprintln!("skipped: {} is not set", common::POSTGRES_URL_ENV);
+        return;
+    }
+    let app = TestApp::spawn(common::Backend::Postgres).await;
+    let customer = app.create_customer("name=locks").await;
+    let command = |customer: &str, amount: i64| {
+        CreateBalanceTransaction::parse(
+            customer.to_string(),
+            TransactionFields {
+                amount: Some(amount),
+                currency: Some("usd".into()),
+                ..Default::default()
+            },
+        )
+        .expect("valid command")
+    };
+    let base = app.context().await;
+    let ctx = |key: &str| base.clone().with_idempotency_key(Some(key.to_string()));
+    let tenant = base.tenant.clone();
+    let url = app.database.url.clone();
+    let mut held = Vec::new();
+
+    let created = app
+        .services
+        .create_customer_balance_transaction(&ctx("a"), command(&customer, 1))
+        .await;
+    assert!(created.is_ok(), "{created:?}");
+    assert!(
+        key_lock_is_free(&url, &tenant, "a"),
+        "the lock outlived a commit: the probe itself is wrong"
+    );
+
+    let replayed = app
+        .services
+        .create_customer_balance_transaction(&ctx("a"), command(&customer, 1))
+        .await;
+    assert_eq!(
+        replayed.expect("replay").id,
+        created.as_ref().expect("created").id
+    );
+    if !key_lock_is_free(&url, &tenant, "a") {
+        held.push("after a replay");
+    }
+
+    let mismatch = app
+        .services
+        .create_customer_balance_transaction(&ctx("a"), command(&customer, 2))
+        .await;
+    assert_eq!(
+        mismatch.expect_err("mismatch").kind,
+        creditd::ErrorKind::IdempotencyMismatch
+    );
+    if !key_lock_is_free(&url, &tenant, "a") {
+        held.push("after a mismatch");
+    }
+
+    let missing = app
+        .services
+        .create_customer_balance_transaction(&ctx("b"), command("cus_test_missing", 1))
+        .await;
+    assert_eq!(
+        missing.expect_err("unknown customer").kind,
+        creditd::ErrorKind::NotFound
+    );
+    if !key_lock_is_free(&url, &tenant, "b") {
+        held.push("after a failed write (unknown customer)");
+    }
+
+    assert!(
+        held.is_empty(),
+        "the key's advisory lock was still held when the call returned: {held:?}"
+    );
+}

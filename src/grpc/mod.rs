@@ -9,6 +9,7 @@ mod status;
 use tonic::{Request, Status};
 
 use crate::service::auth::key_from_authorization;
+use crate::service::idempotency::not_ascii;
 use crate::service::{RequestContext, Services};
 
 /// Generated code for `proto/creditd/v1`.
@@ -71,9 +72,14 @@ pub(crate) async fn context<T>(
         .and_then(|value| value.to_str().ok())
         .map(|value| key_from_authorization(value).unwrap_or_else(|| value.trim().to_string()));
     let caller = services.authenticate(presented.as_deref()).await?;
-    let idempotency_key = metadata
-        .get("idempotency-key")
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_string);
+    let idempotency_key = match metadata.get("idempotency-key") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| Status::from(not_ascii()))?
+                .to_string(),
+        ),
+    };
     Ok(RequestContext::new(caller.tenant).with_idempotency_key(idempotency_key))
 }

@@ -7,6 +7,7 @@ use axum::http::request::Parts;
 
 use super::RestError;
 use crate::service::auth::key_from_authorization;
+use crate::service::idempotency::not_ascii;
 use crate::service::{RequestContext, Services};
 
 /// Extracting this authenticates the request; handlers take it first.
@@ -27,11 +28,10 @@ impl FromRequestParts<Services> for Ctx {
         let caller = services.authenticate(presented.as_deref()).await?;
         // Idempotency applies to POST only; Stripe ignores the header on GET and DELETE.
         let idempotency_key = if parts.method == Method::POST {
-            parts
-                .headers
-                .get("idempotency-key")
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_string)
+            match parts.headers.get("idempotency-key") {
+                None => None,
+                Some(value) => Some(value.to_str().map_err(|_| not_ascii())?.to_string()),
+            }
         } else {
             None
         };

@@ -29,45 +29,54 @@ impl Services {
                     Write::Replay(result) => return Ok(result),
                     Write::Run(tx, now) => (tx, now),
                 };
-                let customer_currency = store::customers::lock(&tx, &ctx.tenant, customer_id)
-                    .await?
-                    .ok_or_else(|| Error::resource_missing("customer", customer_id, "customer"))?;
-                let (balance, count) =
-                    store::customers::balance(&tx, customer_id, &command.currency)
+                let outcome = async {
+                    let customer_currency = store::customers::lock(&tx, &ctx.tenant, customer_id)
                         .await?
-                        .unwrap_or((0, 0));
-                let transaction = CustomerBalanceTransaction {
-                    id: new_id(IdKind::CustomerBalanceTransaction, ctx.tenant.livemode),
-                    livemode: ctx.tenant.livemode,
-                    created: now,
-                    customer_id: customer_id.to_string(),
-                    amount: command.amount,
-                    currency: command.currency.clone(),
-                    ending_balance: next_balance(balance, command.amount)?,
-                    sequence: count + 1,
-                    kind: TYPE_ADJUSTMENT.to_string(),
-                    description: command.description.clone(),
-                    metadata: command.metadata.clone(),
-                    invoice: None,
-                    credit_note: None,
-                    checkout_session: None,
-                };
-                store::customers::save_balance(
-                    &tx,
-                    customer_id,
-                    &command.currency,
-                    transaction.ending_balance,
-                    transaction.sequence,
-                )
-                .await?;
-                store::customer_balance_transactions::insert(&tx, &ctx.tenant, &transaction)
+                        .ok_or_else(|| {
+                            Error::resource_missing("customer", customer_id, "customer")
+                        })?;
+                    let (balance, count) =
+                        store::customers::balance(&tx, customer_id, &command.currency)
+                            .await?
+                            .unwrap_or((0, 0));
+                    let transaction = CustomerBalanceTransaction {
+                        id: new_id(IdKind::CustomerBalanceTransaction, ctx.tenant.livemode),
+                        livemode: ctx.tenant.livemode,
+                        created: now,
+                        customer_id: customer_id.to_string(),
+                        amount: command.amount,
+                        currency: command.currency.clone(),
+                        ending_balance: next_balance(balance, command.amount)?,
+                        sequence: count + 1,
+                        kind: TYPE_ADJUSTMENT.to_string(),
+                        description: command.description.clone(),
+                        metadata: command.metadata.clone(),
+                        invoice: None,
+                        credit_note: None,
+                        checkout_session: None,
+                    };
+                    store::customers::save_balance(
+                        &tx,
+                        customer_id,
+                        &command.currency,
+                        transaction.ending_balance,
+                        transaction.sequence,
+                    )
                     .await?;
-                if customer_currency.is_none() {
-                    store::customers::set_currency_if_unset(&tx, customer_id, &command.currency)
+                    store::customer_balance_transactions::insert(&tx, &ctx.tenant, &transaction)
                         .await?;
+                    if customer_currency.is_none() {
+                        store::customers::set_currency_if_unset(
+                            &tx,
+                            customer_id,
+                            &command.currency,
+                        )
+                        .await?;
+                    }
+                    Ok(transaction)
                 }
-                self.commit_write(tx, now, &claim, &transaction).await?;
-                Ok(transaction)
+                .await;
+                self.finish_write(tx, now, &claim, outcome).await
             })
             .await
     }
@@ -130,18 +139,25 @@ impl Services {
                     Write::Replay(result) => return Ok(result),
                     Write::Run(tx, now) => (tx, now),
                 };
-                if store::customers::lock(&tx, &ctx.tenant, customer_id)
-                    .await?
-                    .is_none()
-                {
-                    return Err(Error::resource_missing("customer", customer_id, "customer"));
-                }
-                let current = find_transaction(&tx, &ctx.tenant, customer_id, id).await?;
-                let updated = command.apply_to(&current)?;
-                store::customer_balance_transactions::update_details(&tx, &ctx.tenant, &updated)
+                let outcome = async {
+                    if store::customers::lock(&tx, &ctx.tenant, customer_id)
+                        .await?
+                        .is_none()
+                    {
+                        return Err(Error::resource_missing("customer", customer_id, "customer"));
+                    }
+                    let current = find_transaction(&tx, &ctx.tenant, customer_id, id).await?;
+                    let updated = command.apply_to(&current)?;
+                    store::customer_balance_transactions::update_details(
+                        &tx,
+                        &ctx.tenant,
+                        &updated,
+                    )
                     .await?;
-                self.commit_write(tx, now, &claim, &updated).await?;
-                Ok(updated)
+                    Ok(updated)
+                }
+                .await;
+                self.finish_write(tx, now, &claim, outcome).await
             })
             .await
     }

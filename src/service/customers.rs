@@ -24,22 +24,25 @@ impl Services {
                     Write::Replay(result) => return Ok(result),
                     Write::Run(tx, now) => (tx, now),
                 };
-                let customer = Customer {
-                    id: new_id(IdKind::Customer, ctx.tenant.livemode),
-                    livemode: ctx.tenant.livemode,
-                    created: now,
-                    name: command.name.clone(),
-                    email: command.email.clone(),
-                    description: command.description.clone(),
-                    phone: command.phone.clone(),
-                    currency: None,
-                    balances: Default::default(),
-                    metadata: command.metadata.clone(),
-                    test_clock: None,
-                };
-                store::customers::insert(&tx, &ctx.tenant, &customer).await?;
-                self.commit_write(tx, now, &claim, &customer).await?;
-                Ok(customer)
+                let outcome = async {
+                    let customer = Customer {
+                        id: new_id(IdKind::Customer, ctx.tenant.livemode),
+                        livemode: ctx.tenant.livemode,
+                        created: now,
+                        name: command.name.clone(),
+                        email: command.email.clone(),
+                        description: command.description.clone(),
+                        phone: command.phone.clone(),
+                        currency: None,
+                        balances: Default::default(),
+                        metadata: command.metadata.clone(),
+                        test_clock: None,
+                    };
+                    store::customers::insert(&tx, &ctx.tenant, &customer).await?;
+                    Ok(customer)
+                }
+                .await;
+                self.finish_write(tx, now, &claim, outcome).await
             })
             .await
     }
@@ -81,17 +84,20 @@ impl Services {
                     Write::Replay(result) => return Ok(result),
                     Write::Run(tx, now) => (tx, now),
                 };
-                if store::customers::lock(&tx, &ctx.tenant, id)
-                    .await?
-                    .is_none()
-                {
-                    return Err(Error::resource_missing("customer", id, "id"));
+                let outcome = async {
+                    if store::customers::lock(&tx, &ctx.tenant, id)
+                        .await?
+                        .is_none()
+                    {
+                        return Err(Error::resource_missing("customer", id, "id"));
+                    }
+                    let current = find_customer(&tx, &ctx.tenant, id, "id").await?;
+                    let updated = command.apply_to(&current)?;
+                    store::customers::update_details(&tx, &ctx.tenant, &updated).await?;
+                    Ok(updated)
                 }
-                let current = find_customer(&tx, &ctx.tenant, id, "id").await?;
-                let updated = command.apply_to(&current)?;
-                store::customers::update_details(&tx, &ctx.tenant, &updated).await?;
-                self.commit_write(tx, now, &claim, &updated).await?;
-                Ok(updated)
+                .await;
+                self.finish_write(tx, now, &claim, outcome).await
             })
             .await
     }

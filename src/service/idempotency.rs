@@ -77,6 +77,14 @@ impl IdempotencyKeys {
     }
 }
 
+/// A key that is not printable ASCII (header and metadata values must be).
+pub fn not_ascii() -> Error {
+    Error::invalid_param(
+        "Idempotency-Key",
+        "Idempotency keys must contain only printable ASCII characters.",
+    )
+}
+
 fn in_use(key: &str) -> Error {
     Error::new(
         ErrorKind::IdempotencyInUse,

@@ -75,21 +75,41 @@ impl Services {
     ) -> Result<Write<T>> {
         let now = self.clock.now();
         let tx = self.db.begin().await?;
-        match claim.replay(&tx, now).await? {
-            Some(result) => Ok(Write::Replay(result)),
-            None => Ok(Write::Run(tx, now)),
+        match claim.replay(&tx, now).await {
+            Ok(None) => Ok(Write::Run(tx, now)),
+            Ok(Some(result)) => {
+                store::rollback(tx).await?;
+                Ok(Write::Replay(result))
+            }
+            Err(error) => {
+                store::rollback(tx).await?;
+                Err(error)
+            }
         }
     }
 
-    /// Stores the result for the idempotency key in the same transaction, and commits.
-    pub(crate) async fn commit_write<T: Serialize>(
+    /// Ends a write: on success stores the result for the idempotency key in the same
+    /// transaction and commits; on failure rolls back at once, so no lock (row or advisory)
+    /// outlives the request.
+    pub(crate) async fn finish_write<T: Serialize>(
         &self,
         tx: Transaction,
         now: i64,
         claim: &idempotency::Claim,
-        result: &T,
-    ) -> Result<()> {
-        claim.record(&tx, now, result).await?;
-        store::commit(tx).await
+        outcome: Result<T>,
+    ) -> Result<T> {
+        let result = match outcome {
+            Ok(result) => result,
+            Err(error) => {
+                store::rollback(tx).await?;
+                return Err(error);
+            }
+        };
+        if let Err(error) = claim.record(&tx, now, &result).await {
+            store::rollback(tx).await?;
+            return Err(error);
+        }
+        store::commit(tx).await?;
+        Ok(result)
     }
 }

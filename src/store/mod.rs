@@ -177,6 +177,11 @@ impl Db {
     }
 }
 
+/// Rolls back now (dropping a transaction only queues the rollback, keeping its locks).
+pub async fn rollback(tx: DatabaseTransaction) -> Result<()> {
+    tx.rollback().await.map_err(db_error)
+}
+
 /// Commits, mapping the error.
 pub async fn commit(tx: DatabaseTransaction) -> Result<()> {
     tx.commit().await.map_err(db_error)
