@@ -1,6 +1,9 @@
 //! The pure domain: money, currencies, identifiers, metadata, pagination and the rules of each
 //! resource. Nothing here touches a database or a transport; everything is unit-tested.
 
+pub mod credit_application;
+pub mod credit_balance_transaction;
+pub mod credit_grant;
 pub mod currency;
 pub mod customer;
 pub mod customer_balance_transaction;

@@ -1,0 +1,688 @@
+//! Billing credit grants: what a customer was granted, what remains, and the rules for using
+//! it up. The burn-down order and the balance summary live here so they are the same for
+//! every caller and can be tested as pure functions.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::text::optional_text;
+use super::{Currency, Metadata, MetadataUpdate};
+use crate::error::{Error, Result};
+
+pub const MAX_NAME_CHARS: usize = 100;
+pub const MIN_PRIORITY: i64 = 0;
+pub const MAX_PRIORITY: i64 = 100;
+pub const DEFAULT_PRIORITY: i64 = 50;
+/// The largest grant, in minor units (Stripe's usual 8-digit amount cap).
+pub const MAX_GRANT_AMOUNT: i64 = 99_999_999;
+/// At most this many prices in a scope.
+pub const MAX_SCOPE_PRICES: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Paid,
+    Promotional,
+}
+
+impl Category {
+    pub fn parse(raw: &str, param: &str) -> Result<Category> {
+        match raw {
+            "paid" => Ok(Category::Paid),
+            "promotional" => Ok(Category::Promotional),
+            _ => Err(Error::invalid_param(
+                param,
+                format!("Invalid {param}: must be one of paid or promotional"),
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Paid => "paid",
+            Category::Promotional => "promotional",
+        }
+    }
+}
+
+/// Which prices a grant's credits apply to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Every metered price.
+    Metered,
+    /// Only these price IDs.
+    Prices(Vec<String>),
+}
+
+impl Scope {
+    /// From the two mutually exclusive scope fields. `param` prefixes error params.
+    pub fn parse(price_type: Option<String>, prices: Option<Vec<String>>, param: &str) -> Result<Scope> {
+        match (price_type, prices) {
+            (Some(_), Some(_)) => Err(Error::invalid_param(
+                param,
+                format!("You may only specify one of these parameters: {param}[price_type], {param}[prices]."),
+            )
+            .with_code("parameters_exclusive")),
+            (Some(price_type), None) if price_type == "metered" => Ok(Scope::Metered),
+            (Some(price_type), None) => Err(Error::invalid_param(
+                format!("{param}[price_type]"),
+                format!("Invalid {param}[price_type]: must be metered, not {price_type}"),
+            )),
+            (None, Some(prices)) => {
+                if prices.is_empty() {
+                    return Err(Error::invalid_param(format!("{param}[prices]"), "At least one price is required."));
+                }
+                if prices.len() > MAX_SCOPE_PRICES {
+                    return Err(Error::invalid_param(
+                        format!("{param}[prices]"),
+                        format!("At most {MAX_SCOPE_PRICES} prices can be given."),
+                    ));
+                }
+                for (index, price) in prices.iter().enumerate() {
+                    if price.is_empty() || price.len() > 5000 {
+                        return Err(Error::invalid_param(
+                            format!("{param}[prices][{index}][id]"),
+                            "Each price needs an ID.",
+                        ));
+                    }
+                }
+                let mut unique = prices;
+                unique.sort();
+                unique.dedup();
+                Ok(Scope::Prices(unique))
+            }
+            (None, None) => Err(Error::missing_param(format!("{param}[price_type]"))),
+        }
+    }
+
+    /// Whether credits with this scope can pay for a line with `price`.
+    pub fn applies_to(&self, price: &PriceRef) -> bool {
+        match self {
+            Scope::Metered => price.metered,
+            Scope::Prices(ids) => price.id.as_ref().is_some_and(|id| ids.binary_search(id).is_ok()),
+        }
+    }
+
+    /// Whether this grant belongs in a summary filtered by `filter`: a grant counts when it
+    /// covers at least what the filter names (every metered price, or one of its prices).
+    pub fn matches_filter(&self, filter: &Scope) -> bool {
+        match (self, filter) {
+            (Scope::Metered, _) => true,
+            (Scope::Prices(_), Scope::Metered) => false,
+            (Scope::Prices(mine), Scope::Prices(wanted)) => {
+                wanted.iter().any(|id| mine.binary_search(id).is_ok())
+            }
+        }
+    }
+}
+
+/// The price of an invoice line credits are applied to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceRef {
+    /// The price is metered (backed by a meter).
+    pub metered: bool,
+    pub id: Option<String>,
+}
+
+impl PriceRef {
+    pub fn parse(price_type: Option<String>, id: Option<String>) -> Result<PriceRef> {
+        let id = id.filter(|id| !id.is_empty());
+        let metered = match price_type.as_deref() {
+            None | Some("") => false,
+            Some("metered") => true,
+            Some("licensed") => false,
+            Some(other) => {
+                return Err(Error::invalid_param(
+                    "price_type",
+                    format!("Invalid price_type: must be metered or licensed, not {other}"),
+                ));
+            }
+        };
+        if !metered && id.is_none() {
+            return Err(Error::missing_param("price"));
+        }
+        Ok(PriceRef { metered, id })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditGrant {
+    pub id: String,
+    pub livemode: bool,
+    pub created: i64,
+    pub updated: i64,
+    pub customer_id: String,
+    pub name: Option<String>,
+    pub category: Category,
+    pub priority: i64,
+    pub currency: Currency,
+    /// Granted, in minor units.
+    pub amount: i64,
+    /// Left to use: the signed sum of the grant's ledger entries. Never negative, never above
+    /// `amount`.
+    pub remaining: i64,
+    pub scope: Scope,
+    pub effective_at: i64,
+    pub expires_at: Option<i64>,
+    pub voided_at: Option<i64>,
+    /// When the `credits_expired` entry for the expiry was written (by the sweeper or expire).
+    pub expiry_recorded_at: Option<i64>,
+    pub metadata: Metadata,
+    pub test_clock: Option<String>,
+}
+
+impl CreditGrant {
+    pub fn is_effective(&self, now: i64) -> bool {
+        self.effective_at <= now
+    }
+
+    pub fn is_expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|expires_at| expires_at <= now)
+    }
+
+    pub fn is_voided(&self) -> bool {
+        self.voided_at.is_some()
+    }
+
+    /// Can pay for a line in `currency` with `price` at `now`.
+    pub fn is_eligible(&self, currency: &Currency, price: &PriceRef, now: i64) -> bool {
+        &self.currency == currency
+            && self.is_effective(now)
+            && !self.is_expired(now)
+            && !self.is_voided()
+            && self.remaining > 0
+            && self.scope.applies_to(price)
+    }
+
+    /// The remainder that has expired but whose `credits_expired` entry is not written yet.
+    pub fn pending_expiry(&self, now: i64) -> i64 {
+        if self.is_expired(now) && self.expiry_recorded_at.is_none() && !self.is_voided() {
+            self.remaining
+        } else {
+            0
+        }
+    }
+
+    /// Expire and void both refuse a grant that is already voided or expired.
+    pub fn check_still_usable(&self, now: i64, action: &str) -> Result<()> {
+        if self.is_voided() {
+            return Err(Error::invalid_state(format!(
+                "You cannot {action} credit grant {} because it has already been voided.",
+                self.id
+            )));
+        }
+        if self.is_expired(now) || self.expiry_recorded_at.is_some() {
+            return Err(Error::invalid_state(format!(
+                "You cannot {action} credit grant {} because it has already expired.",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Takes `amount` out of the remainder.
+    pub fn debit(&mut self, amount: i64) -> Result<()> {
+        if amount <= 0 || amount > self.remaining {
+            return Err(Error::internal(anyhow::anyhow!(
+                "debit of {amount} from grant {} with remaining {}",
+                self.id,
+                self.remaining
+            )));
+        }
+        self.remaining -= amount;
+        Ok(())
+    }
+
+    /// Puts `amount` back into the remainder (never above the granted amount).
+    pub fn credit(&mut self, amount: i64) -> Result<()> {
+        let next = self.remaining.checked_add(amount).filter(|next| amount > 0 && *next <= self.amount);
+        match next {
+            Some(next) => {
+                self.remaining = next;
+                Ok(())
+            }
+            None => Err(Error::internal(anyhow::anyhow!(
+                "credit of {amount} to grant {} would exceed its amount",
+                self.id
+            ))),
+        }
+    }
+}
+
+/// The documented burn-down order: priority ascending (0 first), then the soonest
+/// `expires_at` (never-expiring last), then promotional before paid, then the earliest
+/// `effective_at`, then creation order (the time-ordered ID breaks the final tie).
+pub fn burn_order(a: &CreditGrant, b: &CreditGrant) -> Ordering {
+    let expiry = |grant: &CreditGrant| grant.expires_at.unwrap_or(i64::MAX);
+    let category = |grant: &CreditGrant| match grant.category {
+        Category::Promotional => 0,
+        Category::Paid => 1,
+    };
+    a.priority
+        .cmp(&b.priority)
+        .then(expiry(a).cmp(&expiry(b)))
+        .then(category(a).cmp(&category(b)))
+        .then(a.effective_at.cmp(&b.effective_at))
+        .then(a.created.cmp(&b.created))
+        .then(a.id.cmp(&b.id))
+}
+
+/// How much to draw from which grant to pay `amount_due`: eligible grants in burn order, each
+/// drained before the next. Returns `(grant index, amount)` pairs; their sum is
+/// `min(amount_due, total eligible remainder)`.
+pub fn burn_down(grants: &[CreditGrant], currency: &Currency, price: &PriceRef, amount_due: i64, now: i64) -> Vec<(usize, i64)> {
+    let mut order: Vec<usize> = (0..grants.len())
+        .filter(|&index| grants[index].is_eligible(currency, price, now))
+        .collect();
+    order.sort_by(|&a, &b| burn_order(&grants[a], &grants[b]));
+    let mut left = amount_due.max(0);
+    let mut draws = Vec::new();
+    for index in order {
+        if left == 0 {
+            break;
+        }
+        let take = grants[index].remaining.min(left);
+        draws.push((index, take));
+        left -= take;
+    }
+    draws
+}
+
+/// What a summary is filtered by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SummaryFilter {
+    CreditGrant(String),
+    ApplicabilityScope(Scope),
+}
+
+/// One currency's balances in a summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrencyBalance {
+    pub currency: Currency,
+    /// Committed ledger: the remainders of matching, effective grants.
+    pub ledger: i64,
+    /// Ledger minus what has already expired but is not yet written as `credits_expired`.
+    pub available: i64,
+}
+
+/// The balance summary over a customer's grants: one entry per currency of the matching
+/// grants, in O(grants).
+pub fn summarize(grants: &[CreditGrant], filter: &SummaryFilter, now: i64) -> Vec<CurrencyBalance> {
+    let mut by_currency: BTreeMap<Currency, CurrencyBalance> = BTreeMap::new();
+    for grant in grants {
+        let matches = match filter {
+            SummaryFilter::CreditGrant(id) => &grant.id == id,
+            SummaryFilter::ApplicabilityScope(scope) => grant.scope.matches_filter(scope),
+        };
+        if !matches {
+            continue;
+        }
+        let entry = by_currency.entry(grant.currency.clone()).or_insert_with(|| CurrencyBalance {
+            currency: grant.currency.clone(),
+            ledger: 0,
+            available: 0,
+        });
+        if grant.is_effective(now) && !grant.is_voided() {
+            entry.ledger += grant.remaining;
+            entry.available += grant.remaining - grant.pending_expiry(now);
+        }
+    }
+    by_currency.into_values().collect()
+}
+
+/// Unvalidated grant fields as a transport received them.
+#[derive(Debug, Clone, Default)]
+pub struct GrantFields {
+    pub customer: Option<String>,
+    pub amount_type: Option<String>,
+    pub currency: Option<String>,
+    pub value: Option<i64>,
+    pub scope_price_type: Option<String>,
+    pub scope_prices: Option<Vec<String>>,
+    pub category: Option<String>,
+    pub priority: Option<i64>,
+    pub effective_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub name: Option<String>,
+    pub metadata: MetadataUpdate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CreateCreditGrant {
+    pub customer_id: String,
+    pub currency: Currency,
+    pub amount: i64,
+    pub scope: Scope,
+    pub category: Category,
+    pub priority: i64,
+    /// `None` means "now" (the service fills it in, with the customer's clock).
+    pub effective_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub name: Option<String>,
+    pub metadata: Metadata,
+}
+
+impl CreateCreditGrant {
+    pub fn parse(fields: GrantFields) -> Result<CreateCreditGrant> {
+        let customer_id = fields
+            .customer
+            .filter(|customer| !customer.is_empty())
+            .ok_or_else(|| Error::missing_param("customer"))?;
+        match fields.amount_type.as_deref() {
+            Some("monetary") => {}
+            None => return Err(Error::missing_param("amount[type]")),
+            Some(other) => {
+                return Err(Error::invalid_param(
+                    "amount[type]",
+                    format!("Invalid amount[type]: must be monetary, not {other}"),
+                ));
+            }
+        }
+        let currency = fields.currency.ok_or_else(|| Error::missing_param("amount[monetary][currency]"))?;
+        let currency = Currency::parse(&currency, "amount[monetary][currency]")?;
+        let amount = fields.value.ok_or_else(|| Error::missing_param("amount[monetary][value]"))?;
+        if amount <= 0 || amount > MAX_GRANT_AMOUNT {
+            return Err(Error::invalid_param(
+                "amount[monetary][value]",
+                format!("Invalid amount[monetary][value]: must be a positive integer no greater than {MAX_GRANT_AMOUNT}."),
+            ));
+        }
+        let scope = Scope::parse(fields.scope_price_type, fields.scope_prices, "applicability_config[scope]")?;
+        let category = match fields.category {
+            None => Category::Paid,
+            Some(category) => Category::parse(&category, "category")?,
+        };
+        let priority = fields.priority.unwrap_or(DEFAULT_PRIORITY);
+        if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&priority) {
+            return Err(Error::invalid_param(
+                "priority",
+                format!("Invalid priority: must be between {MIN_PRIORITY} and {MAX_PRIORITY}."),
+            ));
+        }
+        if let (Some(effective_at), Some(expires_at)) = (fields.effective_at, fields.expires_at) {
+            check_expiry_after(expires_at, effective_at)?;
+        }
+        if fields.effective_at.is_some_and(|at| at < 0) {
+            return Err(Error::invalid_param("effective_at", "Invalid effective_at: must be a Unix timestamp."));
+        }
+        Ok(CreateCreditGrant {
+            customer_id,
+            currency,
+            amount,
+            scope,
+            category,
+            priority,
+            effective_at: fields.effective_at,
+            expires_at: fields.expires_at,
+            name: optional_text(fields.name, "name", MAX_NAME_CHARS)?,
+            metadata: Metadata::default().apply(&fields.metadata)?,
+        })
+    }
+}
+
+pub fn check_expiry_after(expires_at: i64, effective_at: i64) -> Result<()> {
+    if expires_at <= effective_at {
+        return Err(Error::invalid_param(
+            "expires_at",
+            "Invalid expires_at: must be after effective_at.",
+        ));
+    }
+    Ok(())
+}
+
+/// A change to a grant: only its expiry and metadata can change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpdateCreditGrant {
+    /// `None`: leave; `Some(None)`: never expires; `Some(Some(t))`: expires at `t`.
+    pub expires_at: Option<Option<i64>>,
+    pub metadata: MetadataUpdate,
+}
+
+impl UpdateCreditGrant {
+    /// The grant after this update, at `now`.
+    pub fn apply_to(&self, grant: &CreditGrant, now: i64) -> Result<CreditGrant> {
+        let mut updated = grant.clone();
+        if let Some(expires_at) = self.expires_at {
+            if grant.is_voided() {
+                return Err(Error::invalid_state(format!(
+                    "You cannot change the expiry of credit grant {} because it has been voided.",
+                    grant.id
+                )));
+            }
+            if grant.expiry_recorded_at.is_some() {
+                return Err(Error::invalid_state(format!(
+                    "You cannot change the expiry of credit grant {} because it has already expired.",
+                    grant.id
+                )));
+            }
+            if let Some(at) = expires_at {
+                check_expiry_after(at, grant.effective_at)?;
+            }
+            updated.expires_at = expires_at;
+        }
+        updated.metadata = grant.metadata.apply(&self.metadata)?;
+        updated.updated = now;
+        Ok(updated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn usd() -> Currency {
+        Currency::parse("usd", "currency").unwrap()
+    }
+
+    fn grant(id: &str, priority: i64, expires_at: Option<i64>, category: Category, effective_at: i64, created: i64, remaining: i64) -> CreditGrant {
+        CreditGrant {
+            id: id.into(),
+            livemode: false,
+            created,
+            updated: created,
+            customer_id: "cus_1".into(),
+            name: None,
+            category,
+            priority,
+            currency: usd(),
+            amount: remaining.max(1),
+            remaining,
+            scope: Scope::Metered,
+            effective_at,
+            expires_at,
+            voided_at: None,
+            expiry_recorded_at: None,
+            metadata: Metadata::default(),
+            test_clock: None,
+        }
+    }
+
+    fn metered() -> PriceRef {
+        PriceRef { metered: true, id: Some("price_1".into()) }
+    }
+
+    fn order_of(grants: &[CreditGrant]) -> Vec<&str> {
+        burn_down(grants, &usd(), &metered(), i64::MAX / 4, 1_000)
+            .into_iter()
+            .map(|(index, _)| grants[index].id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn priority_decides_first_and_zero_is_highest() {
+        let grants = [
+            grant("low", 90, Some(10_000), Category::Promotional, 0, 0, 5),
+            grant("high", 0, None, Category::Paid, 0, 0, 5),
+        ];
+        assert_eq!(order_of(&grants), ["high", "low"]);
+    }
+
+    #[test]
+    fn ties_break_by_expiry_then_category_then_effective_then_creation() {
+        let grants = [
+            grant("never", 50, None, Category::Promotional, 0, 0, 5),
+            grant("late", 50, Some(9_000), Category::Promotional, 0, 0, 5),
+            grant("soon_paid", 50, Some(5_000), Category::Paid, 0, 0, 5),
+            grant("soon_promo_later", 50, Some(5_000), Category::Promotional, 100, 0, 5),
+            grant("soon_promo_early_b", 50, Some(5_000), Category::Promotional, 50, 20, 5),
+            grant("soon_promo_early_a", 50, Some(5_000), Category::Promotional, 50, 10, 5),
+        ];
+        assert_eq!(
+            order_of(&grants),
+            ["soon_promo_early_a", "soon_promo_early_b", "soon_promo_later", "soon_paid", "late", "never"]
+        );
+    }
+
+    #[test]
+    fn each_grant_is_drained_before_the_next() {
+        let grants = [
+            grant("a", 1, None, Category::Paid, 0, 0, 30),
+            grant("b", 2, None, Category::Paid, 0, 0, 30),
+            grant("c", 3, None, Category::Paid, 0, 0, 30),
+        ];
+        let draws = burn_down(&grants, &usd(), &metered(), 45, 1_000);
+        assert_eq!(draws, vec![(0, 30), (1, 15)]);
+    }
+
+    #[test]
+    fn ineligible_grants_are_skipped() {
+        let mut voided = grant("voided", 0, None, Category::Paid, 0, 0, 10);
+        voided.voided_at = Some(1);
+        let future = grant("future", 0, None, Category::Paid, 5_000, 0, 10);
+        let expired = grant("expired", 0, Some(500), Category::Paid, 0, 0, 10);
+        let mut euros = grant("euros", 0, None, Category::Paid, 0, 0, 10);
+        euros.currency = Currency::parse("eur", "c").unwrap();
+        let mut other_price = grant("other_price", 0, None, Category::Paid, 0, 0, 10);
+        other_price.scope = Scope::Prices(vec!["price_2".into()]);
+        let mut this_price = grant("this_price", 0, None, Category::Paid, 0, 0, 10);
+        this_price.scope = Scope::Prices(vec!["price_1".into()]);
+        let grants = [voided, future, expired, euros, other_price, this_price];
+        assert_eq!(order_of(&grants), ["this_price"]);
+        let licensed = PriceRef { metered: false, id: Some("price_9".into()) };
+        assert!(burn_down(&grants, &usd(), &licensed, 100, 1_000).is_empty());
+    }
+
+    #[test]
+    fn summary_counts_effective_grants_and_subtracts_pending_expiry() {
+        let live = grant("live", 50, None, Category::Paid, 0, 0, 100);
+        let lapsed = grant("lapsed", 50, Some(500), Category::Paid, 0, 0, 40);
+        let future = grant("future", 50, None, Category::Paid, 5_000, 0, 70);
+        let grants = [live, lapsed.clone(), future];
+        let all = SummaryFilter::ApplicabilityScope(Scope::Metered);
+        let summary = summarize(&grants, &all, 1_000);
+        assert_eq!(summary, vec![CurrencyBalance { currency: usd(), ledger: 140, available: 100 }]);
+        let mut recorded = lapsed;
+        recorded.expiry_recorded_at = Some(600);
+        recorded.remaining = 0;
+        let after_sweep = summarize(&[grants[0].clone(), recorded], &all, 1_000);
+        assert_eq!(after_sweep[0].ledger, after_sweep[0].available);
+        let one = summarize(&grants, &SummaryFilter::CreditGrant("lapsed".into()), 1_000);
+        assert_eq!(one[0].ledger, 40);
+    }
+
+    #[test]
+    fn scope_filters_match_grants_that_cover_them() {
+        let prices = Scope::Prices(vec!["p1".into(), "p2".into()]);
+        assert!(Scope::Metered.matches_filter(&Scope::Prices(vec!["p9".into()])));
+        assert!(prices.matches_filter(&Scope::Prices(vec!["p2".into()])));
+        assert!(!prices.matches_filter(&Scope::Prices(vec!["p3".into()])));
+        assert!(!prices.matches_filter(&Scope::Metered));
+    }
+
+    #[test]
+    fn grant_input_is_validated() {
+        let valid = || GrantFields {
+            customer: Some("cus_1".into()),
+            amount_type: Some("monetary".into()),
+            currency: Some("usd".into()),
+            value: Some(1000),
+            scope_price_type: Some("metered".into()),
+            ..GrantFields::default()
+        };
+        let parsed = CreateCreditGrant::parse(valid()).unwrap();
+        assert_eq!((parsed.category, parsed.priority), (Category::Paid, 50));
+        let cases: Vec<(GrantFields, &str)> = vec![
+            (GrantFields { value: Some(0), ..valid() }, "amount[monetary][value]"),
+            (GrantFields { value: None, ..valid() }, "amount[monetary][value]"),
+            (GrantFields { priority: Some(101), ..valid() }, "priority"),
+            (GrantFields { category: Some("gift".into()), ..valid() }, "category"),
+            (GrantFields { scope_prices: Some(vec!["p".into()]), ..valid() }, "applicability_config[scope]"),
+            (GrantFields { scope_price_type: None, ..valid() }, "applicability_config[scope][price_type]"),
+            (GrantFields { effective_at: Some(100), expires_at: Some(100), ..valid() }, "expires_at"),
+            (GrantFields { name: Some("n".repeat(101)), ..valid() }, "name"),
+            (GrantFields { customer: None, ..valid() }, "customer"),
+            (GrantFields { currency: Some("xxx".into()), ..valid() }, "amount[monetary][currency]"),
+        ];
+        for (fields, param) in cases {
+            let error = CreateCreditGrant::parse(fields).unwrap_err();
+            assert_eq!(error.param.as_deref(), Some(param), "{}", error.message);
+        }
+    }
+
+    fn arbitrary_grant() -> impl Strategy<Value = CreditGrant> {
+        (
+            0i64..=100,
+            proptest::option::of(0i64..2_000),
+            any::<bool>(),
+            0i64..2_000,
+            0i64..1_000,
+            1i64..1_000,
+            0usize..3,
+        )
+            .prop_map(|(priority, expires_at, promotional, effective_at, created, remaining, scope)| {
+                let category = if promotional { Category::Promotional } else { Category::Paid };
+                let mut g = grant(&format!("g{created}_{priority}_{remaining}"), priority, expires_at, category, effective_at, created, remaining);
+                g.scope = match scope {
+                    0 => Scope::Metered,
+                    1 => Scope::Prices(vec!["price_1".into()]),
+                    _ => Scope::Prices(vec!["price_2".into()]),
+                };
+                g
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn burn_down_never_overspends_and_takes_all_it_can(
+            grants in proptest::collection::vec(arbitrary_grant(), 0..12),
+            amount_due in 0i64..5_000,
+            now in 0i64..2_500,
+        ) {
+            let draws = burn_down(&grants, &usd(), &metered(), amount_due, now);
+            let eligible: i64 = grants.iter().filter(|g| g.is_eligible(&usd(), &metered(), now)).map(|g| g.remaining).sum();
+            let drawn: i64 = draws.iter().map(|(_, amount)| amount).sum();
+            prop_assert_eq!(drawn, amount_due.min(eligible));
+            for (index, amount) in &draws {
+                prop_assert!(*amount > 0 && *amount <= grants[*index].remaining);
+                prop_assert!(grants[*index].is_eligible(&usd(), &metered(), now));
+            }
+            // Only the last grant touched may be left partly used.
+            for (index, amount) in draws.iter().rev().skip(1) {
+                prop_assert_eq!(*amount, grants[*index].remaining);
+            }
+            // The order is the documented one.
+            for pair in draws.windows(2) {
+                prop_assert_ne!(burn_order(&grants[pair[0].0], &grants[pair[1].0]), Ordering::Greater);
+            }
+        }
+
+        #[test]
+        fn the_summary_is_the_sum_of_matching_remainders(
+            grants in proptest::collection::vec(arbitrary_grant(), 0..12),
+            now in 0i64..2_500,
+        ) {
+            let summary = summarize(&grants, &SummaryFilter::ApplicabilityScope(Scope::Metered), now);
+            let ledger: i64 = grants.iter().filter(|g| g.scope == Scope::Metered && g.is_effective(now)).map(|g| g.remaining).sum();
+            let available: i64 = grants.iter().filter(|g| g.scope == Scope::Metered && g.is_effective(now) && !g.is_expired(now)).map(|g| g.remaining).sum();
+            let total_ledger: i64 = summary.iter().map(|b| b.ledger).sum();
+            let total_available: i64 = summary.iter().map(|b| b.available).sum();
+            prop_assert_eq!(total_ledger, ledger);
+            prop_assert_eq!(total_available, available);
+            prop_assert!(total_available <= total_ledger && total_available >= 0);
+        }
+    }
+}
