@@ -17,3 +17,32 @@ impl Clock for SystemClock {
             .unwrap_or(0)
     }
 }
+
+/// A clock that only moves when told to: for tests that need time to pass (expiry) without
+/// waiting.
+pub struct ManualClock {
+    now: std::sync::atomic::AtomicI64,
+}
+
+impl ManualClock {
+    pub fn new(start: i64) -> Self {
+        ManualClock {
+            now: std::sync::atomic::AtomicI64::new(start),
+        }
+    }
+
+    /// Moves time forward by `seconds`.
+    pub fn advance(&self, seconds: i64) {
+        self.now.fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn set(&self, at: i64) {
+        self.now.store(at, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> i64 {
+        self.now.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -17,7 +17,7 @@ use crate::domain::Tenant;
 use crate::error::Result;
 use crate::store::{self, Db, Transaction};
 
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use idempotency::IdempotencyKeys;
 
 /// Who is calling and how: produced by authentication, passed to every service call.
@@ -52,9 +52,13 @@ pub struct Services {
 
 impl Services {
     pub fn new(db: Db) -> Self {
+        Self::with_clock(db, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(db: Db, clock: Arc<dyn Clock>) -> Self {
         Services {
             db,
-            clock: Arc::new(SystemClock),
+            clock,
             idempotency: IdempotencyKeys::default(),
         }
     }
