@@ -112,6 +112,14 @@ pub struct ServeConfig {
     /// Do not create and print a test key when the database has no keys.
     #[arg(long, env = "CREDITD_NO_BOOTSTRAP_KEY")]
     pub no_bootstrap_key: bool,
+    /// How often the expiry sweeper writes `credits_expired` for lapsed grants, in seconds
+    /// (0 turns it off; balances are right either way).
+    #[arg(
+        long,
+        env = "CREDITD_EXPIRY_SWEEP_INTERVAL_SECONDS",
+        default_value_t = 30
+    )]
+    pub expiry_sweep_interval_seconds: u64,
     /// How long shutdown waits for in-flight requests, in seconds.
     #[arg(long, env = "CREDITD_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
@@ -133,6 +141,7 @@ impl ServeConfig {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             api_keys: Vec::new(),
             no_bootstrap_key: true,
+            expiry_sweep_interval_seconds: 0,
             shutdown_grace_seconds: 5,
             log_format: LogFormat::Pretty,
         }

@@ -139,6 +139,17 @@ impl Error {
             .with_param(param)
     }
 
+    /// An ID given in a parameter (not the path) that names nothing visible to the caller:
+    /// Stripe answers these with 400, not 404.
+    pub fn no_such(resource: &str, id: &str, param: impl Into<String>) -> Self {
+        Error::new(
+            ErrorKind::InvalidRequest,
+            format!("No such {resource}: '{id}'"),
+        )
+        .with_code("resource_missing")
+        .with_param(param)
+    }
+
     pub fn invalid_state(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::InvalidState, message)
     }

@@ -17,6 +17,7 @@ pub struct Server {
     grpc_listener: TcpListener,
     http_listener: TcpListener,
     grace: Duration,
+    expiry_sweep_interval: Duration,
 }
 
 impl Server {
@@ -47,6 +48,7 @@ impl Server {
             grpc_listener,
             http_listener,
             grace: config.shutdown_grace(),
+            expiry_sweep_interval: Duration::from_secs(config.expiry_sweep_interval_seconds),
         })
     }
 
@@ -96,6 +98,13 @@ impl Server {
             self.services.clone(),
             stop_rx.clone(),
         ));
+        let sweep = (!self.expiry_sweep_interval.is_zero()).then(|| {
+            tokio::spawn(sweep_expired_grants(
+                self.services.clone(),
+                self.expiry_sweep_interval,
+                stop_rx.clone(),
+            ))
+        });
 
         let grace = self.grace;
         let mut grpc_task = tokio::spawn(grpc);
@@ -121,6 +130,9 @@ impl Server {
             http_task.abort();
         }
         prune.abort();
+        if let Some(sweep) = sweep {
+            sweep.abort();
+        }
         self.services.db.close().await;
         Ok(())
     }
@@ -140,6 +152,28 @@ async fn prune_idempotency_records(
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, "pruned expired idempotency records"),
             Err(error) => tracing::warn!(error = %error, "pruning idempotency records failed"),
+        }
+    }
+}
+
+/// Writes `credits_expired` entries for lapsed grants every `interval`. Safe to run on every
+/// replica at once: each grant is expired exactly once under its customer's lock.
+async fn sweep_expired_grants(
+    services: Services,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        match services.sweep_expired_credit_grants().await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "expired lapsed credit grants"),
+            Err(error) => tracing::warn!(error = %error, "expiry sweep failed"),
         }
     }
 }

@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Currency;
 use super::credit_balance_transaction::CreditBalanceTransaction;
 use super::credit_grant::PriceRef;
-use super::Currency;
 use crate::error::{Error, Result};
 
 /// The largest amount due accepted for one line.
@@ -35,7 +35,11 @@ pub struct ApplyFields {
 impl ApplyCredits {
     pub fn parse(fields: ApplyFields) -> Result<ApplyCredits> {
         let required = |value: String, param: &str| -> Result<String> {
-            if value.is_empty() { Err(Error::missing_param(param)) } else { Ok(value) }
+            if value.is_empty() {
+                Err(Error::missing_param(param))
+            } else {
+                Ok(value)
+            }
         };
         let customer_id = required(fields.customer, "customer")?;
         let currency = Currency::parse(&fields.currency, "currency")?;

@@ -25,7 +25,10 @@ impl EntryType {
     ];
 
     pub fn is_credit(self) -> bool {
-        matches!(self, EntryType::CreditsGranted | EntryType::CreditsApplicationInvoiceVoided)
+        matches!(
+            self,
+            EntryType::CreditsGranted | EntryType::CreditsApplicationInvoiceVoided
+        )
     }
 
     pub fn as_str(self) -> &'static str {

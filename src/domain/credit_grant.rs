@@ -59,7 +59,11 @@ pub enum Scope {
 
 impl Scope {
     /// From the two mutually exclusive scope fields. `param` prefixes error params.
-    pub fn parse(price_type: Option<String>, prices: Option<Vec<String>>, param: &str) -> Result<Scope> {
+    pub fn parse(
+        price_type: Option<String>,
+        prices: Option<Vec<String>>,
+        param: &str,
+    ) -> Result<Scope> {
         match (price_type, prices) {
             (Some(_), Some(_)) => Err(Error::invalid_param(
                 param,
@@ -102,7 +106,10 @@ impl Scope {
     pub fn applies_to(&self, price: &PriceRef) -> bool {
         match self {
             Scope::Metered => price.metered,
-            Scope::Prices(ids) => price.id.as_ref().is_some_and(|id| ids.binary_search(id).is_ok()),
+            Scope::Prices(ids) => price
+                .id
+                .as_ref()
+                .is_some_and(|id| ids.binary_search(id).is_ok()),
         }
     }
 
@@ -238,7 +245,10 @@ impl CreditGrant {
 
     /// Puts `amount` back into the remainder (never above the granted amount).
     pub fn credit(&mut self, amount: i64) -> Result<()> {
-        let next = self.remaining.checked_add(amount).filter(|next| amount > 0 && *next <= self.amount);
+        let next = self
+            .remaining
+            .checked_add(amount)
+            .filter(|next| amount > 0 && *next <= self.amount);
         match next {
             Some(next) => {
                 self.remaining = next;
@@ -273,7 +283,13 @@ pub fn burn_order(a: &CreditGrant, b: &CreditGrant) -> Ordering {
 /// How much to draw from which grant to pay `amount_due`: eligible grants in burn order, each
 /// drained before the next. Returns `(grant index, amount)` pairs; their sum is
 /// `min(amount_due, total eligible remainder)`.
-pub fn burn_down(grants: &[CreditGrant], currency: &Currency, price: &PriceRef, amount_due: i64, now: i64) -> Vec<(usize, i64)> {
+pub fn burn_down(
+    grants: &[CreditGrant],
+    currency: &Currency,
+    price: &PriceRef,
+    amount_due: i64,
+    now: i64,
+) -> Vec<(usize, i64)> {
     let mut order: Vec<usize> = (0..grants.len())
         .filter(|&index| grants[index].is_eligible(currency, price, now))
         .collect();
@@ -320,11 +336,13 @@ pub fn summarize(grants: &[CreditGrant], filter: &SummaryFilter, now: i64) -> Ve
         if !matches {
             continue;
         }
-        let entry = by_currency.entry(grant.currency.clone()).or_insert_with(|| CurrencyBalance {
-            currency: grant.currency.clone(),
-            ledger: 0,
-            available: 0,
-        });
+        let entry = by_currency
+            .entry(grant.currency.clone())
+            .or_insert_with(|| CurrencyBalance {
+                currency: grant.currency.clone(),
+                ledger: 0,
+                available: 0,
+            });
         if grant.is_effective(now) && !grant.is_voided() {
             entry.ledger += grant.remaining;
             entry.available += grant.remaining - grant.pending_expiry(now);
@@ -381,16 +399,26 @@ impl CreateCreditGrant {
                 ));
             }
         }
-        let currency = fields.currency.ok_or_else(|| Error::missing_param("amount[monetary][currency]"))?;
+        let currency = fields
+            .currency
+            .ok_or_else(|| Error::missing_param("amount[monetary][currency]"))?;
         let currency = Currency::parse(&currency, "amount[monetary][currency]")?;
-        let amount = fields.value.ok_or_else(|| Error::missing_param("amount[monetary][value]"))?;
+        let amount = fields
+            .value
+            .ok_or_else(|| Error::missing_param("amount[monetary][value]"))?;
         if amount <= 0 || amount > MAX_GRANT_AMOUNT {
             return Err(Error::invalid_param(
                 "amount[monetary][value]",
-                format!("Invalid amount[monetary][value]: must be a positive integer no greater than {MAX_GRANT_AMOUNT}."),
+                format!(
+                    "Invalid amount[monetary][value]: must be a positive integer no greater than {MAX_GRANT_AMOUNT}."
+                ),
             ));
         }
-        let scope = Scope::parse(fields.scope_price_type, fields.scope_prices, "applicability_config[scope]")?;
+        let scope = Scope::parse(
+            fields.scope_price_type,
+            fields.scope_prices,
+            "applicability_config[scope]",
+        )?;
         let category = match fields.category {
             None => Category::Paid,
             Some(category) => Category::parse(&category, "category")?,
@@ -406,7 +434,10 @@ impl CreateCreditGrant {
             check_expiry_after(expires_at, effective_at)?;
         }
         if fields.effective_at.is_some_and(|at| at < 0) {
-            return Err(Error::invalid_param("effective_at", "Invalid effective_at: must be a Unix timestamp."));
+            return Err(Error::invalid_param(
+                "effective_at",
+                "Invalid effective_at: must be a Unix timestamp.",
+            ));
         }
         Ok(CreateCreditGrant {
             customer_id,
@@ -452,7 +483,9 @@ impl UpdateCreditGrant {
                     grant.id
                 )));
             }
-            if grant.expiry_recorded_at.is_some() {
+            // Past its expiry the remainder is already gone (even before the sweeper writes
+            // the entry); a new expiry must not bring it back.
+            if grant.expiry_recorded_at.is_some() || grant.is_expired(now) {
                 return Err(Error::invalid_state(format!(
                     "You cannot change the expiry of credit grant {} because it has already expired.",
                     grant.id
@@ -478,7 +511,15 @@ mod tests {
         Currency::parse("usd", "currency").unwrap()
     }
 
-    fn grant(id: &str, priority: i64, expires_at: Option<i64>, category: Category, effective_at: i64, created: i64, remaining: i64) -> CreditGrant {
+    fn grant(
+        id: &str,
+        priority: i64,
+        expires_at: Option<i64>,
+        category: Category,
+        effective_at: i64,
+        created: i64,
+        remaining: i64,
+    ) -> CreditGrant {
         CreditGrant {
             id: id.into(),
             livemode: false,
@@ -502,7 +543,10 @@ mod tests {
     }
 
     fn metered() -> PriceRef {
-        PriceRef { metered: true, id: Some("price_1".into()) }
+        PriceRef {
+            metered: true,
+            id: Some("price_1".into()),
+        }
     }
 
     fn order_of(grants: &[CreditGrant]) -> Vec<&str> {
@@ -527,13 +571,44 @@ mod tests {
             grant("never", 50, None, Category::Promotional, 0, 0, 5),
             grant("late", 50, Some(9_000), Category::Promotional, 0, 0, 5),
             grant("soon_paid", 50, Some(5_000), Category::Paid, 0, 0, 5),
-            grant("soon_promo_later", 50, Some(5_000), Category::Promotional, 100, 0, 5),
-            grant("soon_promo_early_b", 50, Some(5_000), Category::Promotional, 50, 20, 5),
-            grant("soon_promo_early_a", 50, Some(5_000), Category::Promotional, 50, 10, 5),
+            grant(
+                "soon_promo_later",
+                50,
+                Some(5_000),
+                Category::Promotional,
+                100,
+                0,
+                5,
+            ),
+            grant(
+                "soon_promo_early_b",
+                50,
+                Some(5_000),
+                Category::Promotional,
+                50,
+                20,
+                5,
+            ),
+            grant(
+                "soon_promo_early_a",
+                50,
+                Some(5_000),
+                Category::Promotional,
+                50,
+                10,
+                5,
+            ),
         ];
         assert_eq!(
             order_of(&grants),
-            ["soon_promo_early_a", "soon_promo_early_b", "soon_promo_later", "soon_paid", "late", "never"]
+            [
+                "soon_promo_early_a",
+                "soon_promo_early_b",
+                "soon_promo_later",
+                "soon_paid",
+                "late",
+                "never"
+            ]
         );
     }
 
@@ -562,7 +637,10 @@ mod tests {
         this_price.scope = Scope::Prices(vec!["price_1".into()]);
         let grants = [voided, future, expired, euros, other_price, this_price];
         assert_eq!(order_of(&grants), ["this_price"]);
-        let licensed = PriceRef { metered: false, id: Some("price_9".into()) };
+        let licensed = PriceRef {
+            metered: false,
+            id: Some("price_9".into()),
+        };
         assert!(burn_down(&grants, &usd(), &licensed, 100, 1_000).is_empty());
     }
 
@@ -574,7 +652,14 @@ mod tests {
         let grants = [live, lapsed.clone(), future];
         let all = SummaryFilter::ApplicabilityScope(Scope::Metered);
         let summary = summarize(&grants, &all, 1_000);
-        assert_eq!(summary, vec![CurrencyBalance { currency: usd(), ledger: 140, available: 100 }]);
+        assert_eq!(
+            summary,
+            vec![CurrencyBalance {
+                currency: usd(),
+                ledger: 140,
+                available: 100
+            }]
+        );
         let mut recorded = lapsed;
         recorded.expiry_recorded_at = Some(600);
         recorded.remaining = 0;
@@ -606,16 +691,77 @@ mod tests {
         let parsed = CreateCreditGrant::parse(valid()).unwrap();
         assert_eq!((parsed.category, parsed.priority), (Category::Paid, 50));
         let cases: Vec<(GrantFields, &str)> = vec![
-            (GrantFields { value: Some(0), ..valid() }, "amount[monetary][value]"),
-            (GrantFields { value: None, ..valid() }, "amount[monetary][value]"),
-            (GrantFields { priority: Some(101), ..valid() }, "priority"),
-            (GrantFields { category: Some("gift".into()), ..valid() }, "category"),
-            (GrantFields { scope_prices: Some(vec!["p".into()]), ..valid() }, "applicability_config[scope]"),
-            (GrantFields { scope_price_type: None, ..valid() }, "applicability_config[scope][price_type]"),
-            (GrantFields { effective_at: Some(100), expires_at: Some(100), ..valid() }, "expires_at"),
-            (GrantFields { name: Some("n".repeat(101)), ..valid() }, "name"),
-            (GrantFields { customer: None, ..valid() }, "customer"),
-            (GrantFields { currency: Some("xxx".into()), ..valid() }, "amount[monetary][currency]"),
+            (
+                GrantFields {
+                    value: Some(0),
+                    ..valid()
+                },
+                "amount[monetary][value]",
+            ),
+            (
+                GrantFields {
+                    value: None,
+                    ..valid()
+                },
+                "amount[monetary][value]",
+            ),
+            (
+                GrantFields {
+                    priority: Some(101),
+                    ..valid()
+                },
+                "priority",
+            ),
+            (
+                GrantFields {
+                    category: Some("gift".into()),
+                    ..valid()
+                },
+                "category",
+            ),
+            (
+                GrantFields {
+                    scope_prices: Some(vec!["p".into()]),
+                    ..valid()
+                },
+                "applicability_config[scope]",
+            ),
+            (
+                GrantFields {
+                    scope_price_type: None,
+                    ..valid()
+                },
+                "applicability_config[scope][price_type]",
+            ),
+            (
+                GrantFields {
+                    effective_at: Some(100),
+                    expires_at: Some(100),
+                    ..valid()
+                },
+                "expires_at",
+            ),
+            (
+                GrantFields {
+                    name: Some("n".repeat(101)),
+                    ..valid()
+                },
+                "name",
+            ),
+            (
+                GrantFields {
+                    customer: None,
+                    ..valid()
+                },
+                "customer",
+            ),
+            (
+                GrantFields {
+                    currency: Some("xxx".into()),
+                    ..valid()
+                },
+                "amount[monetary][currency]",
+            ),
         ];
         for (fields, param) in cases {
             let error = CreateCreditGrant::parse(fields).unwrap_err();
@@ -633,16 +779,30 @@ mod tests {
             1i64..1_000,
             0usize..3,
         )
-            .prop_map(|(priority, expires_at, promotional, effective_at, created, remaining, scope)| {
-                let category = if promotional { Category::Promotional } else { Category::Paid };
-                let mut g = grant(&format!("g{created}_{priority}_{remaining}"), priority, expires_at, category, effective_at, created, remaining);
-                g.scope = match scope {
-                    0 => Scope::Metered,
-                    1 => Scope::Prices(vec!["price_1".into()]),
-                    _ => Scope::Prices(vec!["price_2".into()]),
-                };
-                g
-            })
+            .prop_map(
+                |(priority, expires_at, promotional, effective_at, created, remaining, scope)| {
+                    let category = if promotional {
+                        Category::Promotional
+                    } else {
+                        Category::Paid
+                    };
+                    let mut g = grant(
+                        &format!("g{created}_{priority}_{remaining}"),
+                        priority,
+                        expires_at,
+                        category,
+                        effective_at,
+                        created,
+                        remaining,
+                    );
+                    g.scope = match scope {
+                        0 => Scope::Metered,
+                        1 => Scope::Prices(vec!["price_1".into()]),
+                        _ => Scope::Prices(vec!["price_2".into()]),
+                    };
+                    g
+                },
+            )
     }
 
     proptest! {

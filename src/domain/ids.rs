@@ -17,6 +17,9 @@ pub enum IdKind {
     ApiKey,
     Customer,
     CustomerBalanceTransaction,
+    CreditGrant,
+    /// Stripe gives credit ledger entries the same `cbtxn_` prefix as customer balance ones.
+    CreditBalanceTransaction,
 }
 
 impl IdKind {
@@ -25,7 +28,8 @@ impl IdKind {
             IdKind::Account => "acct",
             IdKind::ApiKey => "key",
             IdKind::Customer => "cus",
-            IdKind::CustomerBalanceTransaction => "cbtxn",
+            IdKind::CustomerBalanceTransaction | IdKind::CreditBalanceTransaction => "cbtxn",
+            IdKind::CreditGrant => "credgr",
         }
     }
 }

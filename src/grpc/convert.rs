@@ -83,3 +83,125 @@ impl From<CustomerBalanceTransaction> for proto::CustomerBalanceTransaction {
         }
     }
 }
+
+use crate::domain::Currency;
+use crate::domain::credit_balance_transaction::CreditBalanceTransaction;
+use crate::domain::credit_grant::{CreditGrant, CurrencyBalance, Scope};
+
+pub fn credit_amount(currency: &Currency, value: i64) -> proto::CreditAmount {
+    proto::CreditAmount {
+        r#type: "monetary".to_string(),
+        monetary: Some(proto::MonetaryAmount {
+            currency: currency.to_string(),
+            value,
+        }),
+    }
+}
+
+pub fn credit_scope(scope: Scope) -> proto::CreditScope {
+    match scope {
+        Scope::Metered => proto::CreditScope {
+            price_type: Some("metered".to_string()),
+            prices: Vec::new(),
+        },
+        Scope::Prices(prices) => proto::CreditScope {
+            price_type: None,
+            prices: prices
+                .into_iter()
+                .map(|id| proto::ApplicablePrice { id })
+                .collect(),
+        },
+    }
+}
+
+/// The two scope fields of a request message, for [`Scope::parse`].
+pub fn scope_fields(scope: Option<proto::CreditScope>) -> (Option<String>, Option<Vec<String>>) {
+    match scope {
+        None => (None, None),
+        Some(scope) => {
+            let prices = (!scope.prices.is_empty())
+                .then(|| scope.prices.into_iter().map(|price| price.id).collect());
+            (scope.price_type.filter(|t| !t.is_empty()), prices)
+        }
+    }
+}
+
+impl From<CreditGrant> for proto::CreditGrant {
+    fn from(grant: CreditGrant) -> Self {
+        proto::CreditGrant {
+            object: "billing.credit_grant".to_string(),
+            amount: Some(credit_amount(&grant.currency, grant.amount)),
+            applicability_config: Some(proto::ApplicabilityConfig {
+                scope: Some(credit_scope(grant.scope)),
+            }),
+            category: grant.category.as_str().to_string(),
+            created: grant.created,
+            customer: grant.customer_id,
+            customer_account: None,
+            effective_at: Some(grant.effective_at),
+            expires_at: grant.expires_at,
+            livemode: grant.livemode,
+            metadata: metadata_map(grant.metadata),
+            name: grant.name,
+            priority: Some(grant.priority),
+            test_clock: grant.test_clock,
+            updated: grant.updated,
+            voided_at: grant.voided_at,
+            id: grant.id,
+        }
+    }
+}
+
+impl From<CreditBalanceTransaction> for proto::CreditBalanceTransaction {
+    fn from(entry: CreditBalanceTransaction) -> Self {
+        let amount = Some(credit_amount(&entry.currency, entry.amount));
+        let line = match (entry.invoice, entry.invoice_line_item) {
+            (Some(invoice), Some(invoice_line_item)) => Some(proto::InvoiceLineReference {
+                invoice,
+                invoice_line_item,
+            }),
+            _ => None,
+        };
+        let (credit, debit) = if entry.kind.is_credit() {
+            let credit = proto::CreditBalanceCredit {
+                amount,
+                r#type: entry.kind.as_str().to_string(),
+                credits_application_invoice_voided: line,
+            };
+            (Some(credit), None)
+        } else {
+            let debit = proto::CreditBalanceDebit {
+                amount,
+                r#type: entry.kind.as_str().to_string(),
+                credits_applied: line,
+            };
+            (None, Some(debit))
+        };
+        proto::CreditBalanceTransaction {
+            id: entry.id,
+            object: "billing.credit_balance_transaction".to_string(),
+            created: entry.created,
+            credit,
+            credit_grant: entry.credit_grant_id,
+            debit,
+            effective_at: entry.effective_at,
+            livemode: entry.livemode,
+            test_clock: entry.test_clock,
+            r#type: if entry.kind.is_credit() {
+                "credit"
+            } else {
+                "debit"
+            }
+            .to_string(),
+        }
+    }
+}
+
+impl From<CurrencyBalance> for proto::CreditBalance {
+    fn from(balance: CurrencyBalance) -> Self {
+        proto::CreditBalance {
+            available_balance: Some(credit_amount(&balance.currency, balance.available)),
+            ledger_balance: Some(credit_amount(&balance.currency, balance.ledger)),
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! calls and back, plus `grpc.health.v1` and server reflection. No rules live here.
 
 mod convert;
+mod credits;
 mod customer_balance_transactions;
 mod customers;
 mod status;
@@ -22,11 +23,14 @@ pub mod proto {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/creditd_descriptor.bin"));
 
+pub use credits::{CreditBalanceApi, CreditGrantApi};
 pub use customer_balance_transactions::CustomerBalanceTransactionApi;
 pub use customers::CustomerApi;
 
 /// Builds the routes: every creditd service, health and reflection (v1 and v1alpha).
 pub async fn routes(services: Services) -> anyhow::Result<tonic::service::Routes> {
+    use proto::credit_balance_service_server::CreditBalanceServiceServer;
+    use proto::credit_grant_service_server::CreditGrantServiceServer;
     use proto::customer_balance_transaction_service_server::CustomerBalanceTransactionServiceServer;
     use proto::customer_service_server::CustomerServiceServer;
 
@@ -36,6 +40,12 @@ pub async fn routes(services: Services) -> anyhow::Result<tonic::service::Routes
         .await;
     health_reporter
         .set_serving::<CustomerBalanceTransactionServiceServer<CustomerBalanceTransactionApi>>()
+        .await;
+    health_reporter
+        .set_serving::<CreditGrantServiceServer<CreditGrantApi>>()
+        .await;
+    health_reporter
+        .set_serving::<CreditBalanceServiceServer<CreditBalanceApi>>()
         .await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -56,8 +66,14 @@ pub async fn routes(services: Services) -> anyhow::Result<tonic::service::Routes
             services.clone(),
         )))
         .add_service(CustomerBalanceTransactionServiceServer::new(
-            CustomerBalanceTransactionApi::new(services),
-        ));
+            CustomerBalanceTransactionApi::new(services.clone()),
+        ))
+        .add_service(CreditGrantServiceServer::new(CreditGrantApi::new(
+            services.clone(),
+        )))
+        .add_service(CreditBalanceServiceServer::new(CreditBalanceApi::new(
+            services,
+        )));
     Ok(routes.routes())
 }
 

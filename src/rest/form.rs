@@ -87,3 +87,50 @@ pub fn expand(params: &mut Params) -> Result<Vec<String>> {
 pub fn finish(params: Params) -> Result<()> {
     Ok(params.finish()?)
 }
+
+/// A nested object parameter (`key[field]=…`); `key=` (empty) is refused.
+pub fn object(params: &mut Params, key: &str) -> Result<Option<Params>> {
+    match params.take_map(key)? {
+        None => Ok(None),
+        Some(MapOrEmpty::Map(object)) => Ok(Some(object)),
+        Some(MapOrEmpty::Empty) => Err(Error::invalid_param(
+            params.param_path(key),
+            format!(
+                "Invalid object: {} must be an object.",
+                params.param_path(key)
+            ),
+        )
+        .with_code("parameter_invalid_empty")),
+    }
+}
+
+/// A scope object (`…[price_type]=metered` or `…[prices][0][id]=price_x`) as its two fields.
+pub fn scope_fields(mut scope: Params) -> Result<(Option<String>, Option<Vec<String>>)> {
+    let price_type = scope.take_str("price_type")?;
+    let prices = match scope.take_list("prices")? {
+        None => None,
+        Some(items) => {
+            let mut ids = Vec::with_capacity(items.len());
+            for (index, item) in items.into_iter().enumerate() {
+                let path = format!("{}[{index}]", scope.param_path("prices"));
+                let mut price = item.into_params(path)?;
+                ids.push(price.take_str("id")?.unwrap_or_default());
+                price.finish()?;
+            }
+            Some(ids)
+        }
+    };
+    scope.finish()?;
+    Ok((price_type, prices))
+}
+
+/// `customer_account` is part of Stripe's schema, but creditd has no accounts-as-customers.
+pub fn refuse_customer_account(params: &mut Params) -> Result<()> {
+    if params.take_str("customer_account")?.is_some() {
+        return Err(Error::invalid_param(
+            "customer_account",
+            "creditd does not support customer_account; pass customer instead.",
+        ));
+    }
+    Ok(())
+}

@@ -2,6 +2,8 @@
 //! translating to the same service calls as gRPC. No rules live here.
 
 mod context;
+mod credit_balance;
+mod credit_grants;
 mod customer_balance_transactions;
 mod customers;
 mod error;
@@ -13,7 +15,7 @@ pub mod params;
 use axum::Router;
 use axum::http::{HeaderValue, Method, Uri};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::service::Services;
 
@@ -40,6 +42,34 @@ pub fn router(services: Services) -> Router {
             "/v1/customers/{customer}/balance_transactions/{transaction}",
             get(customer_balance_transactions::retrieve)
                 .post(customer_balance_transactions::update),
+        )
+        .route(
+            "/v1/billing/credit_grants",
+            get(credit_grants::list).post(credit_grants::create),
+        )
+        .route(
+            "/v1/billing/credit_grants/{id}",
+            get(credit_grants::retrieve).post(credit_grants::update),
+        )
+        .route(
+            "/v1/billing/credit_grants/{id}/expire",
+            post(credit_grants::expire),
+        )
+        .route(
+            "/v1/billing/credit_grants/{id}/void",
+            post(credit_grants::void),
+        )
+        .route(
+            "/v1/billing/credit_balance_summary",
+            get(credit_balance::summary),
+        )
+        .route(
+            "/v1/billing/credit_balance_transactions",
+            get(credit_balance::list_transactions),
+        )
+        .route(
+            "/v1/billing/credit_balance_transactions/{id}",
+            get(credit_balance::retrieve_transaction),
         )
         .route("/healthz", get(health))
         .fallback(unrecognized_url)

@@ -150,3 +150,208 @@ impl CustomerBalanceTransactionJson {
         }
     }
 }
+
+#[derive(Debug, Serialize)]
+pub struct MonetaryJson {
+    pub currency: String,
+    pub value: i64,
+}
+
+/// Stripe's `billing_credit_grants_resource_amount`.
+#[derive(Debug, Serialize)]
+pub struct CreditAmountJson {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub monetary: MonetaryJson,
+}
+
+impl CreditAmountJson {
+    pub fn new(currency: &crate::domain::Currency, value: i64) -> Self {
+        CreditAmountJson {
+            kind: "monetary",
+            monetary: MonetaryJson {
+                currency: currency.to_string(),
+                value,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PriceJson {
+    pub id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScopeJson {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prices: Option<Vec<PriceJson>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ApplicabilityConfigJson {
+    pub scope: ScopeJson,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreditGrantJson {
+    pub id: String,
+    pub object: &'static str,
+    pub amount: CreditAmountJson,
+    pub applicability_config: ApplicabilityConfigJson,
+    pub category: &'static str,
+    pub created: i64,
+    pub customer: Expandable<CustomerJson>,
+    pub customer_account: Option<String>,
+    pub effective_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub livemode: bool,
+    pub metadata: BTreeMap<String, String>,
+    pub name: Option<String>,
+    pub priority: Option<i64>,
+    pub test_clock: Option<String>,
+    pub updated: i64,
+    pub voided_at: Option<i64>,
+}
+
+impl CreditGrantJson {
+    pub fn new(
+        grant: crate::domain::credit_grant::CreditGrant,
+        customer: Option<Customer>,
+    ) -> Self {
+        use crate::domain::credit_grant::Scope;
+        let scope = match grant.scope {
+            Scope::Metered => ScopeJson {
+                price_type: Some("metered"),
+                prices: None,
+            },
+            Scope::Prices(prices) => ScopeJson {
+                price_type: None,
+                prices: Some(prices.into_iter().map(|id| PriceJson { id }).collect()),
+            },
+        };
+        CreditGrantJson {
+            object: "billing.credit_grant",
+            amount: CreditAmountJson::new(&grant.currency, grant.amount),
+            applicability_config: ApplicabilityConfigJson { scope },
+            category: grant.category.as_str(),
+            created: grant.created,
+            customer: match customer {
+                Some(customer) => Expandable::Object(Box::new(customer.into())),
+                None => Expandable::Id(grant.customer_id),
+            },
+            customer_account: None,
+            effective_at: Some(grant.effective_at),
+            expires_at: grant.expires_at,
+            livemode: grant.livemode,
+            metadata: grant.metadata.into_map(),
+            name: grant.name,
+            priority: Some(grant.priority),
+            test_clock: grant.test_clock,
+            updated: grant.updated,
+            voided_at: grant.voided_at,
+            id: grant.id,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct InvoiceLineJson {
+    pub invoice: String,
+    pub invoice_line_item: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreditJson {
+    pub amount: CreditAmountJson,
+    pub credits_application_invoice_voided: Option<InvoiceLineJson>,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DebitJson {
+    pub amount: CreditAmountJson,
+    pub credits_applied: Option<InvoiceLineJson>,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreditBalanceTransactionJson {
+    pub id: String,
+    pub object: &'static str,
+    pub created: i64,
+    pub credit: Option<CreditJson>,
+    pub credit_grant: Expandable<CreditGrantJson>,
+    pub debit: Option<DebitJson>,
+    pub effective_at: i64,
+    pub livemode: bool,
+    pub test_clock: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+impl CreditBalanceTransactionJson {
+    pub fn new(
+        entry: crate::domain::credit_balance_transaction::CreditBalanceTransaction,
+        grant: Option<CreditGrantJson>,
+    ) -> Self {
+        let amount = CreditAmountJson::new(&entry.currency, entry.amount);
+        let line = match (entry.invoice, entry.invoice_line_item) {
+            (Some(invoice), Some(invoice_line_item)) => Some(InvoiceLineJson {
+                invoice,
+                invoice_line_item,
+            }),
+            _ => None,
+        };
+        let is_credit = entry.kind.is_credit();
+        let (credit, debit) = if is_credit {
+            let credit = CreditJson {
+                amount,
+                credits_application_invoice_voided: line,
+                kind: entry.kind.as_str(),
+            };
+            (Some(credit), None)
+        } else {
+            let debit = DebitJson {
+                amount,
+                credits_applied: line,
+                kind: entry.kind.as_str(),
+            };
+            (None, Some(debit))
+        };
+        CreditBalanceTransactionJson {
+            id: entry.id,
+            object: "billing.credit_balance_transaction",
+            created: entry.created,
+            credit,
+            credit_grant: match grant {
+                Some(grant) => Expandable::Object(Box::new(grant)),
+                None => Expandable::Id(entry.credit_grant_id),
+            },
+            debit,
+            effective_at: entry.effective_at,
+            livemode: entry.livemode,
+            test_clock: entry.test_clock,
+            kind: if is_credit { "credit" } else { "debit" },
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreditBalanceJson {
+    pub available_balance: CreditAmountJson,
+    pub ledger_balance: CreditAmountJson,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreditBalanceSummaryJson {
+    pub object: &'static str,
+    pub balances: Vec<CreditBalanceJson>,
+    pub customer: Expandable<CustomerJson>,
+    pub customer_account: Option<String>,
+    pub livemode: bool,
+}

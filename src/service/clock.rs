@@ -33,7 +33,8 @@ impl ManualClock {
 
     /// Moves time forward by `seconds`.
     pub fn advance(&self, seconds: i64) {
-        self.now.fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
+        self.now
+            .fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn set(&self, at: i64) {

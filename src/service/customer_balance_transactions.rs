@@ -30,7 +30,7 @@ impl Services {
                     Write::Run(tx, now) => (tx, now),
                 };
                 let outcome = async {
-                    let customer_currency = store::customers::lock(&tx, &ctx.tenant, customer_id)
+                    let locked = store::customers::lock(&tx, &ctx.tenant, customer_id)
                         .await?
                         .ok_or_else(|| {
                             Error::resource_missing("customer", customer_id, "customer")
@@ -65,7 +65,7 @@ impl Services {
                     .await?;
                     store::customer_balance_transactions::insert(&tx, &ctx.tenant, &transaction)
                         .await?;
-                    if customer_currency.is_none() {
+                    if locked.currency.is_none() {
                         store::customers::set_currency_if_unset(
                             &tx,
                             customer_id,

@@ -4,6 +4,8 @@
 
 pub mod auth;
 pub mod clock;
+pub mod credit_balance;
+pub mod credit_grants;
 pub mod customer_balance_transactions;
 pub mod customers;
 pub mod idempotency;

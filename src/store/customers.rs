@@ -85,17 +85,23 @@ pub async fn find(conn: &impl Connection, tenant: &Tenant, id: &str) -> Result<O
     )?))
 }
 
+/// What a write needs to know about the customer it locked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockedCustomer {
+    pub currency: Option<String>,
+    pub test_clock: Option<String>,
+}
+
 /// Locks the customer row for the rest of the transaction (PostgreSQL) so that writes for
-/// one customer happen one at a time; returns the customer's currency, or `None` if this
-/// tenant has no such customer.
+/// one customer happen one at a time; `None` if this tenant has no such customer.
 pub async fn lock(
     conn: &impl Connection,
     tenant: &Tenant,
     id: &str,
-) -> Result<Option<Option<String>>> {
+) -> Result<Option<LockedCustomer>> {
     let backend = backend_of(conn);
     let sql = format!(
-        "SELECT currency FROM customers WHERE id = $1 AND account_id = $2 AND livemode = $3{}",
+        "SELECT currency, test_clock FROM customers WHERE id = $1 AND account_id = $2 AND livemode = $3{}",
         for_update(backend)
     );
     let row = conn
@@ -112,10 +118,14 @@ pub async fn lock(
         .map_err(db_error)?;
     match row {
         None => Ok(None),
-        Some(row) => Ok(Some(
-            row.try_get::<Option<String>>("", "currency")
+        Some(row) => Ok(Some(LockedCustomer {
+            currency: row
+                .try_get::<Option<String>>("", "currency")
                 .map_err(db_error)?,
-        )),
+            test_clock: row
+                .try_get::<Option<String>>("", "test_clock")
+                .map_err(db_error)?,
+        })),
     }
 }
 

@@ -3,6 +3,8 @@
 //! database errors, and offers the queries the service layer composes into transactions.
 
 pub mod accounts;
+pub mod credit_balance_transactions;
+pub mod credit_grants;
 pub mod customer_balance_transactions;
 pub mod customers;
 pub mod entities;

@@ -3,6 +3,9 @@
 
 pub mod account;
 pub mod api_key;
+pub mod credit_application;
+pub mod credit_balance_transaction;
+pub mod credit_grant;
 pub mod customer;
 pub mod customer_balance;
 pub mod customer_balance_transaction;

@@ -1,0 +1,328 @@
+//! `creditd.v1.CreditGrantService` and `creditd.v1.CreditBalanceService`.
+
+use tonic::{Request, Response, Status};
+
+use super::context;
+use super::convert::{list_request, metadata_update, scope_fields};
+use super::proto::{
+    self, credit_balance_service_server::CreditBalanceService,
+    credit_grant_service_server::CreditGrantService,
+};
+use crate::domain::credit_application::{ApplyCredits, ApplyFields};
+use crate::domain::credit_balance_transaction::CreditTransactionFilter;
+use crate::domain::credit_grant::{
+    CreateCreditGrant, GrantFields, Scope, SummaryFilter, UpdateCreditGrant,
+};
+use crate::error::Error;
+use crate::service::Services;
+
+pub struct CreditGrantApi {
+    services: Services,
+}
+
+impl CreditGrantApi {
+    pub fn new(services: Services) -> Self {
+        CreditGrantApi { services }
+    }
+}
+
+#[tonic::async_trait]
+impl CreditGrantService for CreditGrantApi {
+    #[tracing::instrument(skip_all, err)]
+    async fn create_credit_grant(
+        &self,
+        request: Request<proto::CreateCreditGrantRequest>,
+    ) -> Result<Response<proto::CreditGrant>, Status> {
+        let ctx = context(&self.services, &request).await?;
+        let message = request.into_inner();
+        // An absent amount (or monetary part) is "missing", not zero.
+        let amount_type = message
+            .amount
+            .as_ref()
+            .map(|amount| amount.r#type.clone())
+            .filter(|t| !t.is_empty());
+        let monetary = message.amount.and_then(|amount| amount.monetary);
+        let (scope_price_type, scope_prices) =
+            scope_fields(message.applicability_config.and_then(|config| config.scope));
+        let fields = GrantFields {
+            customer: Some(message.customer),
+            amount_type,
+            currency: monetary
+                .as_ref()
+                .map(|m| m.currency.clone())
+                .filter(|c| !c.is_empty()),
+            value: monetary.map(|m| m.value),
+            scope_price_type,
+            scope_prices,
+            category: message.category,
+            priority: message.priority,
+            effective_at: message.effective_at,
+            expires_at: message.expires_at,
+            name: message.name,
+            metadata: metadata_update(false, message.metadata)?,
+        };
+        let grant = self
+            .services
+            .create_credit_grant(&ctx, CreateCreditGrant::parse(fields)?)
+            .await?;
+        Ok(Response::new(grant.into()))
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn get_credit_grant(
+        &self,
+        request: Request<proto::GetCreditGrantRequest>,
+    ) -> Result<Response<proto::CreditGrant>, Status> {
+        let ctx = context(&self.services, &request).await?;
+        let grant = self
+            .services
+            .get_credit_grant(&ctx, &request.get_ref().id)
+            .await?;
+        Ok(Response::new(grant.into()))
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn list_credit_grants(
+        &self,
+        request: Request<proto::ListCreditGrantsRequest>,
+    ) -> Result<Response<proto::ListCreditGrantsResponse>, Status> {
+        let ctx = context(&self.services, &request).await?;
+        let message = request.into_inner();
+        let list = list_request(message.page)?;
+        let customer = message.customer.filter(|customer| !customer.is_empty());
+        let page = self
+            .services
+            .list_credit_grants(&ctx, customer.as_deref(), &list)
+            .await?;
+        Ok(Response::new(proto::ListCreditGrantsResponse {
+            object: "list".to_string(),
+            data: page.data.into_iter().map(Into::into).collect(),
+            has_more: page.has_more,
+            url: "/v1/billing/credit_grants".to_string(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn update_credit_grant(
+        &self,
+        request: Request<proto::UpdateCreditGrantRequest>,
+    ) -> Result<Response<proto::CreditGrant>, Status> {
+        let ctx = context(&self.services, &request).await?;
+        let message = request.into_inner();
+        let expires_at = match (message.expires_at, message.clear_expires_at) {
+            (Some(_), true) => {
+                return Err(Error::invalid_param(
+                    "clear_expires_at",
+                    "Send either expires_at or clear_expires_at, not both.",
+                )
+                .into());
+            }
+            (Some(at), false) => Some(Some(at)),
+            (None, true) => Some(None),
+            (None, false) => None,
+        };
+        let command = UpdateCreditGrant {
+            expires_at,
+            metadata: metadata_update(false, message.metadata)?,
+        };
+        let grant = self
+            .services
+            .update_credit_grant(&ctx, &message.id, command)
+            .await?;
+        Ok(Response::new(grant.into()))
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn expire_credit_grant(
+        &self,
+        request: Request<proto::ExpireCreditGrantRequest>,
+    ) -> Result<Response<proto::CreditGrant>, Status> {
+        let ctx = context(&self.services, &request).await?;
+        let grant = self
+            .services
+            .expire_credit_grant(&ctx, &request.get_ref().id)
+            .await?;
+        Ok(Response::new(grant.into()))
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn void_credit_grant(
+        &self,
+        request: Request<proto::VoidCreditGrantRequest>,
+    ) -> Result<Response<proto::CreditGrant>, Status> {
+        let ctx = context(&self.services, &request).await?;
+        let grant = self
+            .services
+            .void_credit_grant(&ctx, &request.get_ref().id)
+            .await?;
+        Ok(Response::new(grant.into()))
+    }
+}
+
+pub struct CreditBalanceApi {
+    services: Services,
+}
+
+impl CreditBalanceApi {
+    pub fn new(services: Services) -> Self {
+        CreditBalanceApi { services }
+    }
+}
+
+/// The summary filter from its message form, with Stripe's parameter names in errors.
+fn summary_filter(filter: Option<proto::SummaryFilter>) -> Result<SummaryFilter, Error> {
+    let filter = filter.ok_or_else(|| Error::missing_param("filter"))?;
+    match filter.r#type.as_str() {
+        "" => Err(Error::missing_param("filter[type]")),
+        "credit_grant" => {
+            if filter.applicability_scope.is_some() {
+                return Err(Error::invalid_param(
+                    "filter[applicability_scope]",
+                    "filter[applicability_scope] can only be used with filter[type]=applicability_scope.",
+                ));
+            }
+            let grant = filter
+                .credit_grant
+                .filter(|grant| !grant.is_empty())
+                .ok_or_else(|| Error::missing_param("filter[credit_grant]"))?;
+            Ok(SummaryFilter::CreditGrant(grant))
+        }
+        "applicability_scope" => {
+            if filter.credit_grant.is_some() {
+                return Err(Error::invalid_param(
+                    "filter[credit_grant]",
+                    "filter[credit_grant] can only be used with filter[type]=credit_grant.",
+                ));
+            }
+            let scope = filter
+                .applicability_scope
+                .ok_or_else(|| Error::missing_param("filter[applicability_scope]"))?;
+            let (price_type, prices) = scope_fields(Some(scope));
+            Ok(SummaryFilter::ApplicabilityScope(Scope::parse(
+                price_type,
+                prices,
+                "filter[applicability_scope]",
+            )?))
+        }
+        other => Err(Error::invalid_param(
+            "filter[type]",
+            format!(
+                "Invalid filter[type]: must be one of applicability_scope or credit_grant, not {other}"
+            ),
+        )),
+    }
+}
+
+#[tonic::async_trait]
+impl CreditBalanceService for CreditBalanceApi {
+    #[tracing::instrument(skip_all, err)]
+    async fn get_credit_balance_summary(
+        &self,
+        request: Request<proto::GetCreditBalanceSummaryRequest>,
+    ) -> Result<Response<proto::CreditBalanceSummary>, Status> {
+        let ctx = context(&self.services, &request).await?;
+        let message = request.into_inner();
+        if message.customer.is_empty() {
+            return Err(Error::missing_param("customer").into());
+        }
+        let filter = summary_filter(message.filter)?;
+        let balances = self
+            .services
+            .credit_balance_summary(&ctx, &message.customer, &filter)
+            .await?;
+        Ok(Response::new(proto::CreditBalanceSummary {
+            object: "billing.credit_balance_summary".to_string(),
+            balances: balances.into_iter().map(Into::into).collect(),
+            customer: message.customer,
+            customer_account: None,
+            livemode: ctx.tenant.livemode,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn get_credit_balance_transaction(
+        &self,
+        request: Request<proto::GetCreditBalanceTransactionRequest>,
+    ) -> Result<Response<proto::CreditBalanceTransaction>, Status> {
+        let ctx = context(&self.services, &request).await?;
+        let entry = self
+            .services
+            .get_credit_balance_transaction(&ctx, &request.get_ref().id)
+            .await?;
+        Ok(Response::new(entry.into()))
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn list_credit_balance_transactions(
+        &self,
+        request: Request<proto::ListCreditBalanceTransactionsRequest>,
+    ) -> Result<Response<proto::ListCreditBalanceTransactionsResponse>, Status> {
+        let ctx = context(&self.services, &request).await?;
+        let message = request.into_inner();
+        if message.customer.is_empty() {
+            return Err(Error::missing_param("customer").into());
+        }
+        let list = list_request(message.page)?;
+        let filter = CreditTransactionFilter {
+            customer_id: message.customer,
+            credit_grant_id: message.credit_grant.filter(|grant| !grant.is_empty()),
+        };
+        let page = self
+            .services
+            .list_credit_balance_transactions(&ctx, &filter, &list)
+            .await?;
+        Ok(Response::new(
+            proto::ListCreditBalanceTransactionsResponse {
+                object: "list".to_string(),
+                data: page.data.into_iter().map(Into::into).collect(),
+                has_more: page.has_more,
+                url: "/v1/billing/credit_balance_transactions".to_string(),
+            },
+        ))
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn apply_credits(
+        &self,
+        request: Request<proto::ApplyCreditsRequest>,
+    ) -> Result<Response<proto::ApplyCreditsResponse>, Status> {
+        let ctx = context(&self.services, &request).await?;
+        let message = request.into_inner();
+        let command = ApplyCredits::parse(ApplyFields {
+            customer: message.customer,
+            currency: message.currency,
+            invoice: message.invoice,
+            invoice_line_item: message.invoice_line_item,
+            price_type: message.price_type,
+            price: message.price,
+            amount_due: message.amount_due,
+        })?;
+        let application = self.services.apply_credits(&ctx, command).await?;
+        Ok(Response::new(proto::ApplyCreditsResponse {
+            applied: application.applied,
+            remaining_amount_due: application.remaining_due(),
+            currency: application.currency.to_string(),
+            entries: application.entries.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn reinstate_invoice_credits(
+        &self,
+        request: Request<proto::ReinstateInvoiceCreditsRequest>,
+    ) -> Result<Response<proto::ReinstateInvoiceCreditsResponse>, Status> {
+        let ctx = context(&self.services, &request).await?;
+        let message = request.into_inner();
+        if message.customer.is_empty() {
+            return Err(Error::missing_param("customer").into());
+        }
+        let reinstatement = self
+            .services
+            .reinstate_invoice_credits(&ctx, &message.customer, &message.invoice)
+            .await?;
+        Ok(Response::new(proto::ReinstateInvoiceCreditsResponse {
+            reinstated: reinstatement.reinstated,
+            entries: reinstatement.entries.into_iter().map(Into::into).collect(),
+        }))
+    }
+}

@@ -1,0 +1,182 @@
+//! `/v1/billing/credit_balance_summary` and `/v1/billing/credit_balance_transactions`.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+
+use super::RestError;
+use super::context::Ctx;
+use super::credit_grants::render as render_grant;
+use super::expand::Expand;
+use super::form;
+use super::model::{
+    CreditAmountJson, CreditBalanceJson, CreditBalanceSummaryJson, CreditBalanceTransactionJson,
+    CreditGrantJson, Expandable, List,
+};
+use super::params::Params;
+use crate::domain::credit_balance_transaction::{
+    CreditBalanceTransaction, CreditTransactionFilter,
+};
+use crate::domain::credit_grant::{Scope, SummaryFilter};
+use crate::error::{Error, Result};
+use crate::service::{RequestContext, Services};
+
+/// `filter[type]` with its matching sub-field; a sub-field of the other type is refused.
+fn summary_filter(params: &mut Params) -> Result<SummaryFilter> {
+    let mut filter =
+        form::object(params, "filter")?.ok_or_else(|| Error::missing_param("filter"))?;
+    let kind = filter
+        .take_str("type")?
+        .ok_or_else(|| Error::missing_param("filter[type]"))?;
+    let credit_grant = filter.take_str("credit_grant")?;
+    let scope = form::object(&mut filter, "applicability_scope")?;
+    filter.finish()?;
+    match kind.as_str() {
+        "credit_grant" => {
+            if scope.is_some() {
+                return Err(Error::invalid_param(
+                    "filter[applicability_scope]",
+                    "filter[applicability_scope] can only be used with filter[type]=applicability_scope.",
+                ));
+            }
+            let grant = credit_grant
+                .filter(|id| !id.is_empty())
+                .ok_or_else(|| Error::missing_param("filter[credit_grant]"))?;
+            Ok(SummaryFilter::CreditGrant(grant))
+        }
+        "applicability_scope" => {
+            if credit_grant.is_some() {
+                return Err(Error::invalid_param(
+                    "filter[credit_grant]",
+                    "filter[credit_grant] can only be used with filter[type]=credit_grant.",
+                ));
+            }
+            let scope = scope.ok_or_else(|| Error::missing_param("filter[applicability_scope]"))?;
+            let (price_type, prices) = form::scope_fields(scope)?;
+            Ok(SummaryFilter::ApplicabilityScope(Scope::parse(
+                price_type,
+                prices,
+                "filter[applicability_scope]",
+            )?))
+        }
+        other => Err(Error::invalid_param(
+            "filter[type]",
+            format!(
+                "Invalid filter[type]: must be one of applicability_scope or credit_grant, not {other}"
+            ),
+        )),
+    }
+}
+
+pub async fn summary(
+    State(services): State<Services>,
+    Ctx(ctx): Ctx,
+    RawQuery(query): RawQuery,
+) -> Result<Json<CreditBalanceSummaryJson>, RestError> {
+    let mut params = form::parse(query.unwrap_or_default().as_bytes())?;
+    let customer = params
+        .take_str("customer")?
+        .filter(|customer| !customer.is_empty());
+    form::refuse_customer_account(&mut params)?;
+    let filter = summary_filter(&mut params);
+    let expand = Expand::parse(form::expand(&mut params)?, &["customer"])?;
+    form::finish(params)?;
+    let customer = customer.ok_or_else(|| Error::missing_param("customer"))?;
+    let filter = filter?;
+    let balances = services
+        .credit_balance_summary(&ctx, &customer, &filter)
+        .await?;
+    let customer = if expand.has("customer") {
+        Expandable::Object(Box::new(
+            services.get_customer(&ctx, &customer).await?.into(),
+        ))
+    } else {
+        Expandable::Id(customer)
+    };
+    Ok(Json(CreditBalanceSummaryJson {
+        object: "billing.credit_balance_summary",
+        balances: balances
+            .into_iter()
+            .map(|balance| CreditBalanceJson {
+                available_balance: CreditAmountJson::new(&balance.currency, balance.available),
+                ledger_balance: CreditAmountJson::new(&balance.currency, balance.ledger),
+            })
+            .collect(),
+        customer,
+        customer_account: None,
+        livemode: ctx.tenant.livemode,
+    }))
+}
+
+/// Renders entries, expanding each distinct grant once when asked.
+async fn render(
+    services: &Services,
+    ctx: &RequestContext,
+    entries: Vec<CreditBalanceTransaction>,
+    expand_grant: bool,
+) -> Result<Vec<CreditBalanceTransactionJson>> {
+    let mut grants: HashMap<String, crate::domain::credit_grant::CreditGrant> = HashMap::new();
+    let mut rendered = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let grant: Option<CreditGrantJson> = if expand_grant {
+            if !grants.contains_key(&entry.credit_grant_id) {
+                let grant = services
+                    .get_credit_grant(ctx, &entry.credit_grant_id)
+                    .await?;
+                grants.insert(grant.id.clone(), grant);
+            }
+            let grant = grants[&entry.credit_grant_id].clone();
+            Some(render_grant(services, ctx, grant, false).await?)
+        } else {
+            None
+        };
+        rendered.push(CreditBalanceTransactionJson::new(entry, grant));
+    }
+    Ok(rendered)
+}
+
+pub async fn retrieve_transaction(
+    State(services): State<Services>,
+    Ctx(ctx): Ctx,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<CreditBalanceTransactionJson>, RestError> {
+    let mut params = form::parse(query.unwrap_or_default().as_bytes())?;
+    let expand = Expand::parse(form::expand(&mut params)?, &["credit_grant"])?;
+    form::finish(params)?;
+    let entry = services.get_credit_balance_transaction(&ctx, &id).await?;
+    let mut rendered = render(&services, &ctx, vec![entry], expand.has("credit_grant")).await?;
+    Ok(Json(rendered.remove(0)))
+}
+
+pub async fn list_transactions(
+    State(services): State<Services>,
+    Ctx(ctx): Ctx,
+    RawQuery(query): RawQuery,
+) -> Result<Json<List<CreditBalanceTransactionJson>>, RestError> {
+    let mut params = form::parse(query.unwrap_or_default().as_bytes())?;
+    let request = form::list_request(&mut params)?;
+    let customer = params
+        .take_str("customer")?
+        .filter(|customer| !customer.is_empty());
+    let credit_grant = params
+        .take_str("credit_grant")?
+        .filter(|grant| !grant.is_empty());
+    form::refuse_customer_account(&mut params)?;
+    let expand = Expand::parse(form::expand(&mut params)?, &["data.credit_grant"])?;
+    form::finish(params)?;
+    let filter = CreditTransactionFilter {
+        customer_id: customer.ok_or_else(|| Error::missing_param("customer"))?,
+        credit_grant_id: credit_grant,
+    };
+    let page = services
+        .list_credit_balance_transactions(&ctx, &filter, &request)
+        .await?;
+    Ok(Json(List {
+        object: "list",
+        has_more: page.has_more,
+        data: render(&services, &ctx, page.data, expand.has("data.credit_grant")).await?,
+        url: "/v1/billing/credit_balance_transactions".to_string(),
+    }))
+}

@@ -1,0 +1,353 @@
+//! What a customer can spend (the summary), the credit ledger, and spending credits on
+//! invoice lines: the heart of the service.
+
+use std::collections::BTreeMap;
+
+use super::credit_grants::write_entry;
+use super::{RequestContext, Services, Write};
+use crate::domain::credit_application::{ApplyCredits, CreditApplication};
+use crate::domain::credit_balance_transaction::{
+    CreditBalanceTransaction, CreditTransactionFilter, EntryType,
+};
+use crate::domain::credit_grant::{
+    CreditGrant, CurrencyBalance, SummaryFilter, burn_down, summarize,
+};
+use crate::domain::pagination::{ListRequest, Page};
+use crate::error::{Error, Result};
+use crate::store;
+
+/// Credits given back for a voided invoice.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reinstatement {
+    pub reinstated: i64,
+    pub entries: Vec<CreditBalanceTransaction>,
+}
+
+impl Services {
+    /// One balance per currency of the customer's grants matching `filter`, computed from
+    /// the grants' materialized remainders (O(grants), not O(history)).
+    pub async fn credit_balance_summary(
+        &self,
+        ctx: &RequestContext,
+        customer_id: &str,
+        filter: &SummaryFilter,
+    ) -> Result<Vec<CurrencyBalance>> {
+        let conn = self.db.reader();
+        if !store::customers::exists(conn, &ctx.tenant, customer_id).await? {
+            return Err(Error::no_such("customer", customer_id, "customer"));
+        }
+        let grants = store::credit_grants::for_customer(conn, &ctx.tenant, customer_id).await?;
+        if let SummaryFilter::CreditGrant(id) = filter
+            && !grants.iter().any(|grant| &grant.id == id)
+        {
+            return Err(Error::no_such("credit grant", id, "filter[credit_grant]"));
+        }
+        Ok(summarize(&grants, filter, self.clock.now()))
+    }
+
+    pub async fn get_credit_balance_transaction(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+    ) -> Result<CreditBalanceTransaction> {
+        store::credit_balance_transactions::find(self.db.reader(), &ctx.tenant, id)
+            .await?
+            .ok_or_else(|| Error::resource_missing("credit balance transaction", id, "id"))
+    }
+
+    pub async fn list_credit_balance_transactions(
+        &self,
+        ctx: &RequestContext,
+        filter: &CreditTransactionFilter,
+        request: &ListRequest,
+    ) -> Result<Page<CreditBalanceTransaction>> {
+        let conn = self.db.reader();
+        if !store::customers::exists(conn, &ctx.tenant, &filter.customer_id).await? {
+            return Err(Error::no_such("customer", &filter.customer_id, "customer"));
+        }
+        if let Some(grant_id) = &filter.credit_grant_id {
+            let grant = store::credit_grants::find(conn, &ctx.tenant, grant_id).await?;
+            if grant.is_none_or(|grant| grant.customer_id != filter.customer_id) {
+                return Err(Error::no_such("credit grant", grant_id, "credit_grant"));
+            }
+        }
+        if let Some(cursor) = &request.cursor
+            && store::credit_balance_transactions::find(conn, &ctx.tenant, cursor.id())
+                .await?
+                .is_none()
+        {
+            return Err(Error::no_such(
+                "credit balance transaction",
+                cursor.id(),
+                cursor.param(),
+            ));
+        }
+        store::credit_balance_transactions::list(conn, &ctx.tenant, filter, request).await
+    }
+
+    /// Applies the customer's eligible credits to one invoice line in burn-down order, one
+    /// `credits_applied` entry per grant drawn from. The customer's row is locked for the
+    /// whole transaction, so concurrent applications can never overspend. Applying the same
+    /// line again returns the first result.
+    pub async fn apply_credits(
+        &self,
+        ctx: &RequestContext,
+        command: ApplyCredits,
+    ) -> Result<CreditApplication> {
+        let claim = self.idempotency.claim(ctx, "credits.apply", &command)?;
+        self.db
+            .retrying(|| async {
+                let (tx, now) = match self.begin_write(&claim).await? {
+                    Write::Replay(result) => return Ok(result),
+                    Write::Run(tx, now) => (tx, now),
+                };
+                let outcome = async {
+                    store::customers::lock(&tx, &ctx.tenant, &command.customer_id)
+                        .await?
+                        .ok_or_else(|| {
+                            Error::no_such("customer", &command.customer_id, "customer")
+                        })?;
+                    if let Some(existing) = store::credit_balance_transactions::find_application(
+                        &tx,
+                        &ctx.tenant,
+                        &command.invoice,
+                        &command.invoice_line_item,
+                    )
+                    .await?
+                    {
+                        return earlier_application(&tx, ctx, &command, existing).await;
+                    }
+                    let mut grants =
+                        store::credit_grants::for_customer(&tx, &ctx.tenant, &command.customer_id)
+                            .await?;
+                    let draws = burn_down(
+                        &grants,
+                        &command.currency,
+                        &command.price,
+                        command.amount_due,
+                        now,
+                    );
+                    let mut entries = Vec::with_capacity(draws.len());
+                    for (index, amount) in draws {
+                        let grant = &mut grants[index];
+                        let previous_remaining = grant.remaining;
+                        grant.debit(amount)?;
+                        grant.updated = now;
+                        store::credit_grants::save(&tx, &ctx.tenant, grant, previous_remaining)
+                            .await?;
+                        let line =
+                            Some((command.invoice.as_str(), command.invoice_line_item.as_str()));
+                        entries.push(
+                            write_entry(
+                                &tx,
+                                &ctx.tenant,
+                                grant,
+                                EntryType::CreditsApplied,
+                                amount,
+                                now,
+                                now,
+                                line,
+                            )
+                            .await?,
+                        );
+                    }
+                    let applied: i64 = entries.iter().map(|entry| entry.amount).sum();
+                    store::credit_balance_transactions::insert_application(
+                        &tx,
+                        store::credit_balance_transactions::ApplicationRow {
+                            account_id: ctx.tenant.account_id.clone(),
+                            livemode: ctx.tenant.livemode,
+                            invoice: command.invoice.clone(),
+                            invoice_line_item: command.invoice_line_item.clone(),
+                            customer_id: command.customer_id.clone(),
+                            currency: command.currency.to_string(),
+                            amount_due: command.amount_due,
+                            applied,
+                            price: serde_json::to_string(&command.price)
+                                .map_err(Error::internal)?,
+                            created: now,
+                            reinstated_at: None,
+                        },
+                    )
+                    .await?;
+                    Ok(CreditApplication {
+                        customer_id: command.customer_id.clone(),
+                        currency: command.currency.clone(),
+                        invoice: command.invoice.clone(),
+                        invoice_line_item: command.invoice_line_item.clone(),
+                        amount_due: command.amount_due,
+                        applied,
+                        entries,
+                    })
+                }
+                .await;
+                self.finish_write(tx, now, &claim, outcome).await
+            })
+            .await
+    }
+
+    /// The invoice was voided: gives every amount applied to its lines back to the grant it
+    /// came from (`credits_application_invoice_voided`). A grant that has expired or been
+    /// voided since gets the credits written off again at once. Idempotent per line.
+    pub async fn reinstate_invoice_credits(
+        &self,
+        ctx: &RequestContext,
+        customer_id: &str,
+        invoice: &str,
+    ) -> Result<Reinstatement> {
+        if invoice.is_empty() {
+            return Err(Error::missing_param("invoice"));
+        }
+        let claim = self
+            .idempotency
+            .claim(ctx, "credits.reinstate", &(customer_id, invoice))?;
+        self.db
+            .retrying(|| async {
+                let (tx, now) = match self.begin_write(&claim).await? {
+                    Write::Replay(result) => return Ok(result),
+                    Write::Run(tx, now) => (tx, now),
+                };
+                let outcome = async {
+                    store::customers::lock(&tx, &ctx.tenant, customer_id)
+                        .await?
+                        .ok_or_else(|| Error::no_such("customer", customer_id, "customer"))?;
+                    let lines = store::credit_balance_transactions::applications_to_reinstate(
+                        &tx,
+                        &ctx.tenant,
+                        customer_id,
+                        invoice,
+                    )
+                    .await?;
+                    let mut grants: BTreeMap<String, (CreditGrant, i64)> = BTreeMap::new();
+                    let mut entries = Vec::new();
+                    let mut reinstated = 0;
+                    for line in &lines {
+                        let applied = store::credit_balance_transactions::applied_to_line(
+                            &tx,
+                            &ctx.tenant,
+                            customer_id,
+                            invoice,
+                            &line.invoice_line_item,
+                        )
+                        .await?;
+                        for application in applied {
+                            if !grants.contains_key(&application.credit_grant_id) {
+                                let grant = store::credit_grants::find(
+                                    &tx,
+                                    &ctx.tenant,
+                                    &application.credit_grant_id,
+                                )
+                                .await?
+                                .ok_or_else(|| {
+                                    Error::internal(anyhow::anyhow!(
+                                        "applied entry without its grant"
+                                    ))
+                                })?;
+                                let remaining = grant.remaining;
+                                grants.insert(grant.id.clone(), (grant, remaining));
+                            }
+                            let (grant, _) = grants
+                                .get_mut(&application.credit_grant_id)
+                                .expect("inserted above");
+                            let amount = application.amount;
+                            let line_ref = Some((invoice, line.invoice_line_item.as_str()));
+                            grant.credit(amount)?;
+                            entries.push(
+                                write_entry(
+                                    &tx,
+                                    &ctx.tenant,
+                                    grant,
+                                    EntryType::CreditsApplicationInvoiceVoided,
+                                    amount,
+                                    now,
+                                    now,
+                                    line_ref,
+                                )
+                                .await?,
+                            );
+                            reinstated += amount;
+                            let write_off = if grant.is_voided() {
+                                Some(EntryType::CreditsVoided)
+                            } else if grant.is_expired(now) {
+                                Some(EntryType::CreditsExpired)
+                            } else {
+                                None
+                            };
+                            if let Some(kind) = write_off {
+                                grant.debit(amount)?;
+                                entries.push(
+                                    write_entry(
+                                        &tx,
+                                        &ctx.tenant,
+                                        grant,
+                                        kind,
+                                        amount,
+                                        now,
+                                        now,
+                                        None,
+                                    )
+                                    .await?,
+                                );
+                            }
+                            grant.updated = now;
+                        }
+                        store::credit_balance_transactions::mark_reinstated(
+                            &tx,
+                            &ctx.tenant,
+                            invoice,
+                            &line.invoice_line_item,
+                            now,
+                        )
+                        .await?;
+                    }
+                    for (grant, previous_remaining) in grants.values() {
+                        store::credit_grants::save(&tx, &ctx.tenant, grant, *previous_remaining)
+                            .await?;
+                    }
+                    Ok(Reinstatement {
+                        reinstated,
+                        entries,
+                    })
+                }
+                .await;
+                self.finish_write(tx, now, &claim, outcome).await
+            })
+            .await
+    }
+}
+
+/// The result of an earlier application of the same line, or an error when it came with
+/// different terms.
+async fn earlier_application(
+    tx: &store::Transaction,
+    ctx: &RequestContext,
+    command: &ApplyCredits,
+    existing: store::credit_balance_transactions::ApplicationRow,
+) -> Result<CreditApplication> {
+    let same_terms = existing.customer_id == command.customer_id
+        && existing.currency == command.currency.as_str()
+        && existing.amount_due == command.amount_due;
+    if !same_terms {
+        return Err(Error::invalid_state(format!(
+            "Credits were already applied to invoice line {} of invoice {} with a different customer, currency or amount due.",
+            command.invoice_line_item, command.invoice
+        )));
+    }
+    let entries = store::credit_balance_transactions::applied_to_line(
+        tx,
+        &ctx.tenant,
+        &command.customer_id,
+        &command.invoice,
+        &command.invoice_line_item,
+    )
+    .await?;
+    Ok(CreditApplication {
+        customer_id: existing.customer_id,
+        currency: command.currency.clone(),
+        invoice: existing.invoice,
+        invoice_line_item: existing.invoice_line_item,
+        amount_due: existing.amount_due,
+        applied: existing.applied,
+        entries,
+    })
+}

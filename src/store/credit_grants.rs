@@ -1,0 +1,239 @@
+//! Credit grants with their materialized remainders.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Set,
+};
+
+use super::entities::credit_grant as grant;
+use super::{Connection, db_error, keyset_page, metadata_from_json, metadata_to_json};
+use crate::domain::credit_grant::{Category, CreditGrant, Scope};
+use crate::domain::pagination::{ListRequest, Page};
+use crate::domain::{Currency, Tenant};
+use crate::error::{Error, Result};
+
+fn scoped(tenant: &Tenant) -> Condition {
+    Condition::all()
+        .add(grant::Column::AccountId.eq(tenant.account_id.as_str()))
+        .add(grant::Column::Livemode.eq(tenant.livemode))
+}
+
+pub async fn insert(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    credit_grant: &CreditGrant,
+) -> Result<()> {
+    let (scope_price_type, scope_prices) = scope_columns(&credit_grant.scope);
+    grant::ActiveModel {
+        id: Set(credit_grant.id.clone()),
+        account_id: Set(tenant.account_id.clone()),
+        livemode: Set(tenant.livemode),
+        customer_id: Set(credit_grant.customer_id.clone()),
+        created: Set(credit_grant.created),
+        updated: Set(credit_grant.updated),
+        name: Set(credit_grant.name.clone()),
+        category: Set(credit_grant.category.as_str().to_string()),
+        priority: Set(credit_grant.priority),
+        currency: Set(credit_grant.currency.to_string()),
+        amount: Set(credit_grant.amount),
+        remaining: Set(credit_grant.remaining),
+        scope_price_type: Set(scope_price_type),
+        scope_prices: Set(scope_prices),
+        effective_at: Set(credit_grant.effective_at),
+        expires_at: Set(credit_grant.expires_at),
+        voided_at: Set(credit_grant.voided_at),
+        expiry_recorded_at: Set(credit_grant.expiry_recorded_at),
+        metadata: Set(metadata_to_json(&credit_grant.metadata)),
+        test_clock: Set(credit_grant.test_clock.clone()),
+    }
+    .insert(conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// Writes a grant's mutable state. `previous_remaining` guards against a lost update: the
+/// row must still hold what the caller read.
+pub async fn save(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    credit_grant: &CreditGrant,
+    previous_remaining: i64,
+) -> Result<()> {
+    let result = grant::Entity::update_many()
+        .col_expr(
+            grant::Column::Remaining,
+            Expr::value(credit_grant.remaining),
+        )
+        .col_expr(grant::Column::Updated, Expr::value(credit_grant.updated))
+        .col_expr(
+            grant::Column::ExpiresAt,
+            Expr::value(credit_grant.expires_at),
+        )
+        .col_expr(grant::Column::VoidedAt, Expr::value(credit_grant.voided_at))
+        .col_expr(
+            grant::Column::ExpiryRecordedAt,
+            Expr::value(credit_grant.expiry_recorded_at),
+        )
+        .col_expr(
+            grant::Column::Metadata,
+            Expr::value(metadata_to_json(&credit_grant.metadata)),
+        )
+        .filter(scoped(tenant).add(grant::Column::Id.eq(credit_grant.id.as_str())))
+        .filter(grant::Column::Remaining.eq(previous_remaining))
+        .exec(conn)
+        .await
+        .map_err(db_error)?;
+    if result.rows_affected != 1 {
+        return Err(Error::internal(anyhow::anyhow!(
+            "credit grant {} changed under a write that held its customer's lock",
+            credit_grant.id
+        )));
+    }
+    Ok(())
+}
+
+pub async fn find(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    id: &str,
+) -> Result<Option<CreditGrant>> {
+    grant::Entity::find()
+        .filter(scoped(tenant).add(grant::Column::Id.eq(id)))
+        .one(conn)
+        .await
+        .map_err(db_error)?
+        .map(to_domain)
+        .transpose()
+}
+
+/// Every grant of one customer: the working set for a summary or an application, O(grants).
+pub async fn for_customer(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    customer_id: &str,
+) -> Result<Vec<CreditGrant>> {
+    grant::Entity::find()
+        .filter(scoped(tenant).add(grant::Column::CustomerId.eq(customer_id)))
+        .order_by_asc(grant::Column::Id)
+        .all(conn)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(to_domain)
+        .collect()
+}
+
+pub async fn list(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    customer_id: Option<&str>,
+    request: &ListRequest,
+) -> Result<Page<CreditGrant>> {
+    let mut condition = scoped(tenant);
+    if let Some(customer_id) = customer_id {
+        condition = condition.add(grant::Column::CustomerId.eq(customer_id));
+    }
+    let page = keyset_page::<grant::Entity>(conn, condition, grant::Column::Id, request).await?;
+    let mut data = Vec::with_capacity(page.data.len());
+    for row in page.data {
+        data.push(to_domain(row)?);
+    }
+    Ok(Page {
+        data,
+        has_more: page.has_more,
+    })
+}
+
+/// A grant whose expiry has passed but whose `credits_expired` entry is not written yet.
+#[derive(Debug, Clone)]
+pub struct DueForExpiry {
+    pub tenant: Tenant,
+    pub grant_id: String,
+    pub customer_id: String,
+}
+
+/// Up to `limit` grants past `expires_at <= now` with no expiry entry yet, oldest expiry first.
+pub async fn due_for_expiry(
+    conn: &impl Connection,
+    now: i64,
+    limit: u64,
+) -> Result<Vec<DueForExpiry>> {
+    let rows = grant::Entity::find()
+        .select_only()
+        .columns([
+            grant::Column::AccountId,
+            grant::Column::Livemode,
+            grant::Column::Id,
+            grant::Column::CustomerId,
+        ])
+        .filter(grant::Column::ExpiryRecordedAt.is_null())
+        .filter(grant::Column::VoidedAt.is_null())
+        .filter(grant::Column::ExpiresAt.lte(now))
+        .order_by_asc(grant::Column::ExpiresAt)
+        .limit(limit)
+        .into_tuple::<(String, bool, String, String)>()
+        .all(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(account_id, livemode, grant_id, customer_id)| DueForExpiry {
+                tenant: Tenant {
+                    account_id,
+                    livemode,
+                },
+                grant_id,
+                customer_id,
+            },
+        )
+        .collect())
+}
+
+fn scope_columns(scope: &Scope) -> (Option<String>, Option<String>) {
+    match scope {
+        Scope::Metered => (Some("metered".to_string()), None),
+        Scope::Prices(prices) => (
+            None,
+            Some(serde_json::to_string(prices).unwrap_or_else(|_| "[]".into())),
+        ),
+    }
+}
+
+fn stored(what: &str, detail: impl std::fmt::Display) -> Error {
+    Error::internal(anyhow::anyhow!("stored credit grant {what}: {detail}"))
+}
+
+fn to_domain(row: grant::Model) -> Result<CreditGrant> {
+    let scope = match (row.scope_price_type.as_deref(), row.scope_prices.as_deref()) {
+        (Some("metered"), None) => Scope::Metered,
+        (None, Some(prices)) => {
+            Scope::Prices(serde_json::from_str(prices).map_err(|error| stored("scope", error))?)
+        }
+        _ => return Err(stored("scope", "neither or both forms")),
+    };
+    let category =
+        Category::parse(&row.category, "category").map_err(|error| stored("category", error))?;
+    Ok(CreditGrant {
+        currency: Currency::try_from(row.currency).map_err(|error| stored("currency", error))?,
+        metadata: metadata_from_json(&row.metadata)?,
+        id: row.id,
+        livemode: row.livemode,
+        created: row.created,
+        updated: row.updated,
+        customer_id: row.customer_id,
+        name: row.name,
+        category,
+        priority: row.priority,
+        amount: row.amount,
+        remaining: row.remaining,
+        scope,
+        effective_at: row.effective_at,
+        expires_at: row.expires_at,
+        voided_at: row.voided_at,
+        expiry_recorded_at: row.expiry_recorded_at,
+        test_clock: row.test_clock,
+    })
+}
