@@ -442,8 +442,14 @@ pub fn check_schema(method: &str, path: &str, status: u16, body: &Value) {
     // `^/v1/billing/credit_grants` (a quirk of Stripe's spec); creditd returns the real
     // collection path so SDK auto-pagination works. Check that, then the rest of the shape.
     let quirk;
-    let body = if method == "GET" && template == "/v1/billing/credit_balance_transactions" && status == 200 {
-        assert_eq!(body["url"], "/v1/billing/credit_balance_transactions", "list url");
+    let body = if method == "GET"
+        && template == "/v1/billing/credit_balance_transactions"
+        && status == 200
+    {
+        assert_eq!(
+            body["url"], "/v1/billing/credit_balance_transactions",
+            "list url"
+        );
         let mut copy = body.clone();
         copy["url"] = Value::from("/v1/billing/credit_grants");
         quirk = copy;
