@@ -106,6 +106,11 @@ impl Server {
             ))
         });
 
+        // A clock left `advancing` by a crash is finished before serving.
+        if let Err(error) = self.services.resume_advancing_test_clocks().await {
+            tracing::warn!(error = %error, "resuming test clocks failed");
+        }
+
         let grace = self.grace;
         let mut grpc_task = tokio::spawn(grpc);
         let mut http_task = tokio::spawn(async move { http.await });
@@ -169,6 +174,11 @@ async fn sweep_expired_grants(
         tokio::select! {
             _ = ticks.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
+        }
+        match services.resume_advancing_test_clocks().await {
+            Ok(0) => {}
+            Ok(resumed) => tracing::info!(resumed, "finished advancing test clocks"),
+            Err(error) => tracing::warn!(error = %error, "resuming test clocks failed"),
         }
         match services.sweep_expired_credit_grants().await {
             Ok(0) => {}

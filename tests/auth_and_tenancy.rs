@@ -482,9 +482,9 @@ on_every_backend! {
             .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("transaction"));
         // Pagination cursors cannot point into another account either.
         as_other(Method::GET, format!("/v1/customers?starting_after={customer}"), "").await
-            .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("starting_after"));
+            .assert_error(400, "invalid_request_error", Some("resource_missing"), Some("starting_after"));
         as_other(Method::GET, format!("/v1/customers/{other_customer}/balance_transactions?ending_before={transaction}"), "").await
-            .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("ending_before"));
+            .assert_error(400, "invalid_request_error", Some("resource_missing"), Some("ending_before"));
 
         // Lists hold only the caller's own objects, whatever the filter.
         let theirs = as_other(Method::GET, "/v1/customers".to_string(), "").await.ok();

@@ -117,7 +117,7 @@ on_every_backend! {
         app.post("/v1/customers", "expand[]=subscriptions").await
             .assert_error(400, "invalid_request_error", Some("parameter_invalid"), Some("expand"));
         app.post("/v1/customers", "test_clock=clock_missing").await
-            .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("test_clock"));
+            .assert_error(400, "invalid_request_error", Some("resource_missing"), Some("test_clock"));
         app.post("/v1/customers", "name=a&name=b").await
             .assert_error(400, "invalid_request_error", Some("parameter_invalid"), Some("name"));
         // Nothing was written by any of these.
@@ -137,7 +137,7 @@ on_every_backend! {
         app.get("/v1/customers?starting_after=cus_a&ending_before=cus_b").await
             .assert_error(400, "invalid_request_error", Some("parameter_invalid"), Some("ending_before"));
         app.get("/v1/customers?starting_after=cus_test_nope").await
-            .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("starting_after"));
+            .assert_error(400, "invalid_request_error", Some("resource_missing"), Some("starting_after"));
         app.get("/v1/customers?colour=red").await
             .assert_error(400, "invalid_request_error", Some("parameter_unknown"), Some("colour"));
     }

@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_foundation;
 mod m20261122_000002_billing_credits;
+mod m20261122_000003_test_clocks;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_foundation::Migration),
             Box::new(m20261122_000002_billing_credits::Migration),
+            Box::new(m20261122_000003_test_clocks::Migration),
         ]
     }
 }

@@ -20,6 +20,7 @@ pub enum IdKind {
     CreditGrant,
     /// Stripe gives credit ledger entries the same `cbtxn_` prefix as customer balance ones.
     CreditBalanceTransaction,
+    TestClock,
 }
 
 impl IdKind {
@@ -30,6 +31,7 @@ impl IdKind {
             IdKind::Customer => "cus",
             IdKind::CustomerBalanceTransaction | IdKind::CreditBalanceTransaction => "cbtxn",
             IdKind::CreditGrant => "credgr",
+            IdKind::TestClock => "clock",
         }
     }
 }

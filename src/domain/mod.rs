@@ -11,6 +11,7 @@ pub mod ids;
 pub mod metadata;
 pub mod pagination;
 pub mod tenant;
+pub mod test_clock;
 pub mod text;
 
 pub use currency::Currency;

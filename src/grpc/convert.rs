@@ -205,3 +205,23 @@ impl From<CurrencyBalance> for proto::CreditBalance {
         }
     }
 }
+
+impl From<crate::domain::test_clock::TestClock> for proto::TestClock {
+    fn from(clock: crate::domain::test_clock::TestClock) -> Self {
+        proto::TestClock {
+            id: clock.id,
+            object: "test_helpers.test_clock".to_string(),
+            created: clock.created,
+            deletes_after: clock.deletes_after,
+            frozen_time: clock.frozen_time,
+            livemode: clock.livemode,
+            name: clock.name,
+            status: clock.status.as_str().to_string(),
+            status_details: Some(proto::TestClockStatusDetails {
+                advancing: clock
+                    .target_frozen_time
+                    .map(|target_frozen_time| proto::AdvancingStatusDetails { target_frozen_time }),
+            }),
+        }
+    }
+}

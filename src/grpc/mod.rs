@@ -6,6 +6,7 @@ mod credits;
 mod customer_balance_transactions;
 mod customers;
 mod status;
+mod test_clocks;
 
 use tonic::{Request, Status};
 
@@ -26,6 +27,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub use credits::{CreditBalanceApi, CreditGrantApi};
 pub use customer_balance_transactions::CustomerBalanceTransactionApi;
 pub use customers::CustomerApi;
+pub use test_clocks::TestClockApi;
 
 /// Builds the routes: every creditd service, health and reflection (v1 and v1alpha).
 pub async fn routes(services: Services) -> anyhow::Result<tonic::service::Routes> {
@@ -33,6 +35,7 @@ pub async fn routes(services: Services) -> anyhow::Result<tonic::service::Routes
     use proto::credit_grant_service_server::CreditGrantServiceServer;
     use proto::customer_balance_transaction_service_server::CustomerBalanceTransactionServiceServer;
     use proto::customer_service_server::CustomerServiceServer;
+    use proto::test_clock_service_server::TestClockServiceServer;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -46,6 +49,10 @@ pub async fn routes(services: Services) -> anyhow::Result<tonic::service::Routes
         .await;
     health_reporter
         .set_serving::<CreditBalanceServiceServer<CreditBalanceApi>>()
+        .await;
+
+    health_reporter
+        .set_serving::<TestClockServiceServer<TestClockApi>>()
         .await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -72,8 +79,9 @@ pub async fn routes(services: Services) -> anyhow::Result<tonic::service::Routes
             services.clone(),
         )))
         .add_service(CreditBalanceServiceServer::new(CreditBalanceApi::new(
-            services,
-        )));
+            services.clone(),
+        )))
+        .add_service(TestClockServiceServer::new(TestClockApi::new(services)));
     Ok(routes.routes())
 }
 

@@ -8,14 +8,33 @@ use super::RestError;
 use super::context::Ctx;
 use super::expand::Expand;
 use super::form;
-use super::model::{CustomerJson, List};
+use super::model::{CustomerJson, Expandable, List};
 use super::params::Params;
+use crate::domain::customer::Customer;
 use crate::domain::customer::{CreateCustomer, CustomerFields, CustomerFilter, UpdateCustomer};
 use crate::error::Result;
-use crate::service::Services;
+use crate::service::{RequestContext, Services};
 
 const EXPANDABLE: &[&str] = &["test_clock"];
 const LIST_EXPANDABLE: &[&str] = &["data.test_clock"];
+
+/// Renders a customer, embedding its test clock when `test_clock` is expanded.
+async fn render(
+    services: &Services,
+    ctx: &RequestContext,
+    customer: Customer,
+    expand_clock: bool,
+) -> Result<CustomerJson> {
+    let clock = match (&customer.test_clock, expand_clock) {
+        (Some(clock), true) => Some(services.get_test_clock(ctx, clock).await?),
+        _ => None,
+    };
+    let mut json = CustomerJson::from(customer);
+    if let Some(clock) = clock {
+        json.test_clock = Some(Expandable::Object(Box::new(clock.into())));
+    }
+    Ok(json)
+}
 
 fn customer_fields(params: &mut Params, allow_clear_metadata: bool) -> Result<CustomerFields> {
     Ok(CustomerFields {
@@ -35,11 +54,13 @@ pub async fn create(
     let mut params = form::parse(&body)?;
     let fields = customer_fields(&mut params, true)?;
     let test_clock = params.take_str("test_clock")?;
-    let _expand = Expand::parse(form::expand(&mut params)?, EXPANDABLE)?;
+    let expand = Expand::parse(form::expand(&mut params)?, EXPANDABLE)?;
     form::finish(params)?;
     let command = CreateCustomer::parse(fields, test_clock)?;
     let customer = services.create_customer(&ctx, command).await?;
-    Ok(Json(customer.into()))
+    Ok(Json(
+        render(&services, &ctx, customer, expand.has("test_clock")).await?,
+    ))
 }
 
 pub async fn retrieve(
@@ -49,10 +70,12 @@ pub async fn retrieve(
     RawQuery(query): RawQuery,
 ) -> Result<Json<CustomerJson>, RestError> {
     let mut params = form::parse(query.unwrap_or_default().as_bytes())?;
-    let _expand = Expand::parse(form::expand(&mut params)?, EXPANDABLE)?;
+    let expand = Expand::parse(form::expand(&mut params)?, EXPANDABLE)?;
     form::finish(params)?;
     let customer = services.get_customer(&ctx, &id).await?;
-    Ok(Json(customer.into()))
+    Ok(Json(
+        render(&services, &ctx, customer, expand.has("test_clock")).await?,
+    ))
 }
 
 pub async fn update(
@@ -63,11 +86,13 @@ pub async fn update(
 ) -> Result<Json<CustomerJson>, RestError> {
     let mut params = form::parse(&body)?;
     let fields = customer_fields(&mut params, true)?;
-    let _expand = Expand::parse(form::expand(&mut params)?, EXPANDABLE)?;
+    let expand = Expand::parse(form::expand(&mut params)?, EXPANDABLE)?;
     form::finish(params)?;
     let command = UpdateCustomer::parse(fields)?;
     let customer = services.update_customer(&ctx, &id, command).await?;
-    Ok(Json(customer.into()))
+    Ok(Json(
+        render(&services, &ctx, customer, expand.has("test_clock")).await?,
+    ))
 }
 
 pub async fn list(

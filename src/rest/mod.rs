@@ -11,6 +11,7 @@ mod expand;
 mod form;
 mod model;
 pub mod params;
+mod test_clocks;
 
 use axum::Router;
 use axum::http::{HeaderValue, Method, Uri};
@@ -70,6 +71,18 @@ pub fn router(services: Services) -> Router {
         .route(
             "/v1/billing/credit_balance_transactions/{id}",
             get(credit_balance::retrieve_transaction),
+        )
+        .route(
+            "/v1/test_helpers/test_clocks",
+            get(test_clocks::list).post(test_clocks::create),
+        )
+        .route(
+            "/v1/test_helpers/test_clocks/{test_clock}",
+            get(test_clocks::retrieve).delete(test_clocks::delete),
+        )
+        .route(
+            "/v1/test_helpers/test_clocks/{test_clock}/advance",
+            post(test_clocks::advance),
         )
         .route("/healthz", get(health))
         .fallback(unrecognized_url)

@@ -68,7 +68,7 @@ pub struct CustomerJson {
     pub preferred_locales: Vec<String>,
     pub shipping: Option<()>,
     pub tax_exempt: &'static str,
-    pub test_clock: Option<String>,
+    pub test_clock: Option<Expandable<TestClockJson>>,
 }
 
 impl From<Customer> for CustomerJson {
@@ -100,7 +100,7 @@ impl From<Customer> for CustomerJson {
             preferred_locales: Vec::new(),
             shipping: None,
             tax_exempt: "none",
-            test_clock: customer.test_clock,
+            test_clock: customer.test_clock.map(Expandable::Id),
             id: customer.id,
         }
     }
@@ -354,4 +354,55 @@ pub struct CreditBalanceSummaryJson {
     pub customer: Expandable<CustomerJson>,
     pub customer_account: Option<String>,
     pub livemode: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AdvancingJson {
+    pub target_frozen_time: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusDetailsJson {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advancing: Option<AdvancingJson>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TestClockJson {
+    pub id: String,
+    pub object: &'static str,
+    pub created: i64,
+    pub deletes_after: i64,
+    pub frozen_time: i64,
+    pub livemode: bool,
+    pub name: Option<String>,
+    pub status: &'static str,
+    pub status_details: StatusDetailsJson,
+}
+
+impl From<crate::domain::test_clock::TestClock> for TestClockJson {
+    fn from(clock: crate::domain::test_clock::TestClock) -> Self {
+        TestClockJson {
+            id: clock.id,
+            object: "test_helpers.test_clock",
+            created: clock.created,
+            deletes_after: clock.deletes_after,
+            frozen_time: clock.frozen_time,
+            livemode: clock.livemode,
+            name: clock.name,
+            status: clock.status.as_str(),
+            status_details: StatusDetailsJson {
+                advancing: clock
+                    .target_frozen_time
+                    .map(|target_frozen_time| AdvancingJson { target_frozen_time }),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeletedJson {
+    pub id: String,
+    pub object: &'static str,
+    pub deleted: bool,
 }

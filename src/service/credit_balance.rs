@@ -33,16 +33,19 @@ impl Services {
         filter: &SummaryFilter,
     ) -> Result<Vec<CurrencyBalance>> {
         let conn = self.db.reader();
-        if !store::customers::exists(conn, &ctx.tenant, customer_id).await? {
-            return Err(Error::no_such("customer", customer_id, "customer"));
-        }
+        let test_clock = store::customers::test_clock_of(conn, &ctx.tenant, customer_id)
+            .await?
+            .ok_or_else(|| Error::no_such("customer", customer_id, "customer"))?;
+        let now = self
+            .customer_now(conn, test_clock.as_deref(), self.clock.now())
+            .await?;
         let grants = store::credit_grants::for_customer(conn, &ctx.tenant, customer_id).await?;
         if let SummaryFilter::CreditGrant(id) = filter
             && !grants.iter().any(|grant| &grant.id == id)
         {
             return Err(Error::no_such("credit grant", id, "filter[credit_grant]"));
         }
-        Ok(summarize(&grants, filter, self.clock.now()))
+        Ok(summarize(&grants, filter, now))
     }
 
     pub async fn get_credit_balance_transaction(
@@ -102,11 +105,14 @@ impl Services {
                     Write::Run(tx, now) => (tx, now),
                 };
                 let outcome = async {
-                    store::customers::lock(&tx, &ctx.tenant, &command.customer_id)
+                    let customer = store::customers::lock(&tx, &ctx.tenant, &command.customer_id)
                         .await?
                         .ok_or_else(|| {
                             Error::no_such("customer", &command.customer_id, "customer")
                         })?;
+                    let now = self
+                        .customer_now(&tx, customer.test_clock.as_deref(), now)
+                        .await?;
                     if let Some(existing) = store::credit_balance_transactions::find_application(
                         &tx,
                         &ctx.tenant,
@@ -208,9 +214,12 @@ impl Services {
                     Write::Run(tx, now) => (tx, now),
                 };
                 let outcome = async {
-                    store::customers::lock(&tx, &ctx.tenant, customer_id)
+                    let customer = store::customers::lock(&tx, &ctx.tenant, customer_id)
                         .await?
                         .ok_or_else(|| Error::no_such("customer", customer_id, "customer"))?;
+                    let now = self
+                        .customer_now(&tx, customer.test_clock.as_deref(), now)
+                        .await?;
                     let lines = store::credit_balance_transactions::applications_to_reinstate(
                         &tx,
                         &ctx.tenant,

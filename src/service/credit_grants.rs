@@ -34,6 +34,9 @@ impl Services {
                         .ok_or_else(|| {
                             Error::no_such("customer", &command.customer_id, "customer")
                         })?;
+                    let now = self
+                        .customer_now(&tx, customer.test_clock.as_deref(), now)
+                        .await?;
                     let effective_at = command.effective_at.unwrap_or(now);
                     if let Some(expires_at) = command.expires_at {
                         check_expiry_after(expires_at, effective_at)?;
@@ -167,6 +170,9 @@ impl Services {
                 };
                 let outcome = async {
                     let mut grant = locked_grant(&tx, &ctx.tenant, id).await?;
+                    let now = self
+                        .customer_now(&tx, grant.test_clock.as_deref(), now)
+                        .await?;
                     let previous_remaining = grant.remaining;
                     let write_off = change(&mut grant, now)?;
                     grant.updated = now;

@@ -35,6 +35,9 @@ impl Services {
                         .ok_or_else(|| {
                             Error::resource_missing("customer", customer_id, "customer")
                         })?;
+                    let now = self
+                        .customer_now(&tx, locked.test_clock.as_deref(), now)
+                        .await?;
                     let (balance, count) =
                         store::customers::balance(&tx, customer_id, &command.currency)
                             .await?
@@ -111,7 +114,7 @@ impl Services {
             .await?
             .is_none()
         {
-            return Err(Error::resource_missing(
+            return Err(Error::no_such(
                 "customer balance transaction",
                 cursor.id(),
                 cursor.param(),

@@ -5,6 +5,7 @@ use crate::domain::Tenant;
 use crate::domain::customer::{CreateCustomer, Customer, CustomerFilter, UpdateCustomer};
 use crate::domain::ids::{IdKind, new_id};
 use crate::domain::pagination::{ListRequest, Page};
+use crate::domain::test_clock::check_test_mode;
 use crate::error::{Error, Result};
 use crate::store::{self, Connection};
 
@@ -15,9 +16,7 @@ impl Services {
         command: CreateCustomer,
     ) -> Result<Customer> {
         let claim = self.idempotency.claim(ctx, "customer.create", &command)?;
-        if let Some(clock) = &command.test_clock {
-            return Err(Error::resource_missing("test_clock", clock, "test_clock"));
-        }
+
         self.db
             .retrying(|| async {
                 let (tx, now) = match self.begin_write(&claim).await? {
@@ -25,10 +24,23 @@ impl Services {
                     Write::Run(tx, now) => (tx, now),
                 };
                 let outcome = async {
+                    // A customer made on a clock lives at the clock's time, and never leaves it.
+                    let created = match &command.test_clock {
+                        None => now,
+                        Some(clock_id) => {
+                            check_test_mode(ctx.tenant.livemode)?;
+                            let clock = store::test_clocks::lock(&tx, &ctx.tenant, clock_id)
+                                .await?
+                                .ok_or_else(|| {
+                                    Error::no_such("test_clock", clock_id, "test_clock")
+                                })?;
+                            clock.frozen_time
+                        }
+                    };
                     let customer = Customer {
                         id: new_id(IdKind::Customer, ctx.tenant.livemode),
                         livemode: ctx.tenant.livemode,
-                        created: now,
+                        created,
                         name: command.name.clone(),
                         email: command.email.clone(),
                         description: command.description.clone(),
@@ -36,7 +48,7 @@ impl Services {
                         currency: None,
                         balances: Default::default(),
                         metadata: command.metadata.clone(),
-                        test_clock: None,
+                        test_clock: command.test_clock.clone(),
                     };
                     store::customers::insert(&tx, &ctx.tenant, &customer).await?;
                     Ok(customer)
@@ -60,11 +72,7 @@ impl Services {
         if let Some(cursor) = &request.cursor
             && !store::customers::exists(self.db.reader(), &ctx.tenant, cursor.id()).await?
         {
-            return Err(Error::resource_missing(
-                "customer",
-                cursor.id(),
-                cursor.param(),
-            ));
+            return Err(Error::no_such("customer", cursor.id(), cursor.param()));
         }
         store::customers::list(self.db.reader(), &ctx.tenant, filter, request).await
     }

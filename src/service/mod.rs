@@ -9,6 +9,7 @@ pub mod credit_grants;
 pub mod customer_balance_transactions;
 pub mod customers;
 pub mod idempotency;
+pub mod test_clocks;
 
 use std::sync::Arc;
 
@@ -91,6 +92,19 @@ impl Services {
                 store::rollback(tx).await?;
                 Err(error)
             }
+        }
+    }
+
+    /// "Now" for a customer: its test clock's frozen time, or `real_now` without a clock.
+    pub(crate) async fn customer_now(
+        &self,
+        conn: &impl store::Connection,
+        test_clock: Option<&str>,
+        real_now: i64,
+    ) -> Result<i64> {
+        match test_clock {
+            Some(clock) => store::test_clocks::frozen_time(conn, clock).await,
+            None => Ok(real_now),
         }
     }
 

@@ -171,6 +171,8 @@ pub async fn due_for_expiry(
         .filter(grant::Column::ExpiryRecordedAt.is_null())
         .filter(grant::Column::VoidedAt.is_null())
         .filter(grant::Column::ExpiresAt.lte(now))
+        // Grants on test clocks expire when their clock is advanced, not in real time.
+        .filter(grant::Column::TestClock.is_null())
         .order_by_asc(grant::Column::ExpiresAt)
         .limit(limit)
         .into_tuple::<(String, bool, String, String)>()

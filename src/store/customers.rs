@@ -129,6 +129,22 @@ pub async fn lock(
     }
 }
 
+/// The customer's test clock: `None` if this tenant has no such customer.
+pub async fn test_clock_of(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    id: &str,
+) -> Result<Option<Option<String>>> {
+    customer::Entity::find()
+        .select_only()
+        .column(customer::Column::TestClock)
+        .filter(scoped(tenant).add(customer::Column::Id.eq(id)))
+        .into_tuple::<Option<String>>()
+        .one(conn)
+        .await
+        .map_err(db_error)
+}
+
 pub async fn exists(conn: &impl Connection, tenant: &Tenant, id: &str) -> Result<bool> {
     Ok(customer::Entity::find()
         .select_only()

@@ -9,6 +9,7 @@ pub mod customer_balance_transactions;
 pub mod customers;
 pub mod entities;
 pub mod idempotency;
+pub mod test_clocks;
 
 use std::future::Future;
 use std::str::FromStr;

@@ -10,3 +10,4 @@ pub mod customer;
 pub mod customer_balance;
 pub mod customer_balance_transaction;
 pub mod idempotency_record;
+pub mod test_clock;

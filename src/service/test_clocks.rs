@@ -1,0 +1,248 @@
+//! Test clocks. Advancing is two steps: the clock is marked `advancing` (committed), then one
+//! transaction runs everything that became due on its customers in time order and sets the
+//! new frozen time. A crash between the two leaves the clock `advancing`; it is resumed (by
+//! any replica) and never half-applied, because the second step is a single transaction.
+
+use super::credit_grants::write_entry;
+use super::{RequestContext, Services, Write};
+use crate::domain::Tenant;
+use crate::domain::credit_balance_transaction::EntryType;
+use crate::domain::ids::{IdKind, new_id};
+use crate::domain::pagination::{ListRequest, Page};
+use crate::domain::test_clock::{
+    ClockStatus, CreateTestClock, LIFETIME_SECONDS, TestClock, check_test_mode,
+};
+use crate::error::{Error, Result};
+use crate::store;
+
+impl Services {
+    pub async fn create_test_clock(
+        &self,
+        ctx: &RequestContext,
+        command: CreateTestClock,
+    ) -> Result<TestClock> {
+        check_test_mode(ctx.tenant.livemode)?;
+        let claim = self.idempotency.claim(ctx, "test_clock.create", &command)?;
+        self.db
+            .retrying(|| async {
+                let (tx, now) = match self.begin_write(&claim).await? {
+                    Write::Replay(result) => return Ok(result),
+                    Write::Run(tx, now) => (tx, now),
+                };
+                let outcome = async {
+                    // Clocks only exist in test mode, so their IDs need no `_test_` marker.
+                    let clock = TestClock {
+                        id: new_id(IdKind::TestClock, true),
+                        livemode: false,
+                        created: now,
+                        name: command.name.clone(),
+                        frozen_time: command.frozen_time,
+                        status: ClockStatus::Ready,
+                        target_frozen_time: None,
+                        deletes_after: now + LIFETIME_SECONDS,
+                    };
+                    if let Some(customer_id) = &command.customer {
+                        let customer = store::customers::lock(&tx, &ctx.tenant, customer_id)
+                            .await?
+                            .ok_or_else(|| Error::no_such("customer", customer_id, "customer"))?;
+                        if let Some(existing) = customer.test_clock {
+                            return Err(Error::invalid_param(
+                                "customer",
+                                format!("Customer {customer_id} is already attached to test clock {existing}; a customer can never leave its clock."),
+                            ));
+                        }
+                        store::test_clocks::insert(&tx, &ctx.tenant, &clock).await?;
+                        store::test_clocks::attach_customer(&tx, customer_id, &clock.id).await?;
+                    } else {
+                        store::test_clocks::insert(&tx, &ctx.tenant, &clock).await?;
+                    }
+                    Ok(clock)
+                }
+                .await;
+                self.finish_write(tx, now, &claim, outcome).await
+            })
+            .await
+    }
+
+    pub async fn get_test_clock(&self, ctx: &RequestContext, id: &str) -> Result<TestClock> {
+        check_test_mode(ctx.tenant.livemode)?;
+        store::test_clocks::find(self.db.reader(), &ctx.tenant, id)
+            .await?
+            .ok_or_else(|| Error::resource_missing("test_clock", id, "test_clock"))
+    }
+
+    pub async fn list_test_clocks(
+        &self,
+        ctx: &RequestContext,
+        request: &ListRequest,
+    ) -> Result<Page<TestClock>> {
+        check_test_mode(ctx.tenant.livemode)?;
+        if let Some(cursor) = &request.cursor
+            && store::test_clocks::find(self.db.reader(), &ctx.tenant, cursor.id())
+                .await?
+                .is_none()
+        {
+            return Err(Error::no_such("test_clock", cursor.id(), cursor.param()));
+        }
+        store::test_clocks::list(self.db.reader(), &ctx.tenant, request).await
+    }
+
+    /// Deletes the clock and every object of its customers (the customers too).
+    pub async fn delete_test_clock(&self, ctx: &RequestContext, id: &str) -> Result<String> {
+        check_test_mode(ctx.tenant.livemode)?;
+        self.db
+            .retrying(|| async {
+                let tx = self.db.begin().await?;
+                let outcome = async {
+                    store::test_clocks::lock(&tx, &ctx.tenant, id)
+                        .await?
+                        .ok_or_else(|| Error::resource_missing("test_clock", id, "test_clock"))?;
+                    let customers = store::test_clocks::customers_on(&tx, &ctx.tenant, id).await?;
+                    for customer in &customers {
+                        store::customers::lock(&tx, &ctx.tenant, customer).await?;
+                    }
+                    store::test_clocks::delete_with_customers(&tx, &ctx.tenant, id, &customers)
+                        .await
+                }
+                .await;
+                match outcome {
+                    Ok(()) => store::commit(tx).await.map(|()| id.to_string()),
+                    Err(error) => {
+                        store::rollback(tx).await?;
+                        Err(error)
+                    }
+                }
+            })
+            .await
+    }
+
+    /// Moves the clock forward to `target` and runs what became due: grants whose
+    /// `expires_at` passed get their `credits_expired` entry, dated at the expiry, in time
+    /// order (grants whose `effective_at` passed simply start counting). Returns the clock,
+    /// `ready` once done, or still `advancing` if the work failed and will be resumed.
+    pub async fn advance_test_clock(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        target: i64,
+    ) -> Result<TestClock> {
+        check_test_mode(ctx.tenant.livemode)?;
+        let claim = self
+            .idempotency
+            .claim(ctx, "test_clock.advance", &(id, target))?;
+        let advancing = self
+            .db
+            .retrying(|| async {
+                let (tx, now) = match self.begin_write(&claim).await? {
+                    Write::Replay(result) => return Ok(result),
+                    Write::Run(tx, now) => (tx, now),
+                };
+                let outcome = async {
+                    let mut clock = store::test_clocks::lock(&tx, &ctx.tenant, id)
+                        .await?
+                        .ok_or_else(|| Error::resource_missing("test_clock", id, "test_clock"))?;
+                    clock.check_advance(target)?;
+                    clock.status = ClockStatus::Advancing;
+                    clock.target_frozen_time = Some(target);
+                    store::test_clocks::save_state(&tx, &clock).await?;
+                    Ok(clock)
+                }
+                .await;
+                self.finish_write(tx, now, &claim, outcome).await
+            })
+            .await?;
+        match self.complete_advance(&ctx.tenant, id).await {
+            Ok(Some(clock)) => Ok(clock),
+            Ok(None) => Err(Error::resource_missing("test_clock", id, "test_clock")),
+            Err(error) => {
+                tracing::warn!(clock = id, error = %error, "advancing a test clock failed; it will be resumed");
+                Ok(advancing)
+            }
+        }
+    }
+
+    /// Finishes every clock left `advancing`; returns how many.
+    pub async fn resume_advancing_test_clocks(&self) -> Result<u64> {
+        let mut resumed = 0;
+        for (tenant, id) in store::test_clocks::advancing(self.db.reader()).await? {
+            if self.complete_advance(&tenant, &id).await?.is_some() {
+                resumed += 1;
+            }
+        }
+        Ok(resumed)
+    }
+
+    /// The second step of an advance, in one transaction under the clock's and its customers'
+    /// row locks. A clock that is not advancing (another replica finished it) is left alone.
+    async fn complete_advance(&self, tenant: &Tenant, id: &str) -> Result<Option<TestClock>> {
+        self.db
+            .retrying(|| async {
+                let tx = self.db.begin().await?;
+                let outcome = async {
+                    let Some(mut clock) = store::test_clocks::lock(&tx, tenant, id).await? else {
+                        return Ok(None);
+                    };
+                    let Some(target) = clock
+                        .target_frozen_time
+                        .filter(|_| clock.status == ClockStatus::Advancing)
+                    else {
+                        return Ok(Some(clock));
+                    };
+                    let customers = store::test_clocks::customers_on(&tx, tenant, id).await?;
+                    let mut due = Vec::new();
+                    for customer in &customers {
+                        store::customers::lock(&tx, tenant, customer).await?;
+                        for grant in
+                            store::credit_grants::for_customer(&tx, tenant, customer).await?
+                        {
+                            let lapsed = grant.expires_at.is_some_and(|at| at <= target);
+                            if lapsed && grant.expiry_recorded_at.is_none() && !grant.is_voided() {
+                                due.push(grant);
+                            }
+                        }
+                    }
+                    // In time order, as if the clock had ticked through each moment.
+                    due.sort_by(|a, b| a.expires_at.cmp(&b.expires_at).then(a.id.cmp(&b.id)));
+                    for mut grant in due {
+                        let expires_at = grant.expires_at.unwrap_or(target);
+                        let previous_remaining = grant.remaining;
+                        if grant.remaining > 0 {
+                            let amount = grant.remaining;
+                            grant.debit(amount)?;
+                            write_entry(
+                                &tx,
+                                tenant,
+                                &grant,
+                                EntryType::CreditsExpired,
+                                amount,
+                                expires_at,
+                                expires_at,
+                                None,
+                            )
+                            .await?;
+                        }
+                        grant.expiry_recorded_at = Some(expires_at);
+                        grant.updated = expires_at;
+                        store::credit_grants::save(&tx, tenant, &grant, previous_remaining).await?;
+                    }
+                    clock.frozen_time = target;
+                    clock.status = ClockStatus::Ready;
+                    clock.target_frozen_time = None;
+                    store::test_clocks::save_state(&tx, &clock).await?;
+                    Ok(Some(clock))
+                }
+                .await;
+                match outcome {
+                    Ok(clock) => {
+                        store::commit(tx).await?;
+                        Ok(clock)
+                    }
+                    Err(error) => {
+                        store::rollback(tx).await?;
+                        Err(error)
+                    }
+                }
+            })
+            .await
+    }
+}
