@@ -8,7 +8,14 @@ use tokio_stream::StreamExt;
 on_every_backend! {
     async fn health_reports_serving_without_a_key(app) {
         let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel().await);
-        for service in ["", "creditd.v1.CustomerService", "creditd.v1.CustomerBalanceTransactionService"] {
+        for service in [
+            "",
+            "creditd.v1.CustomerService",
+            "creditd.v1.CustomerBalanceTransactionService",
+            "creditd.v1.CreditGrantService",
+            "creditd.v1.CreditBalanceService",
+            "creditd.v1.TestClockService",
+        ] {
             let response = health
                 .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
                 .await
@@ -34,7 +41,14 @@ on_every_backend! {
             panic!("unexpected reflection response");
         };
         let names: Vec<String> = list.service.into_iter().map(|service| service.name).collect();
-        for expected in ["creditd.v1.CustomerService", "creditd.v1.CustomerBalanceTransactionService", "grpc.health.v1.Health"] {
+        for expected in [
+            "creditd.v1.CustomerService",
+            "creditd.v1.CustomerBalanceTransactionService",
+            "creditd.v1.CreditGrantService",
+            "creditd.v1.CreditBalanceService",
+            "creditd.v1.TestClockService",
+            "grpc.health.v1.Health",
+        ] {
             assert!(names.contains(&expected.to_string()), "{expected} missing from {names:?}");
         }
 
