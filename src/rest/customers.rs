@@ -107,12 +107,17 @@ pub async fn list(
         email: params.take_str("email")?,
         test_clock: params.take_str("test_clock")?,
     };
-    let _expand = Expand::parse(form::expand(&mut params)?, LIST_EXPANDABLE)?;
+    let expand = Expand::parse(form::expand(&mut params)?, LIST_EXPANDABLE)?;
     form::finish(params)?;
     let page = services.list_customers(&ctx, &filter, &request).await?;
-    Ok(Json(List::new(
-        page,
-        "/v1/customers".to_string(),
-        CustomerJson::from,
-    )))
+    let mut data = Vec::with_capacity(page.data.len());
+    for customer in page.data {
+        data.push(render(&services, &ctx, customer, expand.has("data.test_clock")).await?);
+    }
+    Ok(Json(List {
+        object: "list",
+        data,
+        has_more: page.has_more,
+        url: "/v1/customers".to_string(),
+    }))
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::credit_grants::write_entry;
-use super::{RequestContext, Services, Write};
+use super::{RequestContext, Services, idempotent_write};
 use crate::domain::credit_application::{ApplyCredits, CreditApplication};
 use crate::domain::credit_balance_transaction::{
     CreditBalanceTransaction, CreditTransactionFilter, EntryType,
@@ -98,98 +98,82 @@ impl Services {
         command: ApplyCredits,
     ) -> Result<CreditApplication> {
         let claim = self.idempotency.claim(ctx, "credits.apply", &command)?;
-        self.db
-            .retrying(|| async {
-                let (tx, now) = match self.begin_write(&claim).await? {
-                    Write::Replay(result) => return Ok(result),
-                    Write::Run(tx, now) => (tx, now),
-                };
-                let outcome = async {
-                    let customer = store::customers::lock(&tx, &ctx.tenant, &command.customer_id)
-                        .await?
-                        .ok_or_else(|| {
-                            Error::no_such("customer", &command.customer_id, "customer")
-                        })?;
-                    let now = self
-                        .customer_now(&tx, customer.test_clock.as_deref(), now)
-                        .await?;
-                    if let Some(existing) = store::credit_balance_transactions::find_application(
+        idempotent_write!(self, &claim, |tx, now| {
+            let customer = store::customers::lock(&tx, &ctx.tenant, &command.customer_id)
+                .await?
+                .ok_or_else(|| Error::no_such("customer", &command.customer_id, "customer"))?;
+            let now = self
+                .customer_now(&tx, customer.test_clock.as_deref(), now)
+                .await?;
+            if let Some(existing) = store::credit_balance_transactions::find_application(
+                &tx,
+                &ctx.tenant,
+                &command.invoice,
+                &command.invoice_line_item,
+            )
+            .await?
+            {
+                return earlier_application(&tx, ctx, &command, existing).await;
+            }
+            let mut grants =
+                store::credit_grants::for_customer(&tx, &ctx.tenant, &command.customer_id).await?;
+            let draws = burn_down(
+                &grants,
+                &command.currency,
+                &command.price,
+                command.amount_due,
+                now,
+            );
+            let mut entries = Vec::with_capacity(draws.len());
+            for (index, amount) in draws {
+                let grant = &mut grants[index];
+                let previous_remaining = grant.remaining;
+                grant.debit(amount)?;
+                grant.updated = now;
+                store::credit_grants::save(&tx, &ctx.tenant, grant, previous_remaining).await?;
+                let line = Some((command.invoice.as_str(), command.invoice_line_item.as_str()));
+                entries.push(
+                    write_entry(
                         &tx,
                         &ctx.tenant,
-                        &command.invoice,
-                        &command.invoice_line_item,
-                    )
-                    .await?
-                    {
-                        return earlier_application(&tx, ctx, &command, existing).await;
-                    }
-                    let mut grants =
-                        store::credit_grants::for_customer(&tx, &ctx.tenant, &command.customer_id)
-                            .await?;
-                    let draws = burn_down(
-                        &grants,
-                        &command.currency,
-                        &command.price,
-                        command.amount_due,
+                        grant,
+                        EntryType::CreditsApplied,
+                        amount,
                         now,
-                    );
-                    let mut entries = Vec::with_capacity(draws.len());
-                    for (index, amount) in draws {
-                        let grant = &mut grants[index];
-                        let previous_remaining = grant.remaining;
-                        grant.debit(amount)?;
-                        grant.updated = now;
-                        store::credit_grants::save(&tx, &ctx.tenant, grant, previous_remaining)
-                            .await?;
-                        let line =
-                            Some((command.invoice.as_str(), command.invoice_line_item.as_str()));
-                        entries.push(
-                            write_entry(
-                                &tx,
-                                &ctx.tenant,
-                                grant,
-                                EntryType::CreditsApplied,
-                                amount,
-                                now,
-                                now,
-                                line,
-                            )
-                            .await?,
-                        );
-                    }
-                    let applied: i64 = entries.iter().map(|entry| entry.amount).sum();
-                    store::credit_balance_transactions::insert_application(
-                        &tx,
-                        store::credit_balance_transactions::ApplicationRow {
-                            account_id: ctx.tenant.account_id.clone(),
-                            livemode: ctx.tenant.livemode,
-                            invoice: command.invoice.clone(),
-                            invoice_line_item: command.invoice_line_item.clone(),
-                            customer_id: command.customer_id.clone(),
-                            currency: command.currency.to_string(),
-                            amount_due: command.amount_due,
-                            applied,
-                            price: serde_json::to_string(&command.price)
-                                .map_err(Error::internal)?,
-                            created: now,
-                            reinstated_at: None,
-                        },
+                        now,
+                        line,
                     )
-                    .await?;
-                    Ok(CreditApplication {
-                        customer_id: command.customer_id.clone(),
-                        currency: command.currency.clone(),
-                        invoice: command.invoice.clone(),
-                        invoice_line_item: command.invoice_line_item.clone(),
-                        amount_due: command.amount_due,
-                        applied,
-                        entries,
-                    })
-                }
-                .await;
-                self.finish_write(tx, now, &claim, outcome).await
+                    .await?,
+                );
+            }
+            let applied: i64 = entries.iter().map(|entry| entry.amount).sum();
+            store::credit_balance_transactions::insert_application(
+                &tx,
+                store::credit_balance_transactions::ApplicationRow {
+                    account_id: ctx.tenant.account_id.clone(),
+                    livemode: ctx.tenant.livemode,
+                    invoice: command.invoice.clone(),
+                    invoice_line_item: command.invoice_line_item.clone(),
+                    customer_id: command.customer_id.clone(),
+                    currency: command.currency.to_string(),
+                    amount_due: command.amount_due,
+                    applied,
+                    price: serde_json::to_string(&command.price).map_err(Error::internal)?,
+                    created: now,
+                    reinstated_at: None,
+                },
+            )
+            .await?;
+            Ok(CreditApplication {
+                customer_id: command.customer_id.clone(),
+                currency: command.currency.clone(),
+                invoice: command.invoice.clone(),
+                invoice_line_item: command.invoice_line_item.clone(),
+                amount_due: command.amount_due,
+                applied,
+                entries,
             })
-            .await
+        })
     }
 
     /// The invoice was voided: gives every amount applied to its lines back to the grant it
@@ -207,121 +191,99 @@ impl Services {
         let claim = self
             .idempotency
             .claim(ctx, "credits.reinstate", &(customer_id, invoice))?;
-        self.db
-            .retrying(|| async {
-                let (tx, now) = match self.begin_write(&claim).await? {
-                    Write::Replay(result) => return Ok(result),
-                    Write::Run(tx, now) => (tx, now),
-                };
-                let outcome = async {
-                    let customer = store::customers::lock(&tx, &ctx.tenant, customer_id)
+        idempotent_write!(self, &claim, |tx, now| {
+            let customer = store::customers::lock(&tx, &ctx.tenant, customer_id)
+                .await?
+                .ok_or_else(|| Error::no_such("customer", customer_id, "customer"))?;
+            let now = self
+                .customer_now(&tx, customer.test_clock.as_deref(), now)
+                .await?;
+            let lines = store::credit_balance_transactions::applications_to_reinstate(
+                &tx,
+                &ctx.tenant,
+                customer_id,
+                invoice,
+            )
+            .await?;
+            let mut grants: BTreeMap<String, (CreditGrant, i64)> = BTreeMap::new();
+            let mut entries = Vec::new();
+            let mut reinstated = 0;
+            for line in &lines {
+                let applied = store::credit_balance_transactions::applied_to_line(
+                    &tx,
+                    &ctx.tenant,
+                    customer_id,
+                    invoice,
+                    &line.invoice_line_item,
+                )
+                .await?;
+                for application in applied {
+                    if !grants.contains_key(&application.credit_grant_id) {
+                        let grant = store::credit_grants::find(
+                            &tx,
+                            &ctx.tenant,
+                            &application.credit_grant_id,
+                        )
                         .await?
-                        .ok_or_else(|| Error::no_such("customer", customer_id, "customer"))?;
-                    let now = self
-                        .customer_now(&tx, customer.test_clock.as_deref(), now)
-                        .await?;
-                    let lines = store::credit_balance_transactions::applications_to_reinstate(
-                        &tx,
-                        &ctx.tenant,
-                        customer_id,
-                        invoice,
-                    )
-                    .await?;
-                    let mut grants: BTreeMap<String, (CreditGrant, i64)> = BTreeMap::new();
-                    let mut entries = Vec::new();
-                    let mut reinstated = 0;
-                    for line in &lines {
-                        let applied = store::credit_balance_transactions::applied_to_line(
+                        .ok_or_else(|| {
+                            Error::internal(anyhow::anyhow!("applied entry without its grant"))
+                        })?;
+                        let remaining = grant.remaining;
+                        grants.insert(grant.id.clone(), (grant, remaining));
+                    }
+                    let (grant, _) = grants
+                        .get_mut(&application.credit_grant_id)
+                        .expect("inserted above");
+                    let amount = application.amount;
+                    let line_ref = Some((invoice, line.invoice_line_item.as_str()));
+                    grant.credit(amount)?;
+                    entries.push(
+                        write_entry(
                             &tx,
                             &ctx.tenant,
-                            customer_id,
-                            invoice,
-                            &line.invoice_line_item,
-                        )
-                        .await?;
-                        for application in applied {
-                            if !grants.contains_key(&application.credit_grant_id) {
-                                let grant = store::credit_grants::find(
-                                    &tx,
-                                    &ctx.tenant,
-                                    &application.credit_grant_id,
-                                )
-                                .await?
-                                .ok_or_else(|| {
-                                    Error::internal(anyhow::anyhow!(
-                                        "applied entry without its grant"
-                                    ))
-                                })?;
-                                let remaining = grant.remaining;
-                                grants.insert(grant.id.clone(), (grant, remaining));
-                            }
-                            let (grant, _) = grants
-                                .get_mut(&application.credit_grant_id)
-                                .expect("inserted above");
-                            let amount = application.amount;
-                            let line_ref = Some((invoice, line.invoice_line_item.as_str()));
-                            grant.credit(amount)?;
-                            entries.push(
-                                write_entry(
-                                    &tx,
-                                    &ctx.tenant,
-                                    grant,
-                                    EntryType::CreditsApplicationInvoiceVoided,
-                                    amount,
-                                    now,
-                                    now,
-                                    line_ref,
-                                )
-                                .await?,
-                            );
-                            reinstated += amount;
-                            let write_off = if grant.is_voided() {
-                                Some(EntryType::CreditsVoided)
-                            } else if grant.is_expired(now) {
-                                Some(EntryType::CreditsExpired)
-                            } else {
-                                None
-                            };
-                            if let Some(kind) = write_off {
-                                grant.debit(amount)?;
-                                entries.push(
-                                    write_entry(
-                                        &tx,
-                                        &ctx.tenant,
-                                        grant,
-                                        kind,
-                                        amount,
-                                        now,
-                                        now,
-                                        None,
-                                    )
-                                    .await?,
-                                );
-                            }
-                            grant.updated = now;
-                        }
-                        store::credit_balance_transactions::mark_reinstated(
-                            &tx,
-                            &ctx.tenant,
-                            invoice,
-                            &line.invoice_line_item,
+                            grant,
+                            EntryType::CreditsApplicationInvoiceVoided,
+                            amount,
                             now,
+                            now,
+                            line_ref,
                         )
-                        .await?;
+                        .await?,
+                    );
+                    reinstated += amount;
+                    let write_off = if grant.is_voided() {
+                        Some(EntryType::CreditsVoided)
+                    } else if grant.is_expired(now) {
+                        Some(EntryType::CreditsExpired)
+                    } else {
+                        None
+                    };
+                    if let Some(kind) = write_off {
+                        grant.debit(amount)?;
+                        entries.push(
+                            write_entry(&tx, &ctx.tenant, grant, kind, amount, now, now, None)
+                                .await?,
+                        );
                     }
-                    for (grant, previous_remaining) in grants.values() {
-                        store::credit_grants::save(&tx, &ctx.tenant, grant, *previous_remaining)
-                            .await?;
-                    }
-                    Ok(Reinstatement {
-                        reinstated,
-                        entries,
-                    })
+                    grant.updated = now;
                 }
-                .await;
-                self.finish_write(tx, now, &claim, outcome).await
+                store::credit_balance_transactions::mark_reinstated(
+                    &tx,
+                    &ctx.tenant,
+                    invoice,
+                    &line.invoice_line_item,
+                    now,
+                )
+                .await?;
+            }
+            for (grant, previous_remaining) in grants.values() {
+                store::credit_grants::save(&tx, &ctx.tenant, grant, *previous_remaining).await?;
+            }
+            Ok(Reinstatement {
+                reinstated,
+                entries,
             })
-            .await
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 //! changes the grant's materialized remainder and writes the matching ledger entry in one
 //! transaction.
 
-use super::{RequestContext, Services, Write};
+use super::{RequestContext, Services, idempotent_write};
 use crate::domain::Tenant;
 use crate::domain::credit_balance_transaction::{CreditBalanceTransaction, EntryType};
 use crate::domain::credit_grant::{
@@ -22,63 +22,51 @@ impl Services {
         let claim = self
             .idempotency
             .claim(ctx, "credit_grant.create", &command)?;
-        self.db
-            .retrying(|| async {
-                let (tx, now) = match self.begin_write(&claim).await? {
-                    Write::Replay(result) => return Ok(result),
-                    Write::Run(tx, now) => (tx, now),
-                };
-                let outcome = async {
-                    let customer = store::customers::lock(&tx, &ctx.tenant, &command.customer_id)
-                        .await?
-                        .ok_or_else(|| {
-                            Error::no_such("customer", &command.customer_id, "customer")
-                        })?;
-                    let now = self
-                        .customer_now(&tx, customer.test_clock.as_deref(), now)
-                        .await?;
-                    let effective_at = command.effective_at.unwrap_or(now);
-                    if let Some(expires_at) = command.expires_at {
-                        check_expiry_after(expires_at, effective_at)?;
-                    }
-                    let grant = CreditGrant {
-                        id: new_id(IdKind::CreditGrant, ctx.tenant.livemode),
-                        livemode: ctx.tenant.livemode,
-                        created: now,
-                        updated: now,
-                        customer_id: command.customer_id.clone(),
-                        name: command.name.clone(),
-                        category: command.category,
-                        priority: command.priority,
-                        currency: command.currency.clone(),
-                        amount: command.amount,
-                        remaining: command.amount,
-                        scope: command.scope.clone(),
-                        effective_at,
-                        expires_at: command.expires_at,
-                        voided_at: None,
-                        expiry_recorded_at: None,
-                        metadata: command.metadata.clone(),
-                        test_clock: customer.test_clock,
-                    };
-                    store::credit_grants::insert(&tx, &ctx.tenant, &grant).await?;
-                    write_entry(
-                        &tx,
-                        &ctx.tenant,
-                        &grant,
-                        EntryType::CreditsGranted,
-                        grant.amount,
-                        now,
-                        effective_at,
-                        None,
-                    )
-                    .await?;
-                    Ok(grant)
-                }
-                .await;
-                self.finish_write(tx, now, &claim, outcome).await
-            })
-            .await
+        idempotent_write!(self, &claim, |tx, now| {
+            let customer = store::customers::lock(&tx, &ctx.tenant, &command.customer_id)
+                .await?
+                .ok_or_else(|| Error::no_such("customer", &command.customer_id, "customer"))?;
+            let now = self
+                .customer_now(&tx, customer.test_clock.as_deref(), now)
+                .await?;
+            let effective_at = command.effective_at.unwrap_or(now);
+            if let Some(expires_at) = command.expires_at {
+                check_expiry_after(expires_at, effective_at)?;
+            }
+            let grant = CreditGrant {
+                id: new_id(IdKind::CreditGrant, ctx.tenant.livemode),
+                livemode: ctx.tenant.livemode,
+                created: now,
+                updated: now,
+                customer_id: command.customer_id.clone(),
+                name: command.name.clone(),
+                category: command.category,
+                priority: command.priority,
+                currency: command.currency.clone(),
+                amount: command.amount,
+                remaining: command.amount,
+                scope: command.scope.clone(),
+                effective_at,
+                expires_at: command.expires_at,
+                voided_at: None,
+                expiry_recorded_at: None,
+                metadata: command.metadata.clone(),
+                test_clock: customer.test_clock,
+            };
+            store::credit_grants::insert(&tx, &ctx.tenant, &grant).await?;
+            write_entry(
+                &tx,
+                &ctx.tenant,
+                &grant,
+                EntryType::CreditsGranted,
+                grant.amount,
+                now,
+                effective_at,
+                None,
+            )
+            .await?;
+            Ok(grant)
+        })
     }
 
     pub async fn get_credit_grant(&self, ctx: &RequestContext, id: &str) -> Result<CreditGrant> {
@@ -162,36 +150,24 @@ impl Services {
         change: impl Fn(&mut CreditGrant, i64) -> Result<Option<EntryType>>,
     ) -> Result<CreditGrant> {
         let change = &change;
-        self.db
-            .retrying(|| async {
-                let (tx, now) = match self.begin_write(claim).await? {
-                    Write::Replay(result) => return Ok(result),
-                    Write::Run(tx, now) => (tx, now),
-                };
-                let outcome = async {
-                    let mut grant = locked_grant(&tx, &ctx.tenant, id).await?;
-                    let now = self
-                        .customer_now(&tx, grant.test_clock.as_deref(), now)
-                        .await?;
-                    let previous_remaining = grant.remaining;
-                    let write_off = change(&mut grant, now)?;
-                    grant.updated = now;
-                    if let Some(kind) = write_off {
-                        let amount = grant.remaining;
-                        if amount > 0 {
-                            grant.debit(amount)?;
-                            write_entry(&tx, &ctx.tenant, &grant, kind, amount, now, now, None)
-                                .await?;
-                        }
-                    }
-                    store::credit_grants::save(&tx, &ctx.tenant, &grant, previous_remaining)
-                        .await?;
-                    Ok(grant)
+        idempotent_write!(self, claim, |tx, now| {
+            let mut grant = locked_grant(&tx, &ctx.tenant, id).await?;
+            let now = self
+                .customer_now(&tx, grant.test_clock.as_deref(), now)
+                .await?;
+            let previous_remaining = grant.remaining;
+            let write_off = change(&mut grant, now)?;
+            grant.updated = now;
+            if let Some(kind) = write_off {
+                let amount = grant.remaining;
+                if amount > 0 {
+                    grant.debit(amount)?;
+                    write_entry(&tx, &ctx.tenant, &grant, kind, amount, now, now, None).await?;
                 }
-                .await;
-                self.finish_write(tx, now, claim, outcome).await
-            })
-            .await
+            }
+            store::credit_grants::save(&tx, &ctx.tenant, &grant, previous_remaining).await?;
+            Ok(grant)
+        })
     }
 
     /// Writes `credits_expired` for grants whose `expires_at` has passed, each exactly once

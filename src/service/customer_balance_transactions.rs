@@ -2,7 +2,7 @@
 //! (PostgreSQL) or on the single writer connection (SQLite), so the running balance moves one
 //! step at a time: `ending_balance` never skips or repeats.
 
-use super::{RequestContext, Services, Write};
+use super::{RequestContext, Services, idempotent_write};
 use crate::domain::Tenant;
 use crate::domain::customer_balance_transaction::{
     CreateBalanceTransaction, CustomerBalanceTransaction, TYPE_ADJUSTMENT, TransactionFilter,
@@ -23,65 +23,47 @@ impl Services {
             .idempotency
             .claim(ctx, "customer_balance_transaction.create", &command)?;
         let customer_id = command.customer_id.as_str();
-        self.db
-            .retrying(|| async {
-                let (tx, now) = match self.begin_write(&claim).await? {
-                    Write::Replay(result) => return Ok(result),
-                    Write::Run(tx, now) => (tx, now),
-                };
-                let outcome = async {
-                    let locked = store::customers::lock(&tx, &ctx.tenant, customer_id)
-                        .await?
-                        .ok_or_else(|| {
-                            Error::resource_missing("customer", customer_id, "customer")
-                        })?;
-                    let now = self
-                        .customer_now(&tx, locked.test_clock.as_deref(), now)
-                        .await?;
-                    let (balance, count) =
-                        store::customers::balance(&tx, customer_id, &command.currency)
-                            .await?
-                            .unwrap_or((0, 0));
-                    let transaction = CustomerBalanceTransaction {
-                        id: new_id(IdKind::CustomerBalanceTransaction, ctx.tenant.livemode),
-                        livemode: ctx.tenant.livemode,
-                        created: now,
-                        customer_id: customer_id.to_string(),
-                        amount: command.amount,
-                        currency: command.currency.clone(),
-                        ending_balance: next_balance(balance, command.amount)?,
-                        sequence: count + 1,
-                        kind: TYPE_ADJUSTMENT.to_string(),
-                        description: command.description.clone(),
-                        metadata: command.metadata.clone(),
-                        invoice: None,
-                        credit_note: None,
-                        checkout_session: None,
-                    };
-                    store::customers::save_balance(
-                        &tx,
-                        customer_id,
-                        &command.currency,
-                        transaction.ending_balance,
-                        transaction.sequence,
-                    )
+        idempotent_write!(self, &claim, |tx, now| {
+            let locked = store::customers::lock(&tx, &ctx.tenant, customer_id)
+                .await?
+                .ok_or_else(|| Error::resource_missing("customer", customer_id, "customer"))?;
+            let now = self
+                .customer_now(&tx, locked.test_clock.as_deref(), now)
+                .await?;
+            let (balance, count) = store::customers::balance(&tx, customer_id, &command.currency)
+                .await?
+                .unwrap_or((0, 0));
+            let transaction = CustomerBalanceTransaction {
+                id: new_id(IdKind::CustomerBalanceTransaction, ctx.tenant.livemode),
+                livemode: ctx.tenant.livemode,
+                created: now,
+                customer_id: customer_id.to_string(),
+                amount: command.amount,
+                currency: command.currency.clone(),
+                ending_balance: next_balance(balance, command.amount)?,
+                sequence: count + 1,
+                kind: TYPE_ADJUSTMENT.to_string(),
+                description: command.description.clone(),
+                metadata: command.metadata.clone(),
+                invoice: None,
+                credit_note: None,
+                checkout_session: None,
+            };
+            store::customers::save_balance(
+                &tx,
+                customer_id,
+                &command.currency,
+                transaction.ending_balance,
+                transaction.sequence,
+            )
+            .await?;
+            store::customer_balance_transactions::insert(&tx, &ctx.tenant, &transaction).await?;
+            if locked.currency.is_none() {
+                store::customers::set_currency_if_unset(&tx, customer_id, &command.currency)
                     .await?;
-                    store::customer_balance_transactions::insert(&tx, &ctx.tenant, &transaction)
-                        .await?;
-                    if locked.currency.is_none() {
-                        store::customers::set_currency_if_unset(
-                            &tx,
-                            customer_id,
-                            &command.currency,
-                        )
-                        .await?;
-                    }
-                    Ok(transaction)
-                }
-                .await;
-                self.finish_write(tx, now, &claim, outcome).await
-            })
-            .await
+            }
+            Ok(transaction)
+        })
     }
 
     pub async fn get_customer_balance_transaction(
@@ -136,33 +118,19 @@ impl Services {
             "customer_balance_transaction.update",
             &(customer_id, id, &command),
         )?;
-        self.db
-            .retrying(|| async {
-                let (tx, now) = match self.begin_write(&claim).await? {
-                    Write::Replay(result) => return Ok(result),
-                    Write::Run(tx, now) => (tx, now),
-                };
-                let outcome = async {
-                    if store::customers::lock(&tx, &ctx.tenant, customer_id)
-                        .await?
-                        .is_none()
-                    {
-                        return Err(Error::resource_missing("customer", customer_id, "customer"));
-                    }
-                    let current = find_transaction(&tx, &ctx.tenant, customer_id, id).await?;
-                    let updated = command.apply_to(&current)?;
-                    store::customer_balance_transactions::update_details(
-                        &tx,
-                        &ctx.tenant,
-                        &updated,
-                    )
-                    .await?;
-                    Ok(updated)
-                }
-                .await;
-                self.finish_write(tx, now, &claim, outcome).await
-            })
-            .await
+        idempotent_write!(self, &claim, |tx, now| {
+            if store::customers::lock(&tx, &ctx.tenant, customer_id)
+                .await?
+                .is_none()
+            {
+                return Err(Error::resource_missing("customer", customer_id, "customer"));
+            }
+            let current = find_transaction(&tx, &ctx.tenant, customer_id, id).await?;
+            let updated = command.apply_to(&current)?;
+            store::customer_balance_transactions::update_details(&tx, &ctx.tenant, &updated)
+                .await?;
+            Ok(updated)
+        })
     }
 }
 

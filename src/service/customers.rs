@@ -1,6 +1,6 @@
 //! Customers.
 
-use super::{RequestContext, Services, Write};
+use super::{RequestContext, Services, idempotent_write};
 use crate::domain::Tenant;
 use crate::domain::customer::{CreateCustomer, Customer, CustomerFilter, UpdateCustomer};
 use crate::domain::ids::{IdKind, new_id};
@@ -17,46 +17,34 @@ impl Services {
     ) -> Result<Customer> {
         let claim = self.idempotency.claim(ctx, "customer.create", &command)?;
 
-        self.db
-            .retrying(|| async {
-                let (tx, now) = match self.begin_write(&claim).await? {
-                    Write::Replay(result) => return Ok(result),
-                    Write::Run(tx, now) => (tx, now),
-                };
-                let outcome = async {
-                    // A customer made on a clock lives at the clock's time, and never leaves it.
-                    let created = match &command.test_clock {
-                        None => now,
-                        Some(clock_id) => {
-                            check_test_mode(ctx.tenant.livemode)?;
-                            let clock = store::test_clocks::lock(&tx, &ctx.tenant, clock_id)
-                                .await?
-                                .ok_or_else(|| {
-                                    Error::no_such("test_clock", clock_id, "test_clock")
-                                })?;
-                            clock.frozen_time
-                        }
-                    };
-                    let customer = Customer {
-                        id: new_id(IdKind::Customer, ctx.tenant.livemode),
-                        livemode: ctx.tenant.livemode,
-                        created,
-                        name: command.name.clone(),
-                        email: command.email.clone(),
-                        description: command.description.clone(),
-                        phone: command.phone.clone(),
-                        currency: None,
-                        balances: Default::default(),
-                        metadata: command.metadata.clone(),
-                        test_clock: command.test_clock.clone(),
-                    };
-                    store::customers::insert(&tx, &ctx.tenant, &customer).await?;
-                    Ok(customer)
+        idempotent_write!(self, &claim, |tx, now| {
+            // A customer made on a clock lives at the clock's time, and never leaves it.
+            let created = match &command.test_clock {
+                None => now,
+                Some(clock_id) => {
+                    check_test_mode(ctx.tenant.livemode)?;
+                    let clock = store::test_clocks::lock(&tx, &ctx.tenant, clock_id)
+                        .await?
+                        .ok_or_else(|| Error::no_such("test_clock", clock_id, "test_clock"))?;
+                    clock.frozen_time
                 }
-                .await;
-                self.finish_write(tx, now, &claim, outcome).await
-            })
-            .await
+            };
+            let customer = Customer {
+                id: new_id(IdKind::Customer, ctx.tenant.livemode),
+                livemode: ctx.tenant.livemode,
+                created,
+                name: command.name.clone(),
+                email: command.email.clone(),
+                description: command.description.clone(),
+                phone: command.phone.clone(),
+                currency: None,
+                balances: Default::default(),
+                metadata: command.metadata.clone(),
+                test_clock: command.test_clock.clone(),
+            };
+            store::customers::insert(&tx, &ctx.tenant, &customer).await?;
+            Ok(customer)
+        })
     }
 
     pub async fn get_customer(&self, ctx: &RequestContext, id: &str) -> Result<Customer> {
@@ -86,28 +74,18 @@ impl Services {
         let claim = self
             .idempotency
             .claim(ctx, "customer.update", &(id, &command))?;
-        self.db
-            .retrying(|| async {
-                let (tx, now) = match self.begin_write(&claim).await? {
-                    Write::Replay(result) => return Ok(result),
-                    Write::Run(tx, now) => (tx, now),
-                };
-                let outcome = async {
-                    if store::customers::lock(&tx, &ctx.tenant, id)
-                        .await?
-                        .is_none()
-                    {
-                        return Err(Error::resource_missing("customer", id, "id"));
-                    }
-                    let current = find_customer(&tx, &ctx.tenant, id, "id").await?;
-                    let updated = command.apply_to(&current)?;
-                    store::customers::update_details(&tx, &ctx.tenant, &updated).await?;
-                    Ok(updated)
-                }
-                .await;
-                self.finish_write(tx, now, &claim, outcome).await
-            })
-            .await
+        idempotent_write!(self, &claim, |tx, now| {
+            if store::customers::lock(&tx, &ctx.tenant, id)
+                .await?
+                .is_none()
+            {
+                return Err(Error::resource_missing("customer", id, "id"));
+            }
+            let current = find_customer(&tx, &ctx.tenant, id, "id").await?;
+            let updated = command.apply_to(&current)?;
+            store::customers::update_details(&tx, &ctx.tenant, &updated).await?;
+            Ok(updated)
+        })
     }
 }
 

@@ -67,6 +67,28 @@ impl Services {
     }
 }
 
+/// Runs `$body` as one idempotent write transaction: opens it (replaying a stored result for
+/// the claimed key instead, if there is one), runs the body with the transaction and its
+/// "now", then stores the result and commits, or rolls back on error; the whole is retried
+/// on serialization failures and deadlocks. A macro because the body borrows the transaction
+/// across awaits, which an async closure cannot express with a `Send` future.
+macro_rules! idempotent_write {
+    ($services:expr, $claim:expr, |$tx:ident, $now:ident| $body:expr) => {
+        $services
+            .db
+            .retrying(|| async {
+                let ($tx, $now) = match $services.begin_write($claim).await? {
+                    $crate::service::Write::Replay(result) => return Ok(result),
+                    $crate::service::Write::Run(tx, now) => (tx, now),
+                };
+                let outcome = async { $body }.await;
+                $services.finish_write($tx, $now, $claim, outcome).await
+            })
+            .await
+    };
+}
+pub(crate) use idempotent_write;
+
 /// The start of an idempotent write: either the stored result of an earlier identical
 /// request, or an open transaction to do the work in, with its "now".
 pub(crate) enum Write<T> {

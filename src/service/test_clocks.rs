@@ -4,7 +4,16 @@
 //! any replica) and never half-applied, because the second step is a single transaction.
 
 use super::credit_grants::write_entry;
-use super::{RequestContext, Services, Write};
+use super::idempotency::Claim;
+use super::{RequestContext, Services, Write, idempotent_write};
+
+/// The outcome of an advance's first step.
+enum Advance {
+    /// The key's stored answer.
+    Replayed(TestClock),
+    /// The clock, now `advancing`.
+    Marked(TestClock),
+}
 use crate::domain::Tenant;
 use crate::domain::credit_balance_transaction::EntryType;
 use crate::domain::ids::{IdKind, new_id};
@@ -23,45 +32,37 @@ impl Services {
     ) -> Result<TestClock> {
         check_test_mode(ctx.tenant.livemode)?;
         let claim = self.idempotency.claim(ctx, "test_clock.create", &command)?;
-        self.db
-            .retrying(|| async {
-                let (tx, now) = match self.begin_write(&claim).await? {
-                    Write::Replay(result) => return Ok(result),
-                    Write::Run(tx, now) => (tx, now),
-                };
-                let outcome = async {
-                    // Clocks only exist in test mode, so their IDs need no `_test_` marker.
-                    let clock = TestClock {
-                        id: new_id(IdKind::TestClock, true),
-                        livemode: false,
-                        created: now,
-                        name: command.name.clone(),
-                        frozen_time: command.frozen_time,
-                        status: ClockStatus::Ready,
-                        target_frozen_time: None,
-                        deletes_after: now + LIFETIME_SECONDS,
-                    };
-                    if let Some(customer_id) = &command.customer {
-                        let customer = store::customers::lock(&tx, &ctx.tenant, customer_id)
-                            .await?
-                            .ok_or_else(|| Error::no_such("customer", customer_id, "customer"))?;
-                        if let Some(existing) = customer.test_clock {
-                            return Err(Error::invalid_param(
-                                "customer",
-                                format!("Customer {customer_id} is already attached to test clock {existing}; a customer can never leave its clock."),
-                            ));
-                        }
-                        store::test_clocks::insert(&tx, &ctx.tenant, &clock).await?;
-                        store::test_clocks::attach_customer(&tx, customer_id, &clock.id).await?;
-                    } else {
-                        store::test_clocks::insert(&tx, &ctx.tenant, &clock).await?;
-                    }
-                    Ok(clock)
+        idempotent_write!(self, &claim, |tx, now| {
+            // Clocks only exist in test mode, so their IDs need no `_test_` marker.
+            let clock = TestClock {
+                id: new_id(IdKind::TestClock, true),
+                livemode: false,
+                created: now,
+                name: command.name.clone(),
+                frozen_time: command.frozen_time,
+                status: ClockStatus::Ready,
+                target_frozen_time: None,
+                deletes_after: now + LIFETIME_SECONDS,
+            };
+            if let Some(customer_id) = &command.customer {
+                let customer = store::customers::lock(&tx, &ctx.tenant, customer_id)
+                    .await?
+                    .ok_or_else(|| Error::no_such("customer", customer_id, "customer"))?;
+                if let Some(existing) = customer.test_clock {
+                    return Err(Error::invalid_param(
+                        "customer",
+                        format!(
+                            "Customer {customer_id} is already attached to test clock {existing}; a customer can never leave its clock."
+                        ),
+                    ));
                 }
-                .await;
-                self.finish_write(tx, now, &claim, outcome).await
-            })
-            .await
+                store::test_clocks::insert(&tx, &ctx.tenant, &clock).await?;
+                store::test_clocks::attach_customer(&tx, customer_id, &clock.id).await?;
+            } else {
+                store::test_clocks::insert(&tx, &ctx.tenant, &clock).await?;
+            }
+            Ok(clock)
+        })
     }
 
     pub async fn get_test_clock(&self, ctx: &RequestContext, id: &str) -> Result<TestClock> {
@@ -130,12 +131,14 @@ impl Services {
         let claim = self
             .idempotency
             .claim(ctx, "test_clock.advance", &(id, target))?;
-        let advancing = self
+        // Step one: mark the clock advancing (committed on its own), unless this key already
+        // has its answer, which is replayed. The answer is stored by step two, with the work.
+        let marked = self
             .db
             .retrying(|| async {
-                let (tx, now) = match self.begin_write(&claim).await? {
-                    Write::Replay(result) => return Ok(result),
-                    Write::Run(tx, now) => (tx, now),
+                let tx = match self.begin_write::<TestClock>(&claim).await? {
+                    Write::Replay(answer) => return Ok(Advance::Replayed(answer)),
+                    Write::Run(tx, _) => tx,
                 };
                 let outcome = async {
                     let mut clock = store::test_clocks::lock(&tx, &ctx.tenant, id)
@@ -148,10 +151,23 @@ impl Services {
                     Ok(clock)
                 }
                 .await;
-                self.finish_write(tx, now, &claim, outcome).await
+                match outcome {
+                    Ok(clock) => {
+                        store::commit(tx).await?;
+                        Ok(Advance::Marked(clock))
+                    }
+                    Err(error) => {
+                        store::rollback(tx).await?;
+                        Err(error)
+                    }
+                }
             })
             .await?;
-        match self.complete_advance(&ctx.tenant, id).await {
+        let advancing = match marked {
+            Advance::Replayed(answer) => return Ok(answer),
+            Advance::Marked(clock) => clock,
+        };
+        match self.complete_advance(&ctx.tenant, id, Some(&claim)).await {
             Ok(Some(clock)) => Ok(clock),
             Ok(None) => Err(Error::resource_missing("test_clock", id, "test_clock")),
             Err(error) => {
@@ -165,7 +181,7 @@ impl Services {
     pub async fn resume_advancing_test_clocks(&self) -> Result<u64> {
         let mut resumed = 0;
         for (tenant, id) in store::test_clocks::advancing(self.db.reader()).await? {
-            if self.complete_advance(&tenant, &id).await?.is_some() {
+            if self.complete_advance(&tenant, &id, None).await?.is_some() {
                 resumed += 1;
             }
         }
@@ -174,7 +190,12 @@ impl Services {
 
     /// The second step of an advance, in one transaction under the clock's and its customers'
     /// row locks. A clock that is not advancing (another replica finished it) is left alone.
-    async fn complete_advance(&self, tenant: &Tenant, id: &str) -> Result<Option<TestClock>> {
+    async fn complete_advance(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        claim: Option<&Claim>,
+    ) -> Result<Option<TestClock>> {
         self.db
             .retrying(|| async {
                 let tx = self.db.begin().await?;
@@ -229,6 +250,9 @@ impl Services {
                     clock.status = ClockStatus::Ready;
                     clock.target_frozen_time = None;
                     store::test_clocks::save_state(&tx, &clock).await?;
+                    if let Some(claim) = claim {
+                        claim.record(&tx, self.clock.now(), &clock).await?;
+                    }
                     Ok(Some(clock))
                 }
                 .await;

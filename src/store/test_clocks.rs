@@ -194,6 +194,15 @@ pub async fn attach_customer(
         .exec(conn)
         .await
         .map_err(db_error)?;
+    credit_balance_transaction::Entity::update_many()
+        .col_expr(
+            credit_balance_transaction::Column::TestClock,
+            Expr::value(clock_id),
+        )
+        .filter(credit_balance_transaction::Column::CustomerId.eq(customer_id))
+        .exec(conn)
+        .await
+        .map_err(db_error)?;
     Ok(())
 }
 
