@@ -120,6 +120,19 @@ pub struct ServeConfig {
         default_value_t = 30
     )]
     pub expiry_sweep_interval_seconds: u64,
+    /// Longest a request may run before it is answered with a timeout, in seconds.
+    #[arg(long, env = "CREDITD_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub request_timeout_seconds: u64,
+    /// Largest accepted request body (REST) or message (gRPC), in bytes.
+    #[arg(long, env = "CREDITD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Requests handled at once per listener; more are refused at once (429 /
+    /// RESOURCE_EXHAUSTED) instead of queueing.
+    #[arg(long, env = "CREDITD_MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
+    pub max_concurrent_requests: usize,
+    /// Requests per second allowed for one API key (0 = unlimited); bursts up to twice this.
+    #[arg(long, env = "CREDITD_RATE_LIMIT_PER_KEY", default_value_t = 0)]
+    pub rate_limit_per_key: u32,
     /// How long shutdown waits for in-flight requests, in seconds.
     #[arg(long, env = "CREDITD_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
@@ -142,6 +155,10 @@ impl ServeConfig {
             api_keys: Vec::new(),
             no_bootstrap_key: true,
             expiry_sweep_interval_seconds: 0,
+            request_timeout_seconds: 30,
+            max_body_bytes: 1024 * 1024,
+            max_concurrent_requests: 1024,
+            rate_limit_per_key: 0,
             shutdown_grace_seconds: 5,
             log_format: LogFormat::Pretty,
         }
