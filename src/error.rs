@@ -22,8 +22,12 @@ pub enum ErrorKind {
     IdempotencyMismatch,
     /// A request with the same idempotency key is still running (409, ABORTED).
     IdempotencyInUse,
-    /// Too many requests (429, RESOURCE_EXHAUSTED).
+    /// Too many requests, for the key or for the server (429, RESOURCE_EXHAUSTED).
     RateLimited,
+    /// The request body is over the configured limit (413, RESOURCE_EXHAUSTED).
+    PayloadTooLarge,
+    /// The request ran past the configured timeout (504, DEADLINE_EXCEEDED).
+    Timeout,
     /// The database or another dependency is unavailable or timed out (503, UNAVAILABLE).
     Unavailable,
     /// A bug or an unexpected failure (500, `api_error`, INTERNAL).
@@ -40,6 +44,8 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => 403,
             ErrorKind::IdempotencyInUse => 409,
             ErrorKind::RateLimited => 429,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::Timeout => 504,
             ErrorKind::Unavailable => 503,
             ErrorKind::Internal => 500,
         }
@@ -50,7 +56,7 @@ impl ErrorKind {
     pub fn stripe_type(self) -> &'static str {
         match self {
             ErrorKind::IdempotencyMismatch => "idempotency_error",
-            ErrorKind::Unavailable | ErrorKind::Internal => "api_error",
+            ErrorKind::Unavailable | ErrorKind::Internal | ErrorKind::Timeout => "api_error",
             _ => "invalid_request_error",
         }
     }
@@ -64,7 +70,8 @@ impl ErrorKind {
             ErrorKind::Unauthenticated => tonic::Code::Unauthenticated,
             ErrorKind::PermissionDenied => tonic::Code::PermissionDenied,
             ErrorKind::IdempotencyInUse => tonic::Code::Aborted,
-            ErrorKind::RateLimited => tonic::Code::ResourceExhausted,
+            ErrorKind::RateLimited | ErrorKind::PayloadTooLarge => tonic::Code::ResourceExhausted,
+            ErrorKind::Timeout => tonic::Code::DeadlineExceeded,
             ErrorKind::Unavailable => tonic::Code::Unavailable,
             ErrorKind::Internal => tonic::Code::Internal,
         }
@@ -154,6 +161,11 @@ impl Error {
         Error::new(ErrorKind::InvalidState, message)
     }
 
+    /// Too many requests: Stripe's `rate_limit` error.
+    pub fn rate_limited(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::RateLimited, message).with_code("rate_limit")
+    }
+
     pub fn unauthenticated(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Unauthenticated, message)
     }
@@ -202,6 +214,8 @@ mod tests {
             (ErrorKind::IdempotencyMismatch, 400, "idempotency_error"),
             (ErrorKind::IdempotencyInUse, 409, "invalid_request_error"),
             (ErrorKind::RateLimited, 429, "invalid_request_error"),
+            (ErrorKind::PayloadTooLarge, 413, "invalid_request_error"),
+            (ErrorKind::Timeout, 504, "api_error"),
             (ErrorKind::Unavailable, 503, "api_error"),
             (ErrorKind::Internal, 500, "api_error"),
         ];

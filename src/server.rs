@@ -18,6 +18,7 @@ pub struct Server {
     http_listener: TcpListener,
     grace: Duration,
     expiry_sweep_interval: Duration,
+    limits: crate::rest::Limits,
 }
 
 impl Server {
@@ -25,7 +26,7 @@ impl Server {
     pub async fn build(config: &ServeConfig) -> anyhow::Result<Server> {
         let db = Db::connect(&config.database.options()).await?;
         db.migrate().await?;
-        let services = Services::new(db);
+        let services = Services::new(db).with_rate_limit(config.rate_limit_per_key);
         services.ensure_api_keys(&config.api_keys).await?;
         if !config.no_bootstrap_key
             && let Some(key) = services.bootstrap_test_key().await?
@@ -49,6 +50,11 @@ impl Server {
             http_listener,
             grace: config.shutdown_grace(),
             expiry_sweep_interval: Duration::from_secs(config.expiry_sweep_interval_seconds),
+            limits: crate::rest::Limits {
+                request_timeout: Duration::from_secs(config.request_timeout_seconds.max(1)),
+                max_body_bytes: config.max_body_bytes.max(1024),
+                max_concurrent_requests: config.max_concurrent_requests.max(1),
+            },
         })
     }
 
@@ -79,10 +85,16 @@ impl Server {
             let _ = receiver.wait_for(|stop| *stop).await;
         };
 
-        let grpc_routes = crate::grpc::routes(self.services.clone()).await?;
+        let limits = self.limits;
+        let grpc_routes = crate::grpc::routes(self.services.clone(), limits.max_body_bytes).await?;
+        // Past the concurrency limit, calls are refused at once with RESOURCE_EXHAUSTED.
         let grpc = tonic::transport::Server::builder()
+            .timeout(limits.request_timeout)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .layer(tower::ServiceBuilder::new().load_shed().layer(
+                tower::limit::GlobalConcurrencyLimitLayer::new(limits.max_concurrent_requests),
+            ))
             .add_routes(grpc_routes)
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(self.grpc_listener),
@@ -90,7 +102,7 @@ impl Server {
             );
         let http = axum::serve(
             self.http_listener,
-            crate::rest::router(self.services.clone()),
+            crate::rest::router_with_limits(self.services.clone(), limits),
         )
         .with_graceful_shutdown(stopped(stop_rx.clone()));
 

@@ -30,7 +30,10 @@ pub use customers::CustomerApi;
 pub use test_clocks::TestClockApi;
 
 /// Builds the routes: every creditd service, health and reflection (v1 and v1alpha).
-pub async fn routes(services: Services) -> anyhow::Result<tonic::service::Routes> {
+pub async fn routes(
+    services: Services,
+    max_message_bytes: usize,
+) -> anyhow::Result<tonic::service::Routes> {
     use proto::credit_balance_service_server::CreditBalanceServiceServer;
     use proto::credit_grant_service_server::CreditGrantServiceServer;
     use proto::customer_balance_transaction_service_server::CustomerBalanceTransactionServiceServer;
@@ -69,19 +72,28 @@ pub async fn routes(services: Services) -> anyhow::Result<tonic::service::Routes
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(CustomerServiceServer::new(CustomerApi::new(
-            services.clone(),
-        )))
-        .add_service(CustomerBalanceTransactionServiceServer::new(
-            CustomerBalanceTransactionApi::new(services.clone()),
-        ))
-        .add_service(CreditGrantServiceServer::new(CreditGrantApi::new(
-            services.clone(),
-        )))
-        .add_service(CreditBalanceServiceServer::new(CreditBalanceApi::new(
-            services.clone(),
-        )))
-        .add_service(TestClockServiceServer::new(TestClockApi::new(services)));
+        .add_service(
+            CustomerServiceServer::new(CustomerApi::new(services.clone()))
+                .max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            CustomerBalanceTransactionServiceServer::new(CustomerBalanceTransactionApi::new(
+                services.clone(),
+            ))
+            .max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            CreditGrantServiceServer::new(CreditGrantApi::new(services.clone()))
+                .max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            CreditBalanceServiceServer::new(CreditBalanceApi::new(services.clone()))
+                .max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            TestClockServiceServer::new(TestClockApi::new(services))
+                .max_decoding_message_size(max_message_bytes),
+        );
     Ok(routes.routes())
 }
 

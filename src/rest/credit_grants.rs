@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 
 use super::RestError;
+use super::body::FormBody;
 use super::context::Ctx;
 use super::expand::Expand;
 use super::form;
@@ -67,7 +68,7 @@ fn grant_fields(params: &mut Params) -> Result<GrantFields> {
 pub async fn create(
     State(services): State<Services>,
     Ctx(ctx): Ctx,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Result<Json<CreditGrantJson>, RestError> {
     let mut params = form::parse(&body)?;
     let fields = grant_fields(&mut params)?;
@@ -100,7 +101,7 @@ pub async fn update(
     State(services): State<Services>,
     Ctx(ctx): Ctx,
     Path(id): Path<String>,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Result<Json<CreditGrantJson>, RestError> {
     let mut params = form::parse(&body)?;
     // `expires_at=<t>` sets the expiry; `expires_at=` removes it.
@@ -143,7 +144,7 @@ pub async fn expire(
     State(services): State<Services>,
     Ctx(ctx): Ctx,
     Path(id): Path<String>,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Result<Json<CreditGrantJson>, RestError> {
     let expand = action_params(&body)?;
     let grant = services.expire_credit_grant(&ctx, &id).await?;
@@ -156,7 +157,7 @@ pub async fn void(
     State(services): State<Services>,
     Ctx(ctx): Ctx,
     Path(id): Path<String>,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Result<Json<CreditGrantJson>, RestError> {
     let expand = action_params(&body)?;
     let grant = services.void_credit_grant(&ctx, &id).await?;

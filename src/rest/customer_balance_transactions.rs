@@ -1,10 +1,10 @@
 //! `/v1/customers/{customer}/balance_transactions`.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 
 use super::RestError;
+use super::body::FormBody;
 use super::context::Ctx;
 use super::expand::Expand;
 use super::form;
@@ -39,7 +39,7 @@ pub async fn create(
     State(services): State<Services>,
     Ctx(ctx): Ctx,
     Path(customer): Path<String>,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Result<Json<CustomerBalanceTransactionJson>, RestError> {
     let mut params = form::parse(&body)?;
     let fields = TransactionFields {
@@ -80,7 +80,7 @@ pub async fn update(
     State(services): State<Services>,
     Ctx(ctx): Ctx,
     Path((customer, id)): Path<(String, String)>,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Result<Json<CustomerBalanceTransactionJson>, RestError> {
     let mut params = form::parse(&body)?;
     let description = params.take_str("description")?;

@@ -1,10 +1,10 @@
 //! `/v1/customers`.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 
 use super::RestError;
+use super::body::FormBody;
 use super::context::Ctx;
 use super::expand::Expand;
 use super::form;
@@ -49,7 +49,7 @@ fn customer_fields(params: &mut Params, allow_clear_metadata: bool) -> Result<Cu
 pub async fn create(
     State(services): State<Services>,
     Ctx(ctx): Ctx,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Result<Json<CustomerJson>, RestError> {
     let mut params = form::parse(&body)?;
     let fields = customer_fields(&mut params, true)?;
@@ -82,7 +82,7 @@ pub async fn update(
     State(services): State<Services>,
     Ctx(ctx): Ctx,
     Path(id): Path<String>,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Result<Json<CustomerJson>, RestError> {
     let mut params = form::parse(&body)?;
     let fields = customer_fields(&mut params, true)?;

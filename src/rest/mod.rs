@@ -1,6 +1,7 @@
 //! The Stripe REST shim: axum handlers that speak Stripe's form-encoded API and JSON shapes,
 //! translating to the same service calls as gRPC. No rules live here.
 
+mod body;
 mod context;
 mod credit_balance;
 mod credit_grants;
@@ -24,6 +25,48 @@ pub use error::RestError;
 
 /// The API version whose shapes the shim returns.
 pub const STRIPE_API_VERSION: &str = "2026-07-29.dahlia";
+
+/// Protective limits for the HTTP listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub request_timeout: std::time::Duration,
+    pub max_body_bytes: usize,
+    pub max_concurrent_requests: usize,
+}
+
+/// The shim with its protective layers: requests past the concurrency limit are refused at
+/// once with 429 (load shedding, not queueing), slow ones end with 504, big bodies with 413;
+/// all in Stripe's error shape.
+pub fn router_with_limits(services: Services, limits: Limits) -> Router {
+    use axum::error_handling::HandleErrorLayer;
+    use tower::ServiceBuilder;
+    router(services).layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(overload_error))
+            .load_shed()
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                limits.max_concurrent_requests.max(1),
+            ))
+            .timeout(limits.request_timeout)
+            .layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes)),
+    )
+}
+
+async fn overload_error(error: tower::BoxError) -> RestError {
+    use crate::error::{Error, ErrorKind};
+    if error.is::<tower::load_shed::error::Overloaded>() {
+        RestError(Error::rate_limited(
+            "The server is handling too many requests right now. Please retry with exponential backoff.",
+        ))
+    } else if error.is::<tower::timeout::error::Elapsed>() {
+        RestError(Error::new(
+            ErrorKind::Timeout,
+            "The request took too long and was stopped.",
+        ))
+    } else {
+        RestError(Error::internal(anyhow::anyhow!("{error}")))
+    }
+}
 
 pub fn router(services: Services) -> Router {
     Router::new()

@@ -1,10 +1,10 @@
 //! `/v1/test_helpers/test_clocks`.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 
 use super::RestError;
+use super::body::FormBody;
 use super::context::Ctx;
 use super::expand::Expand;
 use super::form;
@@ -16,7 +16,7 @@ use crate::service::Services;
 pub async fn create(
     State(services): State<Services>,
     Ctx(ctx): Ctx,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Result<Json<TestClockJson>, RestError> {
     let mut params = form::parse(&body)?;
     let frozen_time = params.take_i64("frozen_time")?;
@@ -76,7 +76,7 @@ pub async fn advance(
     State(services): State<Services>,
     Ctx(ctx): Ctx,
     Path(id): Path<String>,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Result<Json<TestClockJson>, RestError> {
     let mut params = form::parse(&body)?;
     let frozen_time = params.take_i64("frozen_time")?;

@@ -98,6 +98,13 @@ impl Services {
         if row.revoked_at.is_some() {
             return Err(Error::unauthenticated("This API key has been revoked."));
         }
+        if let Some(limiter) = &self.rate_limiter
+            && !limiter.allow(&row.id)
+        {
+            return Err(Error::rate_limited(
+                "Too many requests hit the API too quickly with this key. Please retry with exponential backoff.",
+            ));
+        }
         Ok(Caller {
             tenant: Tenant {
                 account_id: row.account_id,

@@ -9,6 +9,7 @@ pub mod credit_grants;
 pub mod customer_balance_transactions;
 pub mod customers;
 pub mod idempotency;
+pub mod rate_limit;
 pub mod test_clocks;
 
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub struct Services {
     pub db: Db,
     pub clock: Arc<dyn Clock>,
     pub idempotency: IdempotencyKeys,
+    /// Per-key request rate limit, when configured.
+    pub rate_limiter: Option<Arc<rate_limit::RateLimiter>>,
 }
 
 impl Services {
@@ -63,7 +66,15 @@ impl Services {
             db,
             clock,
             idempotency: IdempotencyKeys::default(),
+            rate_limiter: None,
         }
+    }
+
+    /// Limits each API key to `per_second` requests per second (0 = no limit).
+    pub fn with_rate_limit(mut self, per_second: u32) -> Self {
+        self.rate_limiter =
+            (per_second > 0).then(|| Arc::new(rate_limit::RateLimiter::new(per_second)));
+        self
     }
 }
 

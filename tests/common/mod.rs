@@ -219,14 +219,21 @@ impl Reply {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// A server whose configuration `configure` adjusts first (limits, for example).
+    pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
         let database = TestDatabase::create(backend).await;
-        let config = ServeConfig::ephemeral(database.url.clone());
+        let mut config = ServeConfig::ephemeral(database.url.clone());
+        configure(&mut config);
         let db = Db::connect(&config.database.options())
             .await
             .expect("connect");
         db.migrate().await.expect("migrate");
         let clock = std::sync::Arc::new(ManualClock::new(SystemClock.now()));
-        let services = Services::with_clock(db, clock.clone());
+        let services =
+            Services::with_clock(db, clock.clone()).with_rate_limit(config.rate_limit_per_key);
         let account_id = services.create_account().await.expect("account");
         let key = services
             .create_api_key(&account_id, false)
