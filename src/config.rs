@@ -28,6 +28,14 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Recompute every balance and remainder from the ledger and report differences (exit status 1 when any).
+    Audit {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// Print the report as JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,6 +141,15 @@ pub struct ServeConfig {
     /// Requests per second allowed for one API key (0 = unlimited); bursts up to twice this.
     #[arg(long, env = "CREDITD_RATE_LIMIT_PER_KEY", default_value_t = 0)]
     pub rate_limit_per_key: u32,
+    /// PEM certificate chain: serve TLS on both listeners (needs --tls-key).
+    #[arg(long, env = "CREDITD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CREDITD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// PEM CA certificate(s): clients must present a certificate signed by one (mutual TLS).
+    #[arg(long, env = "CREDITD_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
     /// How long shutdown waits for in-flight requests, in seconds.
     #[arg(long, env = "CREDITD_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
@@ -159,6 +176,9 @@ impl ServeConfig {
             max_body_bytes: 1024 * 1024,
             max_concurrent_requests: 1024,
             rate_limit_per_key: 0,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
             shutdown_grace_seconds: 5,
             log_format: LogFormat::Pretty,
         }

@@ -13,5 +13,6 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 pub use error::{Error, ErrorKind, Result};

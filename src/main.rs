@@ -1,4 +1,4 @@
-//! The `creditd` binary: `serve`, `migrate` and `keys`.
+//! The `creditd` binary: `serve`, `migrate`, `keys` and `audit`.
 
 use clap::Parser;
 
@@ -12,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(config) => {
-            creditd::telemetry::init(config.log_format);
+            let telemetry = creditd::telemetry::init(config.log_format);
             let server = Server::build(&config).await?;
             tracing::info!(
                 grpc = %server.grpc_addr(),
@@ -20,17 +20,38 @@ async fn main() -> anyhow::Result<()> {
                 database = %redact_url(&config.database.database_url),
                 "creditd is serving"
             );
-            server.run_until(shutdown_signal()).await
+            let result = server.run_until(shutdown_signal()).await;
+            telemetry.shutdown();
+            result
         }
         Command::Migrate(database) => {
-            creditd::telemetry::init(LogFormat::Auto);
+            let _telemetry = creditd::telemetry::init_with(LogFormat::Auto, None);
             let db = Db::connect(&database.options()).await?;
             db.migrate().await?;
             tracing::info!("migrations applied");
             Ok(())
         }
         Command::Keys(command) => keys(command).await,
+        Command::Audit { database, json } => audit(database, json).await,
     }
+}
+
+/// `creditd audit`: audits the whole database (read-only, no migrations) and prints the report;
+/// exit status 1 when it has findings.
+async fn audit(database: creditd::config::DatabaseConfig, json: bool) -> anyhow::Result<()> {
+    let db = Db::connect(&database.options()).await?;
+    let report = Services::new(db.clone()).audit_everything().await?;
+    db.close().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    if !report.is_clean() {
+        std::io::Write::flush(&mut std::io::stdout())?;
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn keys(command: KeysCommand) -> anyhow::Result<()> {

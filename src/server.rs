@@ -2,9 +2,11 @@
 //! bind port 0), then serve until a shutdown signal, draining in-flight requests.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -19,11 +21,15 @@ pub struct Server {
     grace: Duration,
     expiry_sweep_interval: Duration,
     limits: crate::rest::Limits,
+    /// TLS for both listeners, when configured.
+    tls: Option<crate::tls::ServerTls>,
 }
 
 impl Server {
     /// Connects to the database, applies migrations, ensures API keys, and binds.
     pub async fn build(config: &ServeConfig) -> anyhow::Result<Server> {
+        // A bad TLS configuration stops startup before the database is touched.
+        crate::tls::ServerTls::from_config(config)?;
         let db = Db::connect(&config.database.options()).await?;
         db.migrate().await?;
         let services = Services::new(db).with_rate_limit(config.rate_limit_per_key);
@@ -42,6 +48,7 @@ impl Server {
 
     /// Binds the listeners for already-built services.
     pub async fn bind(config: &ServeConfig, services: Services) -> anyhow::Result<Server> {
+        let tls = crate::tls::ServerTls::from_config(config)?;
         let grpc_listener = TcpListener::bind(config.grpc_addr).await?;
         let http_listener = TcpListener::bind(config.http_addr).await?;
         Ok(Server {
@@ -55,6 +62,7 @@ impl Server {
                 max_body_bytes: config.max_body_bytes.max(1024),
                 max_concurrent_requests: config.max_concurrent_requests.max(1),
             },
+            tls,
         })
     }
 
@@ -88,23 +96,48 @@ impl Server {
         let limits = self.limits;
         let grpc_routes = crate::grpc::routes(self.services.clone(), limits.max_body_bytes).await?;
         // Past the concurrency limit, calls are refused at once with RESOURCE_EXHAUSTED.
-        let grpc = tonic::transport::Server::builder()
+        let grpc_router = tonic::transport::Server::builder()
             .timeout(limits.request_timeout)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .layer(tower::ServiceBuilder::new().load_shed().layer(
-                tower::limit::GlobalConcurrencyLimitLayer::new(limits.max_concurrent_requests),
-            ))
-            .add_routes(grpc_routes)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(self.grpc_listener),
-                stopped(stop_rx.clone()),
-            );
-        let http = axum::serve(
-            self.http_listener,
-            crate::rest::router_with_limits(self.services.clone(), limits),
-        )
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+            .layer(
+                tower::ServiceBuilder::new()
+                    .layer(crate::telemetry::RequestTelemetryLayer::new("grpc"))
+                    .load_shed()
+                    .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                        limits.max_concurrent_requests,
+                    )),
+            )
+            .add_routes(grpc_routes);
+        let http_router = crate::rest::router_with_limits(self.services.clone(), limits);
+        // With TLS, both listeners hand out connections whose handshake has completed.
+        let (grpc, http): (
+            BoxFuture<Result<(), tonic::transport::Error>>,
+            BoxFuture<io::Result<()>>,
+        ) = match &self.tls {
+            Some(tls) => {
+                tracing::info!(
+                    client_certificates = tls.requires_client_certificates(),
+                    "serving TLS on both listeners"
+                );
+                let grpc = grpc_router.serve_with_incoming_shutdown(
+                    tls.grpc_incoming(self.grpc_listener),
+                    stopped(stop_rx.clone()),
+                );
+                let http = axum::serve(tls.http_listener(self.http_listener), http_router)
+                    .with_graceful_shutdown(stopped(stop_rx.clone()));
+                (Box::pin(grpc), Box::pin(async move { http.await }))
+            }
+            None => {
+                let grpc = grpc_router.serve_with_incoming_shutdown(
+                    TcpListenerStream::new(self.grpc_listener),
+                    stopped(stop_rx.clone()),
+                );
+                let http = axum::serve(self.http_listener, http_router)
+                    .with_graceful_shutdown(stopped(stop_rx.clone()));
+                (Box::pin(grpc), Box::pin(async move { http.await }))
+            }
+        };
 
         let prune = tokio::spawn(prune_idempotency_records(
             self.services.clone(),
@@ -118,6 +151,7 @@ impl Server {
             ))
         });
 
+        crate::telemetry::metrics::register_pool_metrics(&self.services.db);
         // A clock left `advancing` by a crash is finished before serving.
         if let Err(error) = self.services.resume_advancing_test_clocks().await {
             tracing::warn!(error = %error, "resuming test clocks failed");
@@ -125,7 +159,7 @@ impl Server {
 
         let grace = self.grace;
         let mut grpc_task = tokio::spawn(grpc);
-        let mut http_task = tokio::spawn(async move { http.await });
+        let mut http_task = tokio::spawn(http);
         tokio::select! {
             _ = shutdown => {}
             result = &mut grpc_task => { tracing::error!(?result, "gRPC server stopped"); }

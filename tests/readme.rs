@@ -30,7 +30,10 @@ fn every_serve_flag_and_variable_has_a_row_in_the_readme_table() {
             .lines()
             .find(|line| line.starts_with('|') && line.contains(&format!("`{flag}`")))
             .unwrap_or_else(|| panic!("README has no configuration row for {flag}"));
-        assert!(row.contains(&format!("`{env}`")), "README row for {flag} does not name {env}: {row}");
+        assert!(
+            row.contains(&format!("`{env}`")),
+            "README row for {flag} does not name {env}: {row}"
+        );
     }
 }
 

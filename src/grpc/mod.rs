@@ -1,6 +1,7 @@
 //! The gRPC transport: tonic services that translate `creditd.v1` messages into service
 //! calls and back, plus `grpc.health.v1` and server reflection. No rules live here.
 
+mod admin;
 mod convert;
 mod credits;
 mod customer_balance_transactions;
@@ -24,6 +25,7 @@ pub mod proto {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/creditd_descriptor.bin"));
 
+pub use admin::AdminApi;
 pub use credits::{CreditBalanceApi, CreditGrantApi};
 pub use customer_balance_transactions::CustomerBalanceTransactionApi;
 pub use customers::CustomerApi;
@@ -34,6 +36,7 @@ pub async fn routes(
     services: Services,
     max_message_bytes: usize,
 ) -> anyhow::Result<tonic::service::Routes> {
+    use proto::admin_service_server::AdminServiceServer;
     use proto::credit_balance_service_server::CreditBalanceServiceServer;
     use proto::credit_grant_service_server::CreditGrantServiceServer;
     use proto::customer_balance_transaction_service_server::CustomerBalanceTransactionServiceServer;
@@ -56,6 +59,9 @@ pub async fn routes(
 
     health_reporter
         .set_serving::<TestClockServiceServer<TestClockApi>>()
+        .await;
+    health_reporter
+        .set_serving::<AdminServiceServer<AdminApi>>()
         .await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -88,6 +94,10 @@ pub async fn routes(
         )
         .add_service(
             CreditBalanceServiceServer::new(CreditBalanceApi::new(services.clone()))
+                .max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            AdminServiceServer::new(AdminApi::new(services.clone()))
                 .max_decoding_message_size(max_message_bytes),
         )
         .add_service(

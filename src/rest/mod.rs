@@ -42,6 +42,7 @@ pub fn router_with_limits(services: Services, limits: Limits) -> Router {
     use tower::ServiceBuilder;
     router(services).layer(
         ServiceBuilder::new()
+            .layer(crate::telemetry::RequestTelemetryLayer::new("http"))
             .layer(HandleErrorLayer::new(overload_error))
             .load_shed()
             .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
@@ -140,10 +141,7 @@ async fn stripe_headers(mut response: axum::response::Response) -> axum::respons
         "stripe-version",
         HeaderValue::from_static(STRIPE_API_VERSION),
     );
-    let request_id = format!("req_{}", crate::domain::ids::random_base62(14));
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        headers.insert("request-id", value);
-    }
+    // `request-id` is set by the telemetry layer, which also puts it in the logs.
     response
 }
 

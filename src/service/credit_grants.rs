@@ -299,5 +299,7 @@ pub(crate) async fn write_entry(
         test_clock: grant.test_clock.clone(),
     };
     store::credit_balance_transactions::insert(conn, tenant, &entry).await?;
+    // Counted when written: a transaction retried after a deadlock may count twice.
+    crate::telemetry::metrics::record_credit_entry(kind.as_str(), entry.currency.as_str(), amount);
     Ok(entry)
 }

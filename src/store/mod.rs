@@ -3,6 +3,7 @@
 //! database errors, and offers the queries the service layer composes into transactions.
 
 pub mod accounts;
+pub mod audit;
 pub mod credit_balance_transactions;
 pub mod credit_grants;
 pub mod customer_balance_transactions;
@@ -170,6 +171,35 @@ impl Db {
         }
     }
 
+    /// Size and idle connections of each pool, for metrics.
+    pub fn pool_stats(&self) -> Vec<PoolStats> {
+        let stats = |name: &'static str, conn: &DatabaseConnection| match self.backend {
+            DbBackend::Postgres => {
+                let pool = conn.get_postgres_connection_pool();
+                PoolStats {
+                    name,
+                    size: pool.size(),
+                    idle: pool.num_idle() as u32,
+                }
+            }
+            _ => {
+                let pool = conn.get_sqlite_connection_pool();
+                PoolStats {
+                    name,
+                    size: pool.size(),
+                    idle: pool.num_idle() as u32,
+                }
+            }
+        };
+        match self.backend {
+            DbBackend::Postgres => vec![stats("postgres", &self.writer)],
+            _ => vec![
+                stats("sqlite_writer", &self.writer),
+                stats("sqlite_readers", &self.reader),
+            ],
+        }
+    }
+
     pub async fn ping(&self) -> Result<()> {
         self.reader.ping().await.map_err(db_error)
     }
@@ -183,6 +213,14 @@ impl Db {
 /// Rolls back now (dropping a transaction only queues the rollback, keeping its locks).
 pub async fn rollback(tx: DatabaseTransaction) -> Result<()> {
     tx.rollback().await.map_err(db_error)
+}
+
+/// One connection pool's usage.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStats {
+    pub name: &'static str,
+    pub size: u32,
+    pub idle: u32,
 }
 
 /// Commits, mapping the error.

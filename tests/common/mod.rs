@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod openapi;
+pub mod otlp;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,0 +1,91 @@
+//! The service's metrics: per RPC/route request count, errors by code and latency; database
+//! pool usage; and ledger counters (credits granted, applied, expired, voided, by currency).
+//! Instruments come from the global meter, so they cost next to nothing when export is off.
+
+use std::sync::OnceLock;
+
+use opentelemetry::KeyValue;
+use opentelemetry::global;
+use opentelemetry::metrics::{Counter, Histogram};
+
+pub struct Instruments {
+    pub requests: Counter<u64>,
+    pub errors: Counter<u64>,
+    pub duration: Histogram<f64>,
+    pub credits: Counter<u64>,
+}
+
+/// Created on first use, after [`super::init`] has installed the meter provider.
+pub fn instruments() -> &'static Instruments {
+    static INSTRUMENTS: OnceLock<Instruments> = OnceLock::new();
+    INSTRUMENTS.get_or_init(|| {
+        let meter = global::meter("creditd");
+        Instruments {
+            requests: meter
+                .u64_counter("creditd.requests")
+                .with_description("Requests handled, by transport and route or RPC")
+                .build(),
+            errors: meter
+                .u64_counter("creditd.request.errors")
+                .with_description("Requests that ended in an error, by code")
+                .build(),
+            duration: meter
+                .f64_histogram("creditd.request.duration")
+                .with_unit("s")
+                .with_description("Request latency")
+                .build(),
+            credits: meter
+                .u64_counter("creditd.ledger.credits")
+                .with_unit("{minor_unit}")
+                .with_description("Credit ledger movements, by entry type and currency")
+                .build(),
+        }
+    })
+}
+
+/// Counts a committed credit ledger entry.
+pub fn record_credit_entry(kind: &'static str, currency: &str, amount: i64) {
+    instruments().credits.add(
+        amount.unsigned_abs(),
+        &[
+            KeyValue::new("type", kind),
+            KeyValue::new("currency", currency.to_string()),
+        ],
+    );
+}
+
+/// Reports the database pools' size and idle connections as observable gauges.
+pub fn register_pool_metrics(db: &crate::store::Db) {
+    let db = db.clone();
+    let meter = global::meter("creditd");
+    let gauge = meter
+        .u64_observable_gauge("db.client.connection.count")
+        .with_description("Database connections by pool and state")
+        .with_callback(move |observer| {
+            for pool in db.pool_stats() {
+                let used = pool.size.saturating_sub(pool.idle);
+                observer.observe(
+                    u64::from(used),
+                    &[
+                        KeyValue::new("pool", pool.name),
+                        KeyValue::new("state", "used"),
+                    ],
+                );
+                observer.observe(
+                    u64::from(pool.idle),
+                    &[
+                        KeyValue::new("pool", pool.name),
+                        KeyValue::new("state", "idle"),
+                    ],
+                );
+            }
+        })
+        .build();
+    // Keep the instrument (and so its callback) for the life of the process.
+    static GAUGES: std::sync::Mutex<Vec<opentelemetry::metrics::ObservableGauge<u64>>> =
+        std::sync::Mutex::new(Vec::new());
+    GAUGES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(gauge);
+}
