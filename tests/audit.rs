@@ -6,61 +6,18 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use common::credits::{
+    BalanceClient, GrantClient, create_customer_as, create_customer_transaction_as, invoice_id,
+    metered_grant, metered_line,
+};
 use common::{Backend, TestApp, grpc_request};
 use creditd::grpc::proto;
 use creditd::service::audit::{AuditReport, Checked, kind};
 use sea_orm::ConnectionTrait;
 use tonic::transport::Channel;
 
-type GrantClient = proto::credit_grant_service_client::CreditGrantServiceClient<Channel>;
-type BalanceClient = proto::credit_balance_service_client::CreditBalanceServiceClient<Channel>;
 type AdminClient = proto::admin_service_client::AdminServiceClient<Channel>;
-
-/// Invoice IDs unique in the whole test binary.
-fn invoice_id(tag: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!("in_{tag}_{}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
-fn metered_grant(customer: &str, currency: &str, value: i64) -> proto::CreateCreditGrantRequest {
-    proto::CreateCreditGrantRequest {
-        customer: customer.to_string(),
-        amount: Some(proto::CreditAmount {
-            r#type: "monetary".to_string(),
-            monetary: Some(proto::MonetaryAmount {
-                currency: currency.to_string(),
-                value,
-            }),
-        }),
-        applicability_config: Some(proto::ApplicabilityConfig {
-            scope: Some(proto::CreditScope {
-                price_type: Some("metered".to_string()),
-                prices: Vec::new(),
-            }),
-        }),
-        ..Default::default()
-    }
-}
-
-fn metered_line(
-    customer: &str,
-    currency: &str,
-    invoice: &str,
-    line: &str,
-    amount_due: i64,
-) -> proto::ApplyCreditsRequest {
-    proto::ApplyCreditsRequest {
-        customer: customer.to_string(),
-        currency: currency.to_string(),
-        invoice: invoice.to_string(),
-        invoice_line_item: line.to_string(),
-        price_type: Some("metered".to_string()),
-        price: Some("price_metered".to_string()),
-        amount_due,
-    }
-}
 
 /// One tenant's view of the app: its key, over REST and gRPC.
 struct Caller<'a> {
@@ -86,34 +43,13 @@ impl<'a> Caller<'a> {
     }
 
     async fn customer(&self, name: &str) -> String {
-        let reply = self
-            .app
-            .request(
-                reqwest::Method::POST,
-                "/v1/customers",
-                Some(&self.key),
-                None,
-                &format!("name={name}"),
-            )
-            .await
-            .ok();
-        reply["id"].as_str().expect("customer id").to_string()
+        create_customer_as(self.app, &self.key, &format!("name={name}")).await
     }
 
     /// A customer balance transaction; returns its ID.
     async fn balance_transaction(&self, customer: &str, amount: i64, currency: &str) -> String {
-        let reply = self
-            .app
-            .request(
-                reqwest::Method::POST,
-                &format!("/v1/customers/{customer}/balance_transactions"),
-                Some(&self.key),
-                None,
-                &format!("amount={amount}&currency={currency}"),
-            )
-            .await
-            .ok();
-        reply["id"].as_str().expect("transaction id").to_string()
+        let body = format!("amount={amount}&currency={currency}");
+        create_customer_transaction_as(self.app, &self.key, customer, &body).await
     }
 
     async fn grant(&mut self, customer: &str, currency: &str, value: i64) -> String {

@@ -3,6 +3,9 @@
 
 mod common;
 
+use common::credits::{
+    create_customer_as, create_customer_transaction_as, customer_transactions_path,
+};
 use common::{Reply, TestApp};
 use creditd::domain::ids::random_base62;
 use creditd::grpc::proto;
@@ -11,34 +14,15 @@ use tonic::Code;
 
 /// A customer with one balance transaction, made with `key`: (customer, transaction).
 async fn customer_with_transaction(app: &TestApp, key: &str) -> (String, String) {
-    let customer = app
-        .request(
-            reqwest::Method::POST,
-            "/v1/customers",
-            Some(key),
-            None,
-            "name=owner&email=owner%40example.com",
-        )
-        .await
-        .ok();
-    let customer = customer["id"].as_str().expect("customer id").to_string();
-    let transaction = app
-        .request(
-            reqwest::Method::POST,
-            &format!("/v1/customers/{customer}/balance_transactions"),
-            Some(key),
-            None,
-            "amount=250&currency=usd&description=original",
-        )
-        .await
-        .ok();
-    (
-        customer,
-        transaction["id"]
-            .as_str()
-            .expect("transaction id")
-            .to_string(),
+    let customer = create_customer_as(app, key, "name=owner&email=owner%40example.com").await;
+    let transaction = create_customer_transaction_as(
+        app,
+        key,
+        &customer,
+        "amount=250&currency=usd&description=original",
     )
+    .await;
+    (customer, transaction)
 }
 
 /// Every REST route with a body for its POSTs: (method, path, body).
@@ -102,16 +86,60 @@ async fn assert_untouched(app: &TestApp, key: &str, customer: &str, transaction:
     assert_eq!(data[0]["name"], "owner");
     assert_eq!(data[0]["balance"], 250);
     let transactions = app
-        .get_as(
-            Some(key),
-            &format!("/v1/customers/{customer}/balance_transactions"),
-        )
+        .get_as(Some(key), &customer_transactions_path(customer))
         .await
         .ok();
     let data = transactions["data"].as_array().expect("data");
     assert_eq!(data.len(), 1, "{transactions}");
     assert_eq!(data[0]["id"], transaction);
     assert_eq!(data[0]["description"], "original");
+}
+
+/// `key` cannot reach `customer` or its `transaction`: every route naming them answers 404
+/// `resource_missing` (param `id` for the customer, `customer` below it), and the
+/// transaction is missing under `own_customer`, one of the key's own customers, too.
+async fn assert_hidden_from(
+    app: &TestApp,
+    key: &str,
+    customer: &str,
+    transaction: &str,
+    own_customer: &str,
+) {
+    use reqwest::Method;
+    let customer_path = format!("/v1/customers/{customer}");
+    let transactions_path = customer_transactions_path(customer);
+    let transaction_path = format!("{transactions_path}/{transaction}");
+    let under_own_customer = format!("{}/{transaction}", customer_transactions_path(own_customer));
+    for (method, path, body, param) in [
+        (Method::GET, &customer_path, "", "id"),
+        (Method::POST, &customer_path, "name=intruder", "id"),
+        (Method::GET, &transactions_path, "", "customer"),
+        (
+            Method::POST,
+            &transactions_path,
+            "amount=1&currency=usd",
+            "customer",
+        ),
+        (Method::GET, &transaction_path, "", "customer"),
+        (
+            Method::POST,
+            &transaction_path,
+            "description=intruder",
+            "customer",
+        ),
+        (Method::GET, &under_own_customer, "", "transaction"),
+    ] {
+        let reply = app
+            .request(method.clone(), path, Some(key), None, body)
+            .await;
+        assert_eq!(reply.status, 404, "{method} {path}: {}", reply.body);
+        reply.assert_error(
+            404,
+            "invalid_request_error",
+            Some("resource_missing"),
+            Some(param),
+        );
+    }
 }
 
 fn well_formed_unknown_key(livemode: bool) -> String {
@@ -463,21 +491,8 @@ on_every_backend! {
         };
         use reqwest::Method;
 
-        as_other(Method::GET, format!("/v1/customers/{customer}"), "").await
-            .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("id"));
-        as_other(Method::POST, format!("/v1/customers/{customer}"), "name=intruder").await
-            .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("id"));
-        as_other(Method::GET, format!("/v1/customers/{customer}/balance_transactions"), "").await
-            .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("customer"));
-        as_other(Method::POST, format!("/v1/customers/{customer}/balance_transactions"), "amount=1&currency=usd").await
-            .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("customer"));
-        as_other(Method::GET, format!("/v1/customers/{customer}/balance_transactions/{transaction}"), "").await
-            .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("customer"));
-        as_other(Method::POST, format!("/v1/customers/{customer}/balance_transactions/{transaction}"), "description=intruder").await
-            .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("customer"));
-        // Under the other account's own customer, the transaction is still missing.
-        as_other(Method::GET, format!("/v1/customers/{other_customer}/balance_transactions/{transaction}"), "").await
-            .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("transaction"));
+        assert_hidden_from(&app, &other, &customer, &transaction, &other_customer).await;
+        // Under the other account's own customer, the transaction cannot be updated either.
         as_other(Method::POST, format!("/v1/customers/{other_customer}/balance_transactions/{transaction}"), "description=intruder").await
             .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("transaction"));
         // Pagination cursors cannot point into another account either.
@@ -572,20 +587,7 @@ on_every_backend! {
             (app.key.as_str(), &live_customer, &live_transaction, &test_customer),
             (live_key.as_str(), &test_customer, &test_transaction, &live_customer),
         ] {
-            app.get_as(Some(key), &format!("/v1/customers/{customer}")).await
-                .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("id"));
-            app.request(reqwest::Method::POST, &format!("/v1/customers/{customer}"), Some(key), None, "name=intruder").await
-                .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("id"));
-            app.get_as(Some(key), &format!("/v1/customers/{customer}/balance_transactions")).await
-                .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("customer"));
-            app.request(reqwest::Method::POST, &format!("/v1/customers/{customer}/balance_transactions"), Some(key), None, "amount=1&currency=usd").await
-                .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("customer"));
-            app.get_as(Some(key), &format!("/v1/customers/{customer}/balance_transactions/{transaction}")).await
-                .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("customer"));
-            app.request(reqwest::Method::POST, &format!("/v1/customers/{customer}/balance_transactions/{transaction}"), Some(key), None, "description=intruder").await
-                .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("customer"));
-            app.get_as(Some(key), &format!("/v1/customers/{own_customer}/balance_transactions/{transaction}")).await
-                .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("transaction"));
+            assert_hidden_from(&app, key, customer, transaction, own_customer).await;
             let list = app.get_as(Some(key), "/v1/customers").await.ok();
             let ids: Vec<&str> = list["data"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
             assert_eq!(ids, vec![own_customer.as_str()]);

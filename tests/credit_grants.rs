@@ -4,275 +4,27 @@
 
 mod common;
 
-use common::{Reply, TestApp};
-use creditd::grpc::proto;
+use common::Reply;
+use common::credits::{
+    GRANTS, SUMMARY, TXNS, apply_credits, assert_ledger_invariant, assert_not_found,
+    assert_refused, balance_in, create_customer_as, create_grant, grant_summary, id_of, ids_of,
+    kinds, signed_amount, transactions, usd, usd_grant_body,
+};
 use serde_json::{Value, json};
-
-const GRANTS: &str = "/v1/billing/credit_grants";
-const TXNS: &str = "/v1/billing/credit_balance_transactions";
-const SUMMARY: &str = "/v1/billing/credit_balance_summary";
-
-/// The smallest valid body: a USD grant for every metered price.
-fn metered_grant(customer: &str, value: i64) -> String {
-    format!(
-        "customer={customer}&amount[type]=monetary&amount[monetary][currency]=usd\
-         &amount[monetary][value]={value}&applicability_config[scope][price_type]=metered"
-    )
-}
-
-fn usd(value: i64) -> Value {
-    json!({"type": "monetary", "monetary": {"currency": "usd", "value": value}})
-}
-
-fn id_of(object: &Value) -> String {
-    object["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {object}"))
-        .to_string()
-}
-
-fn ids_of(list: &Value) -> Vec<String> {
-    list["data"]
-        .as_array()
-        .unwrap_or_else(|| panic!("not a list: {list}"))
-        .iter()
-        .map(id_of)
-        .collect()
-}
-
-async fn create_grant(app: &TestApp, body: &str) -> Value {
-    app.post(GRANTS, body).await.ok()
-}
-
-/// Every credit balance transaction of `customer` (optionally of one grant), newest first.
-async fn transactions(app: &TestApp, customer: &str, grant: Option<&str>) -> Vec<Value> {
-    let filter = grant.map_or(String::new(), |grant| format!("&credit_grant={grant}"));
-    let mut all = Vec::new();
-    let mut cursor = String::new();
-    loop {
-        let page = app
-            .get(&format!(
-                "{TXNS}?customer={customer}{filter}&limit=100{cursor}"
-            ))
-            .await
-            .ok();
-        let data = page["data"].as_array().expect("data").clone();
-        all.extend(data);
-        if page["has_more"] != true {
-            return all;
-        }
-        cursor = format!("&starting_after={}", id_of(all.last().expect("a page")));
-    }
-}
-
-/// The effect of an entry on its grant's remainder: credits add, debits subtract.
-#[track_caller]
-fn signed_amount(entry: &Value) -> i64 {
-    let (side, sign) = match entry["type"].as_str() {
-        Some("credit") => ("credit", 1),
-        Some("debit") => ("debit", -1),
-        other => panic!("entry type {other:?}: {entry}"),
-    };
-    let other_side = if side == "credit" { "debit" } else { "credit" };
-    assert_eq!(
-        entry[other_side],
-        Value::Null,
-        "only one side is set: {entry}"
-    );
-    let value = entry[side]["amount"]["monetary"]["value"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no amount: {entry}"));
-    assert!(value > 0, "amounts are always positive: {entry}");
-    sign * value
-}
-
-/// The entry types of a ledger, in list order (newest first).
-fn kinds(entries: &[Value]) -> Vec<String> {
-    entries
-        .iter()
-        .map(|entry| {
-            let side = entry["type"].as_str().expect("type");
-            entry[side]["type"].as_str().expect("sub-type").to_string()
-        })
-        .collect()
-}
-
-/// `(available, ledger)` of one currency in a balance summary; panics when it is absent.
-#[track_caller]
-fn balance_in(summary: &Value, currency: &str) -> (i64, i64) {
-    let balances = summary["balances"].as_array().expect("balances");
-    let entry = balances
-        .iter()
-        .find(|balance| balance["ledger_balance"]["monetary"]["currency"] == currency)
-        .unwrap_or_else(|| panic!("no {currency} balance in {summary}"));
-    assert_eq!(entry["available_balance"]["type"], "monetary", "{summary}");
-    assert_eq!(entry["ledger_balance"]["type"], "monetary", "{summary}");
-    assert_eq!(
-        entry["available_balance"]["monetary"]["currency"], currency,
-        "{summary}"
-    );
-    (
-        entry["available_balance"]["monetary"]["value"]
-            .as_i64()
-            .expect("available"),
-        entry["ledger_balance"]["monetary"]["value"]
-            .as_i64()
-            .expect("ledger"),
-    )
-}
-
-async fn grant_summary(app: &TestApp, customer: &str, grant: &str) -> Value {
-    app.get(&format!(
-        "{SUMMARY}?customer={customer}&filter[type]=credit_grant&filter[credit_grant]={grant}"
-    ))
-    .await
-    .ok()
-}
-
-/// The ledger invariant: for every grant of `customer`, the signed sum of its entries equals
-/// the ledger balance the summary reports for that grant while it is effective and not voided;
-/// a voided grant's entries sum to zero (the remainder is written off) and count for nothing,
-/// and a grant that is not effective yet counts for nothing either.
-async fn assert_ledger_invariant(app: &TestApp, customer: &str) {
-    let grants = app
-        .get(&format!("{GRANTS}?customer={customer}&limit=100"))
-        .await
-        .ok();
-    assert_eq!(
-        grants["has_more"], false,
-        "invariant check expects one page of grants"
-    );
-    for grant in grants["data"].as_array().expect("grants") {
-        let id = id_of(grant);
-        let currency = grant["amount"]["monetary"]["currency"]
-            .as_str()
-            .expect("currency");
-        let amount = grant["amount"]["monetary"]["value"]
-            .as_i64()
-            .expect("value");
-        let entries = transactions(app, customer, Some(&id)).await;
-        for entry in &entries {
-            assert_eq!(
-                entry["credit_grant"],
-                id.as_str(),
-                "filtered by grant: {entry}"
-            );
-            let side = entry["type"].as_str().expect("type");
-            assert_eq!(
-                entry[side]["amount"]["monetary"]["currency"], currency,
-                "{entry}"
-            );
-        }
-        let sum: i64 = entries.iter().map(signed_amount).sum();
-        assert!(
-            (0..=amount).contains(&sum),
-            "grant {id}: remainder {sum} outside 0..={amount}"
-        );
-        let (available, ledger) = balance_in(&grant_summary(app, customer, &id).await, currency);
-        assert!(
-            0 <= available && available <= ledger,
-            "grant {id}: available {available}, ledger {ledger}"
-        );
-        let effective = grant["effective_at"].as_i64().expect("effective_at") <= app.now();
-        if !grant["voided_at"].is_null() {
-            assert_eq!(sum, 0, "grant {id}: a void writes off the whole remainder");
-            assert_eq!(ledger, 0, "grant {id}: a voided grant counts for nothing");
-        } else if effective {
-            assert_eq!(
-                ledger, sum,
-                "grant {id}: ledger balance == signed sum of its entries"
-            );
-        } else {
-            assert_eq!(ledger, 0, "grant {id}: not effective yet");
-        }
-    }
-}
-
-/// Applies `amount_due` of credits to a metered line of `invoice` over gRPC (there is no
-/// public REST route for it).
-async fn apply_credits(
-    app: &TestApp,
-    customer: &str,
-    invoice: &str,
-    line: &str,
-    amount_due: i64,
-) -> proto::ApplyCreditsResponse {
-    let mut client =
-        proto::credit_balance_service_client::CreditBalanceServiceClient::new(app.channel().await);
-    client
-        .apply_credits(app.grpc(proto::ApplyCreditsRequest {
-            customer: customer.into(),
-            currency: "usd".into(),
-            invoice: invoice.into(),
-            invoice_line_item: line.into(),
-            price_type: Some("metered".into()),
-            price: None,
-            amount_due,
-        }))
-        .await
-        .expect("apply credits")
-        .into_inner()
-}
 
 /// A 400 `invalid_request_error` about `param`, whatever its code (where the contract names
 /// none).
 #[track_caller]
 fn assert_bad_param(reply: &Reply, param: &str) {
-    assert_eq!(reply.status, 400, "status; body: {}", reply.body);
-    assert_eq!(
-        reply.body["error"]["type"], "invalid_request_error",
-        "{}",
-        reply.body
-    );
+    assert_refused(reply);
     assert_eq!(reply.body["error"]["param"], param, "{}", reply.body);
-    assert!(
-        reply.body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{}",
-        reply.body
-    );
-}
-
-/// A 400 `invalid_request_error` refusing an action on a grant's state (no code required).
-#[track_caller]
-fn assert_refused(reply: &Reply) {
-    assert_eq!(reply.status, 400, "status; body: {}", reply.body);
-    assert_eq!(
-        reply.body["error"]["type"], "invalid_request_error",
-        "{}",
-        reply.body
-    );
-    assert!(
-        reply.body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{}",
-        reply.body
-    );
-}
-
-/// 404 `resource_missing`.
-#[track_caller]
-fn assert_not_found(reply: &Reply) {
-    assert_eq!(reply.status, 404, "status; body: {}", reply.body);
-    assert_eq!(
-        reply.body["error"]["type"], "invalid_request_error",
-        "{}",
-        reply.body
-    );
-    assert_eq!(
-        reply.body["error"]["code"], "resource_missing",
-        "{}",
-        reply.body
-    );
 }
 
 on_every_backend! {
     async fn a_metered_grant_gets_stripe_defaults_and_one_credits_granted_entry(app) {
         let customer = app.create_customer("name=Ada").await;
         let now = app.now();
-        let grant = create_grant(&app, &metered_grant(&customer, 1000)).await;
+        let grant = create_grant(&app, &usd_grant_body(&customer, 1000)).await;
         let id = id_of(&grant);
         assert!(id.starts_with("credgr_test_"), "{id}");
         assert_eq!(grant, json!({
@@ -352,7 +104,7 @@ on_every_backend! {
         assert_eq!(entries[0]["credit"]["amount"], usd(2500));
 
         // The other scope form and the lowest priority, with the customer expanded on create.
-        let expanded = create_grant(&app, &format!("{}&priority=100&expand[]=customer", metered_grant(&customer, 1))).await;
+        let expanded = create_grant(&app, &format!("{}&priority=100&expand[]=customer", usd_grant_body(&customer, 1))).await;
         assert_eq!(expanded["priority"], 100);
         assert_eq!(expanded["amount"], usd(1));
         assert_eq!(expanded["customer"]["id"], customer.as_str());
@@ -364,19 +116,19 @@ on_every_backend! {
         let customer = app.create_customer("name=Ada").await;
         let metadata: String = (0..50).map(|i| format!("&metadata[k{i}]=v")).collect();
         let name = "n".repeat(100);
-        let grant = create_grant(&app, &format!("{}&priority=0&name={name}{metadata}", metered_grant(&customer, 99_999_999))).await;
+        let grant = create_grant(&app, &format!("{}&priority=0&name={name}{metadata}", usd_grant_body(&customer, 99_999_999))).await;
         assert_eq!(grant["amount"], usd(99_999_999));
         assert_eq!(grant["name"], name.as_str());
         assert_eq!(grant["metadata"].as_object().unwrap().len(), 50);
         assert_eq!(grant["priority"], 0);
         let now = app.now();
-        let short = create_grant(&app, &format!("{}&effective_at={now}&expires_at={}", metered_grant(&customer, 1), now + 1)).await;
+        let short = create_grant(&app, &format!("{}&effective_at={now}&expires_at={}", usd_grant_body(&customer, 1), now + 1)).await;
         assert_eq!(short["expires_at"], now + 1, "one second after effective_at is enough");
     }
 
     async fn a_grant_is_retrieved_and_its_customer_expanded(app) {
         let customer = app.create_customer("name=Ada&email=ada%40example.com").await;
-        let grant = create_grant(&app, &format!("{}&metadata[a]=1", metered_grant(&customer, 700))).await;
+        let grant = create_grant(&app, &format!("{}&metadata[a]=1", usd_grant_body(&customer, 700))).await;
         let path = format!("{GRANTS}/{}", id_of(&grant));
         assert_eq!(app.get(&path).await.ok(), grant);
 
@@ -401,9 +153,9 @@ on_every_backend! {
         let other = app.create_customer("name=Bob").await;
         let mut ids = Vec::new();
         for value in 1..=5 {
-            ids.push(id_of(&create_grant(&app, &metered_grant(&customer, value * 100)).await));
+            ids.push(id_of(&create_grant(&app, &usd_grant_body(&customer, value * 100)).await));
         }
-        let other_grant = id_of(&create_grant(&app, &metered_grant(&other, 50)).await);
+        let other_grant = id_of(&create_grant(&app, &usd_grant_body(&other, 50)).await);
         ids.reverse();
 
         let mut seen = Vec::new();
@@ -452,7 +204,7 @@ on_every_backend! {
 
     async fn only_the_expiry_and_metadata_of_a_grant_can_change(app) {
         let customer = app.create_customer("name=Ada").await;
-        let created = create_grant(&app, &format!("{}&metadata[a]=1&metadata[b]=2&name=Promo", metered_grant(&customer, 1000))).await;
+        let created = create_grant(&app, &format!("{}&metadata[a]=1&metadata[b]=2&name=Promo", usd_grant_body(&customer, 1000))).await;
         let path = format!("{GRANTS}/{}", id_of(&created));
         app.advance(10);
         let now = app.now();
@@ -516,8 +268,8 @@ on_every_backend! {
 
     async fn the_expiry_of_a_voided_or_expired_grant_cannot_be_changed(app) {
         let customer = app.create_customer("name=Ada").await;
-        let voided = id_of(&create_grant(&app, &metered_grant(&customer, 100)).await);
-        let expired = id_of(&create_grant(&app, &metered_grant(&customer, 200)).await);
+        let voided = id_of(&create_grant(&app, &usd_grant_body(&customer, 100)).await);
+        let expired = id_of(&create_grant(&app, &usd_grant_body(&customer, 200)).await);
         app.post(&format!("{GRANTS}/{voided}/void"), "").await.ok();
         app.post(&format!("{GRANTS}/{expired}/expire"), "").await.ok();
         app.advance(5);
@@ -540,7 +292,7 @@ on_every_backend! {
 
     async fn a_grant_past_its_expiry_cannot_be_revived_before_the_sweeper_runs(app) {
         let customer = app.create_customer("name=Ada").await;
-        let grant = create_grant(&app, &format!("{}&expires_at={}", metered_grant(&customer, 500), app.now() + 100)).await;
+        let grant = create_grant(&app, &format!("{}&expires_at={}", usd_grant_body(&customer, 500), app.now() + 100)).await;
         let path = format!("{GRANTS}/{}", id_of(&grant));
         app.advance(200);
         // It has expired (its remainder is no longer available) even though the sweeper has not
@@ -554,7 +306,7 @@ on_every_backend! {
 
     async fn expiring_a_grant_ends_it_now_and_writes_off_the_remainder(app) {
         let customer = app.create_customer("name=Ada").await;
-        let created = create_grant(&app, &format!("{}&expires_at={}", metered_grant(&customer, 1000), app.now() + 10_000)).await;
+        let created = create_grant(&app, &format!("{}&expires_at={}", usd_grant_body(&customer, 1000), app.now() + 10_000)).await;
         let id = id_of(&created);
         let applied = apply_credits(&app, &customer, "in_1", "il_1", 300).await;
         assert_eq!(applied.applied, 300);
@@ -584,7 +336,7 @@ on_every_backend! {
         assert!(nothing.entries.is_empty());
 
         // With nothing left, expiring writes no zero-amount entry; the expand param works here too.
-        let used_up = id_of(&create_grant(&app, &metered_grant(&customer, 200)).await);
+        let used_up = id_of(&create_grant(&app, &usd_grant_body(&customer, 200)).await);
         assert_eq!(apply_credits(&app, &customer, "in_3", "il_3", 200).await.applied, 200);
         let expired = app.post(&format!("{GRANTS}/{used_up}/expire"), "expand[]=customer").await.ok();
         assert_eq!(expired["customer"]["id"], customer.as_str());
@@ -594,7 +346,7 @@ on_every_backend! {
 
     async fn voiding_a_grant_keeps_applied_credits_and_writes_off_only_the_remainder(app) {
         let customer = app.create_customer("name=Ada").await;
-        let created = create_grant(&app, &metered_grant(&customer, 1000)).await;
+        let created = create_grant(&app, &usd_grant_body(&customer, 1000)).await;
         let id = id_of(&created);
         let applied = apply_credits(&app, &customer, "in_1", "il_1", 300).await;
         assert_eq!(applied.applied, 300);
@@ -633,9 +385,9 @@ on_every_backend! {
 
     async fn a_grant_cannot_be_expired_or_voided_twice(app) {
         let customer = app.create_customer("name=Ada").await;
-        let expired = id_of(&create_grant(&app, &metered_grant(&customer, 100)).await);
-        let voided = id_of(&create_grant(&app, &metered_grant(&customer, 200)).await);
-        let lapsed = id_of(&create_grant(&app, &format!("{}&expires_at={}", metered_grant(&customer, 300), app.now() + 100)).await);
+        let expired = id_of(&create_grant(&app, &usd_grant_body(&customer, 100)).await);
+        let voided = id_of(&create_grant(&app, &usd_grant_body(&customer, 200)).await);
+        let lapsed = id_of(&create_grant(&app, &format!("{}&expires_at={}", usd_grant_body(&customer, 300), app.now() + 100)).await);
 
         app.post(&format!("{GRANTS}/{expired}/expire"), "").await.ok();
         app.post(&format!("{GRANTS}/{voided}/void"), "").await.ok();
@@ -666,7 +418,7 @@ on_every_backend! {
         let now = app.now();
         let amount = "amount[type]=monetary&amount[monetary][currency]=usd&amount[monetary][value]=1000";
         let scope = "applicability_config[scope][price_type]=metered";
-        let valid = metered_grant(&customer, 1000);
+        let valid = usd_grant_body(&customer, 1000);
         let too_many: String = (0..51).map(|i| format!("&metadata[k{i}]=v")).collect();
         let long_key = "k".repeat(41);
         let long_key_param = format!("metadata[{long_key}]");
@@ -676,9 +428,9 @@ on_every_backend! {
             (format!("customer={customer}&amount[type]=credits&amount[monetary][currency]=usd&amount[monetary][value]=1000&{scope}"), Some("parameter_invalid"), "amount[type]"),
             (format!("customer={customer}&amount[type]=monetary&amount[monetary][value]=1000&{scope}"), Some("parameter_missing"), "amount[monetary][currency]"),
             (format!("customer={customer}&amount[type]=monetary&amount[monetary][currency]=usd&{scope}"), Some("parameter_missing"), "amount[monetary][value]"),
-            (metered_grant(&customer, 0), Some("parameter_invalid"), "amount[monetary][value]"),
-            (metered_grant(&customer, -5), Some("parameter_invalid"), "amount[monetary][value]"),
-            (metered_grant(&customer, 100_000_000), Some("parameter_invalid"), "amount[monetary][value]"),
+            (usd_grant_body(&customer, 0), Some("parameter_invalid"), "amount[monetary][value]"),
+            (usd_grant_body(&customer, -5), Some("parameter_invalid"), "amount[monetary][value]"),
+            (usd_grant_body(&customer, 100_000_000), Some("parameter_invalid"), "amount[monetary][value]"),
             (valid.replace("value]=1000", "value]=1.5"), Some("parameter_invalid_integer"), "amount[monetary][value]"),
             (valid.replace("value]=1000", "value]=ten"), Some("parameter_invalid_integer"), "amount[monetary][value]"),
             (valid.replace("currency]=usd", "currency]=zzz"), Some("parameter_invalid"), "amount[monetary][currency]"),
@@ -724,7 +476,7 @@ on_every_backend! {
         // Credit-grant metadata is a plain object in the spec: `metadata=` is refused.
         assert_bad_param(&app.post(GRANTS, &format!("{valid}&metadata=")).await, "metadata");
 
-        app.post(GRANTS, &metered_grant("cus_test_missing", 1000)).await
+        app.post(GRANTS, &usd_grant_body("cus_test_missing", 1000)).await
             .assert_error(400, "invalid_request_error", Some("resource_missing"), Some("customer"));
 
         assert_eq!(app.get(GRANTS).await.ok()["data"], json!([]), "no failed request created a grant");
@@ -741,7 +493,7 @@ on_every_backend! {
 
     async fn a_grant_created_twice_with_one_idempotency_key_is_granted_once(app) {
         let customer = app.create_customer("name=Ada").await;
-        let body = format!("{}&name=Once&metadata[order]=42", metered_grant(&customer, 1000));
+        let body = format!("{}&name=Once&metadata[order]=42", usd_grant_body(&customer, 1000));
         let first = app.post_idempotent(GRANTS, "grant-1", &body).await.ok();
         app.advance(5);
         let second = app.post_idempotent(GRANTS, "grant-1", &body).await.ok();
@@ -749,7 +501,7 @@ on_every_backend! {
         assert_eq!(ids_of(&app.get(&format!("{GRANTS}?customer={customer}")).await.ok()), [id_of(&first)]);
         assert_eq!(kinds(&transactions(&app, &customer, None).await), ["credits_granted"], "credited once");
 
-        app.post_idempotent(GRANTS, "grant-1", &metered_grant(&customer, 999)).await
+        app.post_idempotent(GRANTS, "grant-1", &usd_grant_body(&customer, 999)).await
             .assert_error(400, "idempotency_error", None, None);
         let third = app.post_idempotent(GRANTS, "grant-2", &body).await.ok();
         assert_ne!(third["id"], first["id"]);
@@ -768,7 +520,7 @@ on_every_backend! {
 
     async fn another_account_or_mode_cannot_see_or_touch_a_grant(app) {
         let customer = app.create_customer("name=Ada").await;
-        let grant = create_grant(&app, &metered_grant(&customer, 1000)).await;
+        let grant = create_grant(&app, &usd_grant_body(&customer, 1000)).await;
         let id = id_of(&grant);
         let entry = id_of(&transactions(&app, &customer, None).await[0]);
         let other_account = app.new_key(false, false).await;
@@ -784,20 +536,16 @@ on_every_backend! {
             }
             assert_eq!(app.get_as(Some(key), GRANTS).await.ok()["data"], json!([]));
             assert_not_found(&app.get_as(Some(key), &format!("{TXNS}/{entry}")).await);
-            app.request(reqwest::Method::POST, GRANTS, Some(key), None, &metered_grant(&customer, 5)).await
+            app.request(reqwest::Method::POST, GRANTS, Some(key), None, &usd_grant_body(&customer, 5)).await
                 .assert_error(400, "invalid_request_error", Some("resource_missing"), Some("customer"));
             app.get_as(Some(key), &format!("{SUMMARY}?customer={customer}&filter[type]=credit_grant&filter[credit_grant]={id}")).await
                 .assert_error(400, "invalid_request_error", Some("resource_missing"), Some("customer"));
         }
 
         // A live-mode grant of the same account says so, and the test key cannot see it.
-        let live_customer = app
-            .request(reqwest::Method::POST, "/v1/customers", Some(&live), None, "name=Live")
-            .await
-            .ok();
-        let live_customer = id_of(&live_customer);
+        let live_customer = create_customer_as(&app, &live, "name=Live").await;
         let live_grant = app
-            .request(reqwest::Method::POST, GRANTS, Some(&live), None, &metered_grant(&live_customer, 10))
+            .request(reqwest::Method::POST, GRANTS, Some(&live), None, &usd_grant_body(&live_customer, 10))
             .await
             .ok();
         assert!(id_of(&live_grant).starts_with("credgr_") && !id_of(&live_grant).contains("_test_"), "{live_grant}");

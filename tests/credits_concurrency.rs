@@ -8,48 +8,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::TestApp;
+use common::credits::{
+    BalanceClient, GrantClient, grant_filter, grpc_ledger_and_available, grpc_summary,
+    grpc_transactions, metered_filter, metered_grant, metered_line,
+};
 use creditd::grpc::proto;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
-
-type GrantClient = proto::credit_grant_service_client::CreditGrantServiceClient<Channel>;
-type BalanceClient = proto::credit_balance_service_client::CreditBalanceServiceClient<Channel>;
 
 const USD: &str = "usd";
 const CONNECTIONS: usize = 64;
 /// The whole run (applies and checks) must finish well inside a minute.
 const DEADLINE: Duration = Duration::from_secs(45);
-
-fn metered_scope() -> proto::CreditScope {
-    proto::CreditScope {
-        price_type: Some("metered".to_string()),
-        prices: Vec::new(),
-    }
-}
-
-/// `(ledger, available)` in usd; no entry means nothing.
-fn usd_balance(summary: &proto::CreditBalanceSummary) -> (i64, i64) {
-    let value = |amount: &Option<proto::CreditAmount>| {
-        amount
-            .as_ref()
-            .and_then(|amount| amount.monetary.as_ref())
-            .filter(|monetary| monetary.currency == USD)
-            .map(|monetary| monetary.value)
-    };
-    summary
-        .balances
-        .iter()
-        .find_map(|balance| {
-            match (
-                value(&balance.ledger_balance),
-                value(&balance.available_balance),
-            ) {
-                (None, None) => None,
-                (ledger, available) => Some((ledger.unwrap_or(0), available.unwrap_or(0))),
-            }
-        })
-        .unwrap_or((0, 0))
-}
 
 /// `(credit/debit type, amount)` of a ledger entry.
 fn kind_and_amount(transaction: &proto::CreditBalanceTransaction) -> (String, i64) {
@@ -116,17 +86,6 @@ async fn create_grants(app: &TestApp, customer: &str, specs: &[GrantSpec]) -> Ve
         let grant = client
             .create_credit_grant(
                 app.grpc(proto::CreateCreditGrantRequest {
-                    customer: customer.to_string(),
-                    amount: Some(proto::CreditAmount {
-                        r#type: "monetary".to_string(),
-                        monetary: Some(proto::MonetaryAmount {
-                            currency: USD.to_string(),
-                            value: spec.amount,
-                        }),
-                    }),
-                    applicability_config: Some(proto::ApplicabilityConfig {
-                        scope: Some(metered_scope()),
-                    }),
                     priority: Some(spec.priority),
                     category: Some(
                         if index % 2 == 0 {
@@ -137,7 +96,7 @@ async fn create_grants(app: &TestApp, customer: &str, specs: &[GrantSpec]) -> Ve
                         .to_string(),
                     ),
                     expires_at: spec.expires_in.map(|seconds| now + seconds),
-                    ..Default::default()
+                    ..metered_grant(customer, USD, spec.amount)
                 }),
             )
             .await
@@ -163,14 +122,14 @@ async fn connections(app: &TestApp) -> Vec<Channel> {
 /// Metered usd lines `il_{tag}_{n}`, four to an invoice, of 1 to 37 cents.
 fn lines(customer: &str, tag: &str, calls: usize) -> Vec<proto::ApplyCreditsRequest> {
     (0..calls)
-        .map(|call| proto::ApplyCreditsRequest {
-            customer: customer.to_string(),
-            currency: USD.to_string(),
-            invoice: format!("in_{tag}_{}", call / 4),
-            invoice_line_item: format!("il_{tag}_{call}"),
-            price_type: Some("metered".to_string()),
-            price: Some("price_metered".to_string()),
-            amount_due: amount_due(call),
+        .map(|call| {
+            metered_line(
+                customer,
+                USD,
+                &format!("in_{tag}_{}", call / 4),
+                &format!("il_{tag}_{call}"),
+                amount_due(call),
+            )
         })
         .collect()
 }
@@ -234,78 +193,7 @@ async fn summary(
     customer: &str,
     filter: proto::SummaryFilter,
 ) -> (i64, i64) {
-    let summary = balance
-        .get_credit_balance_summary(app.grpc(proto::GetCreditBalanceSummaryRequest {
-            customer: customer.to_string(),
-            filter: Some(filter),
-        }))
-        .await
-        .expect("summary")
-        .into_inner();
-    usd_balance(&summary)
-}
-
-fn metered_filter() -> proto::SummaryFilter {
-    proto::SummaryFilter {
-        r#type: "applicability_scope".to_string(),
-        credit_grant: None,
-        applicability_scope: Some(metered_scope()),
-    }
-}
-
-fn grant_filter(grant: &str) -> proto::SummaryFilter {
-    proto::SummaryFilter {
-        r#type: "credit_grant".to_string(),
-        credit_grant: Some(grant.to_string()),
-        applicability_scope: None,
-    }
-}
-
-/// The customer's (or one grant's) whole ledger, newest first, paged by 100.
-async fn ledger(
-    balance: &mut BalanceClient,
-    app: &TestApp,
-    customer: &str,
-    credit_grant: Option<&str>,
-) -> Vec<proto::CreditBalanceTransaction> {
-    let mut all = Vec::new();
-    let mut starting_after: Option<String> = None;
-    loop {
-        let page = balance
-            .list_credit_balance_transactions(app.grpc(
-                proto::ListCreditBalanceTransactionsRequest {
-                    customer: customer.to_string(),
-                    credit_grant: credit_grant.map(str::to_string),
-                    page: Some(proto::PageRequest {
-                        limit: Some(100),
-                        starting_after: starting_after.clone(),
-                        ending_before: None,
-                    }),
-                },
-            ))
-            .await
-            .expect("list")
-            .into_inner();
-        assert_eq!(page.url, "/v1/billing/credit_balance_transactions");
-        assert!(page.data.len() <= 100);
-        starting_after = page.data.last().map(|transaction| transaction.id.clone());
-        all.extend(page.data);
-        if !page.has_more {
-            break;
-        }
-    }
-    let ids: BTreeSet<&str> = all
-        .iter()
-        .map(|transaction| transaction.id.as_str())
-        .collect();
-    assert_eq!(ids.len(), all.len(), "paging repeated an entry");
-    if let Some(grant) = credit_grant {
-        assert!(
-            all.iter()
-                .all(|transaction| transaction.credit_grant == grant)
-        );
-    }
-    all
+    grpc_ledger_and_available(&grpc_summary(balance, app, customer, filter).await, USD)
 }
 
 /// A grant's remainder from its own entries and from the summary, which must agree and never
@@ -321,7 +209,7 @@ async fn grant_remainder(
         ledger_balance >= 0,
         "grant {grant} overdrawn: {ledger_balance}"
     );
-    let entry_sum: i64 = ledger(balance, app, customer, Some(grant))
+    let entry_sum: i64 = grpc_transactions(balance, app, customer, Some(grant))
         .await
         .iter()
         .map(signed)
@@ -411,7 +299,7 @@ async fn check_run(app: &TestApp, run: &Run) -> i64 {
         (granted - applied, granted - applied)
     );
 
-    let whole = ledger(&mut balance, app, &run.customer, None).await;
+    let whole = grpc_transactions(&mut balance, app, &run.customer, None).await;
     let listed_applications: BTreeMap<String, proto::CreditBalanceTransaction> = whole
         .iter()
         .filter(|transaction| kind_and_amount(transaction).0 == "credits_applied")
@@ -608,7 +496,7 @@ on_every_backend! {
         let swept_after = app.services.sweep_expired_credit_grants().await.expect("sweep");
         assert_eq!(swept + swept_after, 1, "concurrent sweeps {swept}, then {swept_after}");
 
-        let whole = ledger(&mut balance, &app, &customer, None).await;
+        let whole = grpc_transactions(&mut balance, &app, &customer, None).await;
         let ledger_totals = totals(&whole);
         let total = |grant: &str, kind: &str| ledger_totals.get(&(grant.to_string(), kind.to_string())).copied().unwrap_or(0);
         assert_eq!(total(&expiring, "credits_expired"), 3000, "the expiring grant's whole amount expired in the end");

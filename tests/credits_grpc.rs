@@ -6,44 +6,19 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::TestApp;
+use common::credits::{
+    BalanceClient, GrantClient, applicability, grant_filter, grpc_ledger_and_available,
+    grpc_summary, grpc_transactions, invoice_id, metered_grant, metered_line, metered_scope,
+    monetary, scope_filter,
+};
 use creditd::grpc::proto;
 use serde_json::Value;
 use tonic::Code;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-type GrantClient = proto::credit_grant_service_client::CreditGrantServiceClient<Channel>;
-type BalanceClient = proto::credit_balance_service_client::CreditBalanceServiceClient<Channel>;
-
 const USD: &str = "usd";
-/// The price of the metered lines most scenarios apply credits to.
-const METERED_PRICE: &str = "price_metered";
-
-/// Invoice IDs unique in the whole test binary, so no two scenarios share an invoice line.
-fn invoice_id(tag: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!("in_{tag}_{}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
-fn monetary(currency: &str, value: i64) -> Option<proto::CreditAmount> {
-    Some(proto::CreditAmount {
-        r#type: "monetary".to_string(),
-        monetary: Some(proto::MonetaryAmount {
-            currency: currency.to_string(),
-            value,
-        }),
-    })
-}
-
-fn metered_scope() -> proto::CreditScope {
-    proto::CreditScope {
-        price_type: Some("metered".to_string()),
-        prices: Vec::new(),
-    }
-}
 
 fn prices_scope(prices: &[&str]) -> proto::CreditScope {
     proto::CreditScope {
@@ -53,78 +28,6 @@ fn prices_scope(prices: &[&str]) -> proto::CreditScope {
             .map(|id| proto::ApplicablePrice { id: id.to_string() })
             .collect(),
     }
-}
-
-fn applicability(scope: proto::CreditScope) -> Option<proto::ApplicabilityConfig> {
-    Some(proto::ApplicabilityConfig { scope: Some(scope) })
-}
-
-/// A paid, metered grant with every optional field left to its default.
-fn metered_grant(customer: &str, currency: &str, value: i64) -> proto::CreateCreditGrantRequest {
-    proto::CreateCreditGrantRequest {
-        customer: customer.to_string(),
-        amount: monetary(currency, value),
-        applicability_config: applicability(metered_scope()),
-        ..Default::default()
-    }
-}
-
-/// A usd line with a metered price.
-fn metered_line(
-    customer: &str,
-    invoice: &str,
-    line: &str,
-    amount_due: i64,
-) -> proto::ApplyCreditsRequest {
-    proto::ApplyCreditsRequest {
-        customer: customer.to_string(),
-        currency: USD.to_string(),
-        invoice: invoice.to_string(),
-        invoice_line_item: line.to_string(),
-        price_type: Some("metered".to_string()),
-        price: Some(METERED_PRICE.to_string()),
-        amount_due,
-    }
-}
-
-fn scope_filter(scope: proto::CreditScope) -> proto::SummaryFilter {
-    proto::SummaryFilter {
-        r#type: "applicability_scope".to_string(),
-        credit_grant: None,
-        applicability_scope: Some(scope),
-    }
-}
-
-fn grant_filter(grant: &str) -> proto::SummaryFilter {
-    proto::SummaryFilter {
-        r#type: "credit_grant".to_string(),
-        credit_grant: Some(grant.to_string()),
-        applicability_scope: None,
-    }
-}
-
-/// `(ledger, available)` in `currency`; a currency without an entry has nothing.
-fn balance_in(summary: &proto::CreditBalanceSummary, currency: &str) -> (i64, i64) {
-    let value = |amount: &Option<proto::CreditAmount>| {
-        amount
-            .as_ref()
-            .and_then(|amount| amount.monetary.as_ref())
-            .filter(|monetary| monetary.currency == currency)
-            .map(|monetary| monetary.value)
-    };
-    summary
-        .balances
-        .iter()
-        .find_map(|balance| {
-            match (
-                value(&balance.ledger_balance),
-                value(&balance.available_balance),
-            ) {
-                (None, None) => None,
-                (ledger, available) => Some((ledger.unwrap_or(0), available.unwrap_or(0))),
-            }
-        })
-        .unwrap_or((0, 0))
 }
 
 /// What a ledger entry says, checked for shape: the credit/debit type, the grant, the amount
@@ -342,30 +245,19 @@ impl<'a> Credits<'a> {
         customer: &str,
         filter: proto::SummaryFilter,
     ) -> proto::CreditBalanceSummary {
-        let summary = self
-            .balance
-            .get_credit_balance_summary(self.app.grpc(proto::GetCreditBalanceSummaryRequest {
-                customer: customer.to_string(),
-                filter: Some(filter),
-            }))
-            .await
-            .expect("credit balance summary")
-            .into_inner();
-        assert_eq!(summary.object, "billing.credit_balance_summary");
-        assert_eq!(summary.customer, customer);
-        summary
+        grpc_summary(&mut self.balance, self.app, customer, filter).await
     }
 
     /// `(ledger, available)` in usd over every metered grant.
     async fn metered_balance(&mut self, customer: &str) -> (i64, i64) {
         let summary = self.summary(customer, scope_filter(metered_scope())).await;
-        balance_in(&summary, USD)
+        grpc_ledger_and_available(&summary, USD)
     }
 
     /// `(ledger, available)` of one grant.
     async fn grant_balance(&mut self, customer: &str, grant: &str, currency: &str) -> (i64, i64) {
         let summary = self.summary(customer, grant_filter(grant)).await;
-        balance_in(&summary, currency)
+        grpc_ledger_and_available(&summary, currency)
     }
 
     /// Every transaction of the customer (or of one grant), newest first, paging by 100.
@@ -374,35 +266,7 @@ impl<'a> Credits<'a> {
         customer: &str,
         credit_grant: Option<&str>,
     ) -> Vec<proto::CreditBalanceTransaction> {
-        let mut all = Vec::new();
-        let mut starting_after: Option<String> = None;
-        loop {
-            let page = self
-                .balance
-                .list_credit_balance_transactions(self.app.grpc(
-                    proto::ListCreditBalanceTransactionsRequest {
-                        customer: customer.to_string(),
-                        credit_grant: credit_grant.map(str::to_string),
-                        page: Some(proto::PageRequest {
-                            limit: Some(100),
-                            starting_after: starting_after.clone(),
-                            ending_before: None,
-                        }),
-                    },
-                ))
-                .await
-                .expect("list credit balance transactions")
-                .into_inner();
-            assert_eq!(page.object, "list");
-            assert_eq!(page.url, "/v1/billing/credit_balance_transactions");
-            starting_after = page.data.last().map(|transaction| transaction.id.clone());
-            all.extend(page.data);
-            if !page.has_more {
-                break;
-            }
-            assert!(starting_after.is_some(), "has_more with an empty page");
-        }
-        all
+        grpc_transactions(&mut self.balance, self.app, customer, credit_grant).await
     }
 
     /// The signed sum of a grant's ledger entries: what is left of it.
@@ -458,7 +322,7 @@ async fn assert_burns_first(app: &TestApp, case: &str, first: Shape, second: Sha
     let invoice = invoice_id("burn");
 
     let response = credits
-        .apply(metered_line(&customer, &invoice, "il_1", 1500))
+        .apply(metered_line(&customer, USD, &invoice, "il_1", 1500))
         .await;
     assert_eq!(response.applied, 1500, "{case}: {response:?}");
     assert_eq!(
@@ -491,7 +355,7 @@ async fn assert_burns_first(app: &TestApp, case: &str, first: Shape, second: Sha
 
     // The next line takes what is left of the other grant, and no more.
     let rest = credits
-        .apply(metered_line(&customer, &invoice, "il_2", 600))
+        .apply(metered_line(&customer, USD, &invoice, "il_2", 600))
         .await;
     assert_eq!(rest.applied, 500, "{case}: {rest:?}");
     assert_eq!(rest.remaining_amount_due, 100, "{case}");
@@ -690,7 +554,7 @@ on_every_backend! {
             ids.push(credits.grant(shaped_grant(&customer, app.now(), PLAIN)).await.id);
         }
         let invoice = invoice_id("three");
-        let response = credits.apply(metered_line(&customer, &invoice, "il_1", 2500)).await;
+        let response = credits.apply(metered_line(&customer, USD, &invoice, "il_1", 2500)).await;
         assert_eq!(
             entries_of(&response.entries),
             vec![
@@ -724,12 +588,12 @@ on_every_backend! {
         assert_eq!(credits.grant_balance(&customer, &voided, USD).await, (0, 0));
         assert_eq!(credits.grant_balance(&customer, &future, USD).await, (0, 0));
         let euro_summary = credits.summary(&customer, scope_filter(metered_scope())).await;
-        assert_eq!(balance_in(&euro_summary, "eur"), (1000, 1000));
+        assert_eq!(grpc_ledger_and_available(&euro_summary, "eur"), (1000, 1000));
 
         let invoice = invoice_id("eligible");
         let line = |price: &str, amount_due: i64, line: &str| proto::ApplyCreditsRequest {
             price: Some(price.to_string()),
-            ..metered_line(&customer, &invoice, line, amount_due)
+            ..metered_line(&customer, USD, &invoice, line, amount_due)
         };
         let first = credits.apply(line("price_match", 1000, "il_match")).await;
         assert_eq!(
@@ -751,7 +615,7 @@ on_every_backend! {
         let licensed = credits.apply(proto::ApplyCreditsRequest {
             price_type: Some("licensed".to_string()),
             price: Some("price_unrelated".to_string()),
-            ..metered_line(&customer, &invoice, "il_licensed", 300)
+            ..metered_line(&customer, USD, &invoice, "il_licensed", 300)
         }).await;
         assert_eq!((licensed.applied, licensed.remaining_amount_due), (0, 300), "metered grants do not pay licensed lines");
         assert!(licensed.entries.is_empty());
@@ -783,31 +647,31 @@ on_every_backend! {
         let grant = credits.grant(metered_grant(&customer, USD, 1000)).await.id;
         let invoice = invoice_id("idem");
 
-        let first = credits.apply(metered_line(&customer, &invoice, "il_1", 300)).await;
+        let first = credits.apply(metered_line(&customer, USD, &invoice, "il_1", 300)).await;
         assert_eq!(entries_of(&first.entries), vec![entry(&grant, "credits_applied", 300, Some((&invoice, "il_1")))]);
         let written = credits.transactions(&customer, None).await;
-        let again = credits.apply(metered_line(&customer, &invoice, "il_1", 300)).await;
+        let again = credits.apply(metered_line(&customer, USD, &invoice, "il_1", 300)).await;
         assert_eq!(again, first, "the same line returns the first result");
         assert_eq!(credits.transactions(&customer, None).await, written, "and writes nothing");
         assert_eq!(credits.metered_balance(&customer).await, (700, 700));
 
-        let second_line = credits.apply(metered_line(&customer, &invoice, "il_2", 300)).await;
+        let second_line = credits.apply(metered_line(&customer, USD, &invoice, "il_2", 300)).await;
         assert_eq!(entries_of(&second_line.entries), vec![entry(&grant, "credits_applied", 300, Some((&invoice, "il_2")))]);
         assert_ne!(second_line.entries[0].id, first.entries[0].id);
         let other_invoice = invoice_id("idem");
-        let same_line_other_invoice = credits.apply(metered_line(&customer, &other_invoice, "il_1", 300)).await;
+        let same_line_other_invoice = credits.apply(metered_line(&customer, USD, &other_invoice, "il_1", 300)).await;
         assert_eq!(same_line_other_invoice.applied, 300, "a line is identified by invoice and line");
         assert_eq!(credits.metered_balance(&customer).await, (100, 100));
 
         // Still the first result, although only 100 is left now.
-        assert_eq!(credits.apply(metered_line(&customer, &invoice, "il_1", 300)).await, first);
+        assert_eq!(credits.apply(metered_line(&customer, USD, &invoice, "il_1", 300)).await, first);
 
         // Concurrent first applications of one line apply it once.
         let channel = app.channel().await;
         let mut tasks = Vec::new();
         for _ in 0..8 {
             let mut client = BalanceClient::new(channel.clone());
-            let request = app.grpc(metered_line(&customer, &invoice, "il_3", 60));
+            let request = app.grpc(metered_line(&customer, USD, &invoice, "il_3", 60));
             tasks.push(tokio::spawn(async move { client.apply_credits(request).await.map(tonic::Response::into_inner) }));
         }
         let mut responses = Vec::new();
@@ -832,7 +696,7 @@ on_every_backend! {
         let first = credits.grant(proto::CreateCreditGrantRequest { priority: Some(10), ..metered_grant(&customer, USD, 1000) }).await.id;
         let second = credits.grant(proto::CreateCreditGrantRequest { priority: Some(20), ..metered_grant(&customer, USD, 1000) }).await.id;
         let kept = invoice_id("kept");
-        credits.apply(metered_line(&customer, &kept, "il_1", 100)).await;
+        credits.apply(metered_line(&customer, USD, &kept, "il_1", 100)).await;
         let before = (
             credits.metered_balance(&customer).await,
             credits.grant_balance(&customer, &first, USD).await,
@@ -841,8 +705,8 @@ on_every_backend! {
         assert_eq!(before, ((1900, 1900), (900, 900), (1000, 1000)));
 
         let voided = invoice_id("voided");
-        credits.apply(metered_line(&customer, &voided, "il_1", 1500)).await;
-        credits.apply(metered_line(&customer, &voided, "il_2", 300)).await;
+        credits.apply(metered_line(&customer, USD, &voided, "il_1", 1500)).await;
+        credits.apply(metered_line(&customer, USD, &voided, "il_2", 300)).await;
         assert_eq!(credits.metered_balance(&customer).await, (100, 100));
 
         let reinstated = credits.reinstate(&customer, &voided).await;
@@ -878,7 +742,7 @@ on_every_backend! {
 
         // The reinstated credits are spent again in the usual order.
         let next = invoice_id("next");
-        let response = credits.apply(metered_line(&customer, &next, "il_1", 1000)).await;
+        let response = credits.apply(metered_line(&customer, USD, &next, "il_1", 1000)).await;
         assert_eq!(
             entries_of(&response.entries),
             vec![
@@ -902,7 +766,7 @@ on_every_backend! {
         }).await.id;
         let lasting = credits.grant(proto::CreateCreditGrantRequest { priority: Some(20), ..metered_grant(&customer, USD, 1000) }).await.id;
         let invoice = invoice_id("expired");
-        let applied = credits.apply(metered_line(&customer, &invoice, "il_1", 600)).await;
+        let applied = credits.apply(metered_line(&customer, USD, &invoice, "il_1", 600)).await;
         assert_eq!(entries_of(&applied.entries), vec![entry(&expiring, "credits_applied", 600, Some((&invoice, "il_1")))]);
         assert_eq!(credits.metered_balance(&customer).await, (1400, 1400));
 
@@ -945,7 +809,7 @@ on_every_backend! {
         assert_eq!(credits.transactions(&customer, None).await, ledger, "sweeping again writes nothing");
 
         let next = invoice_id("next");
-        let response = credits.apply(metered_line(&customer, &next, "il_1", 500)).await;
+        let response = credits.apply(metered_line(&customer, USD, &next, "il_1", 500)).await;
         assert_eq!(entries_of(&response.entries), vec![entry(&lasting, "credits_applied", 500, Some((&next, "il_1")))]);
         assert_eq!(credits.grant_entry_sum(&customer, &lasting).await, 500);
     }
@@ -964,7 +828,7 @@ on_every_backend! {
         }).await.id;
         credits.grant(proto::CreateCreditGrantRequest { priority: Some(20), ..metered_grant(&swept_customer, USD, 5000) }).await;
         let swept_invoice = invoice_id("swept");
-        credits.apply(metered_line(&swept_customer, &swept_invoice, "il_1", 600)).await;
+        credits.apply(metered_line(&swept_customer, USD, &swept_invoice, "il_1", 600)).await;
         app.advance(200);
         assert_eq!(app.services.sweep_expired_credit_grants().await.expect("sweep"), 1);
         assert_eq!(credits.metered_balance(&swept_customer).await, (5000, 5000));
@@ -985,7 +849,7 @@ on_every_backend! {
         let expired = credits.grant(proto::CreateCreditGrantRequest { priority: Some(10), ..metered_grant(&expired_customer, USD, 1000) }).await.id;
         let lasting = credits.grant(proto::CreateCreditGrantRequest { priority: Some(20), ..metered_grant(&expired_customer, USD, 5000) }).await.id;
         let expired_invoice = invoice_id("expire");
-        credits.apply(metered_line(&expired_customer, &expired_invoice, "il_1", 600)).await;
+        credits.apply(metered_line(&expired_customer, USD, &expired_invoice, "il_1", 600)).await;
         credits.expire(&expired).await.expect("expire");
         let history = entries_of(&credits.transactions(&expired_customer, Some(&expired)).await);
         assert!(history.contains(&entry(&expired, "credits_expired", 400, None)), "{history:?}");
@@ -1002,7 +866,7 @@ on_every_backend! {
         assert_eq!(credits.grant_entry_sum(&expired_customer, &expired).await, 0);
         assert_eq!(app.services.sweep_expired_credit_grants().await.expect("sweep"), 0, "nothing was left to sweep");
         let next = invoice_id("next");
-        let response = credits.apply(metered_line(&expired_customer, &next, "il_1", 100)).await;
+        let response = credits.apply(metered_line(&expired_customer, USD, &next, "il_1", 100)).await;
         assert_eq!(entries_of(&response.entries), vec![entry(&lasting, "credits_applied", 100, Some((&next, "il_1")))]);
     }
 
@@ -1019,7 +883,7 @@ on_every_backend! {
         let lasting = credits.grant(proto::CreateCreditGrantRequest { priority: Some(20), ..metered_grant(&customer, USD, 5000) }).await.id;
         let invoice = invoice_id("window");
         let pay = async |credits: &mut Credits<'_>, line: &str| -> Vec<Entry> {
-            entries_of(&credits.apply(metered_line(&customer, &invoice, line, 10)).await.entries)
+            entries_of(&credits.apply(metered_line(&customer, USD, &invoice, line, 10)).await.entries)
         };
 
         app.advance(49);
@@ -1036,10 +900,10 @@ on_every_backend! {
 
         // Nothing due: nothing applied, nothing written, and the line is still answered the same.
         let written = credits.transactions(&customer, None).await;
-        let nothing = credits.apply(metered_line(&customer, &invoice, "il_zero", 0)).await;
+        let nothing = credits.apply(metered_line(&customer, USD, &invoice, "il_zero", 0)).await;
         assert_eq!((nothing.applied, nothing.remaining_amount_due), (0, 0));
         assert!(nothing.entries.is_empty());
-        assert_eq!(credits.apply(metered_line(&customer, &invoice, "il_zero", 0)).await, nothing);
+        assert_eq!(credits.apply(metered_line(&customer, USD, &invoice, "il_zero", 0)).await, nothing);
         assert_eq!(credits.transactions(&customer, None).await, written);
     }
 
@@ -1049,7 +913,7 @@ on_every_backend! {
         let voided = credits.grant(proto::CreateCreditGrantRequest { priority: Some(10), ..metered_grant(&customer, USD, 1000) }).await.id;
         let lasting = credits.grant(proto::CreateCreditGrantRequest { priority: Some(20), ..metered_grant(&customer, USD, 1000) }).await.id;
         let invoice = invoice_id("void");
-        credits.apply(metered_line(&customer, &invoice, "il_1", 700)).await;
+        credits.apply(metered_line(&customer, USD, &invoice, "il_1", 700)).await;
         credits.void(&voided).await.expect("void");
         assert_eq!(credits.metered_balance(&customer).await, (1000, 1000));
 
@@ -1064,7 +928,7 @@ on_every_backend! {
         assert_eq!(credits.metered_balance(&customer).await, (1000, 1000));
         assert_eq!(credits.grant_entry_sum(&customer, &voided).await, 0);
         let next = invoice_id("next");
-        let response = credits.apply(metered_line(&customer, &next, "il_1", 100)).await;
+        let response = credits.apply(metered_line(&customer, USD, &next, "il_1", 100)).await;
         assert_eq!(entries_of(&response.entries), vec![entry(&lasting, "credits_applied", 100, Some((&next, "il_1")))]);
     }
 
@@ -1118,7 +982,7 @@ on_every_backend! {
             let invoice = invoice_id(if over_rest { "rest" } else { "grpc" });
             let line = |line: &str, amount_due: i64| proto::ApplyCreditsRequest {
                 price: Some("price_a".to_string()),
-                ..metered_line(customer, &invoice, line, amount_due)
+                ..metered_line(customer, USD, &invoice, line, amount_due)
             };
             let first = credits.apply(line("il_1", 600)).await;
             assert_eq!(entries_of(&first.entries), vec![entry(&grants[0], "credits_applied", 600, Some((&invoice, "il_1")))]);
@@ -1247,14 +1111,14 @@ on_every_backend! {
         assert_code(credits.void(&voided).await, Code::FailedPrecondition, "void twice");
         assert_code(credits.expire(&voided).await, Code::FailedPrecondition, "expire a voided grant");
 
-        let negative = credits.balance.apply_credits(app.grpc(metered_line(&customer, &invoice_id("bad"), "il_1", -1))).await;
+        let negative = credits.balance.apply_credits(app.grpc(metered_line(&customer, USD, &invoice_id("bad"), "il_1", -1))).await;
         assert_code(negative, Code::InvalidArgument, "negative amount_due");
         let no_filter = credits.balance.get_credit_balance_summary(app.grpc(proto::GetCreditBalanceSummaryRequest { customer: customer.clone(), filter: None })).await;
         assert_code(no_filter, Code::InvalidArgument, "summary without a filter");
 
         let unauthenticated = grants.create_credit_grant(tonic::Request::new(metered_grant(&customer, USD, 1000))).await;
         assert_code(unauthenticated, Code::Unauthenticated, "create without a key");
-        let unauthenticated = credits.balance.apply_credits(tonic::Request::new(metered_line(&customer, &invoice_id("bad"), "il_1", 10))).await;
+        let unauthenticated = credits.balance.apply_credits(tonic::Request::new(metered_line(&customer, USD, &invoice_id("bad"), "il_1", 10))).await;
         assert_code(unauthenticated, Code::Unauthenticated, "apply without a key");
 
         // Another account sees none of it.

@@ -3,18 +3,15 @@
 
 mod common;
 
+use common::credits::{customer_transactions_path, grpc_customer_transactions};
 use creditd::grpc::proto;
 use serde_json::{Value, json};
 use tonic::Code;
 
-fn txns_path(customer: &str) -> String {
-    format!("/v1/customers/{customer}/balance_transactions")
-}
-
 on_every_backend! {
     async fn transactions_keep_a_running_balance_and_set_the_customer_currency(app) {
         let customer = app.create_customer("name=Ada").await;
-        let first = app.post(&txns_path(&customer), "amount=-500&currency=usd&description=goodwill&metadata[ticket]=42").await.ok();
+        let first = app.post(&customer_transactions_path(&customer), "amount=-500&currency=usd&description=goodwill&metadata[ticket]=42").await.ok();
         assert!(first["id"].as_str().unwrap().starts_with("cbtxn_test_"));
         assert_eq!(first["object"], "customer_balance_transaction");
         assert_eq!(first["amount"], -500);
@@ -25,10 +22,10 @@ on_every_backend! {
         assert_eq!(first["description"], "goodwill");
         assert_eq!(first["metadata"], json!({"ticket": "42"}));
 
-        let second = app.post(&txns_path(&customer), "amount=200&currency=USD").await.ok();
+        let second = app.post(&customer_transactions_path(&customer), "amount=200&currency=USD").await.ok();
         assert_eq!(second["ending_balance"], -300);
         assert_eq!(second["currency"], "usd");
-        let euros = app.post(&txns_path(&customer), "amount=-1000&currency=eur").await.ok();
+        let euros = app.post(&customer_transactions_path(&customer), "amount=-1000&currency=eur").await.ok();
         assert_eq!(euros["ending_balance"], -1000);
 
         let after = app.get(&format!("/v1/customers/{customer}")).await.ok();
@@ -39,9 +36,9 @@ on_every_backend! {
 
     async fn a_transaction_is_retrieved_updated_and_expanded(app) {
         let customer = app.create_customer("name=Ada").await;
-        let created = app.post(&txns_path(&customer), "amount=750&currency=usd&metadata[a]=1&metadata[b]=2").await.ok();
+        let created = app.post(&customer_transactions_path(&customer), "amount=750&currency=usd&metadata[a]=1&metadata[b]=2").await.ok();
         let id = created["id"].as_str().unwrap();
-        let path = format!("{}/{id}", txns_path(&customer));
+        let path = format!("{}/{id}", customer_transactions_path(&customer));
 
         assert_eq!(app.get(&path).await.ok(), created);
 
@@ -60,9 +57,9 @@ on_every_backend! {
         assert_eq!(expanded["customer"]["object"], "customer");
         assert_eq!(expanded["customer"]["balance"], 750);
 
-        let list = app.get(&format!("{}?expand[0]=data.customer", txns_path(&customer))).await.ok();
+        let list = app.get(&format!("{}?expand[0]=data.customer", customer_transactions_path(&customer))).await.ok();
         assert_eq!(list["data"][0]["customer"]["id"], customer.as_str());
-        app.get(&format!("{}?expand[]=customer", txns_path(&customer))).await
+        app.get(&format!("{}?expand[]=customer", customer_transactions_path(&customer))).await
             .assert_error(400, "invalid_request_error", Some("parameter_invalid"), Some("expand"));
     }
 
@@ -70,7 +67,7 @@ on_every_backend! {
         let customer = app.create_customer("name=Ada").await;
         let mut ids = Vec::new();
         for amount in 1..=7 {
-            let txn = app.post(&txns_path(&customer), &format!("amount={amount}&currency=usd")).await.ok();
+            let txn = app.post(&customer_transactions_path(&customer), &format!("amount={amount}&currency=usd")).await.ok();
             ids.push(txn["id"].as_str().unwrap().to_string());
         }
         ids.reverse();
@@ -84,8 +81,8 @@ on_every_backend! {
                 Some(id) => format!("?limit=3&starting_after={id}"),
                 None => "?limit=3".to_string(),
             };
-            let page = app.get(&format!("{}{query}", txns_path(&customer))).await.ok();
-            assert_eq!(page["url"], txns_path(&customer));
+            let page = app.get(&format!("{}{query}", customer_transactions_path(&customer))).await.ok();
+            assert_eq!(page["url"], customer_transactions_path(&customer));
             seen.extend(ids_of(&page));
             if page["has_more"] == false {
                 break;
@@ -93,17 +90,17 @@ on_every_backend! {
             cursor = seen.last().cloned();
         }
         assert_eq!(seen, ids);
-        let before = app.get(&format!("{}?limit=2&ending_before={}", txns_path(&customer), ids[3])).await.ok();
+        let before = app.get(&format!("{}?limit=2&ending_before={}", customer_transactions_path(&customer), ids[3])).await.ok();
         assert_eq!(ids_of(&before), ids[1..3]);
         assert_eq!(before["has_more"], true);
 
-        let none_for_invoice = app.get(&format!("{}?invoice=in_123", txns_path(&customer))).await.ok();
+        let none_for_invoice = app.get(&format!("{}?invoice=in_123", customer_transactions_path(&customer))).await.ok();
         assert_eq!(none_for_invoice["data"], json!([]));
     }
 
     async fn bad_transaction_input_gets_stripe_errors(app) {
         let customer = app.create_customer("name=Ada").await;
-        let path = txns_path(&customer);
+        let path = customer_transactions_path(&customer);
         app.post(&path, "currency=usd").await
             .assert_error(400, "invalid_request_error", Some("parameter_missing"), Some("amount"));
         app.post(&path, "amount=5").await
@@ -122,9 +119,9 @@ on_every_backend! {
             .assert_error(400, "invalid_request_error", Some("parameter_invalid"), Some("description"));
         app.post(&path, "amount=5&currency=usd&type=credit_note").await
             .assert_error(400, "invalid_request_error", Some("parameter_unknown"), Some("type"));
-        app.post(&txns_path("cus_test_missing"), "amount=5&currency=usd").await
+        app.post(&customer_transactions_path("cus_test_missing"), "amount=5&currency=usd").await
             .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("customer"));
-        app.get(&txns_path("cus_test_missing")).await
+        app.get(&customer_transactions_path("cus_test_missing")).await
             .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("customer"));
         app.get(&format!("{path}/cbtxn_test_missing")).await
             .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("transaction"));
@@ -141,7 +138,7 @@ on_every_backend! {
             .assert_error(400, "invalid_request_error", Some("parameter_invalid"), Some(&format!("metadata[{}]", "k".repeat(41))));
         // A transaction is only reachable through its own customer.
         let other = app.create_customer("name=Other").await;
-        app.get(&format!("{}/{}", txns_path(&other), txn["id"].as_str().unwrap())).await
+        app.get(&format!("{}/{}", customer_transactions_path(&other), txn["id"].as_str().unwrap())).await
             .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("transaction"));
 
         let ledger = app.get(&path).await.ok();
@@ -196,16 +193,9 @@ on_every_backend! {
             .into_inner();
         assert_eq!(fetched, updated);
 
-        let list = txns
-            .list_customer_balance_transactions(app.grpc(proto::ListCustomerBalanceTransactionsRequest {
-                customer: customer.id.clone(),
-                ..Default::default()
-            }))
-            .await
-            .unwrap()
-            .into_inner();
+        let list = grpc_customer_transactions(&mut txns, &app, &customer.id).await;
         assert_eq!(list.data, vec![updated]);
-        assert_eq!(list.url, txns_path(&customer.id));
+        assert_eq!(list.url, customer_transactions_path(&customer.id));
 
         let customer = customers
             .get_customer(app.grpc(proto::GetCustomerRequest { id: customer.id.clone() }))

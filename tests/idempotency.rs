@@ -4,6 +4,10 @@
 
 mod common;
 
+use common::credits::{
+    CustomerTransactionClient, create_customer_as, customer_transactions_path,
+    grpc_customer_transactions, ids_of,
+};
 use common::{Reply, TestApp};
 use creditd::grpc::proto;
 use serde_json::Value;
@@ -12,35 +16,21 @@ use tonic_types::StatusExt;
 
 const CREATE_TRANSACTION: &str = "customer_balance_transaction.create";
 
-fn transactions_path(customer: &str) -> String {
-    format!("/v1/customers/{customer}/balance_transactions")
+/// The IDs of a customer's balance transactions as `key` sees them, newest first.
+async fn transaction_ids_as(app: &TestApp, key: &str, customer: &str) -> Vec<String> {
+    ids_of(
+        &app.get_as(
+            Some(key),
+            &format!("{}?limit=100", customer_transactions_path(customer)),
+        )
+        .await
+        .ok(),
+    )
 }
 
 /// The IDs of a customer's balance transactions, newest first.
 async fn transaction_ids(app: &TestApp, customer: &str) -> Vec<String> {
-    ids(&app
-        .get(&format!("{}?limit=100", transactions_path(customer)))
-        .await
-        .ok())
-}
-
-async fn transaction_ids_as(app: &TestApp, key: &str, customer: &str) -> Vec<String> {
-    ids(&app
-        .get_as(
-            Some(key),
-            &format!("{}?limit=100", transactions_path(customer)),
-        )
-        .await
-        .ok())
-}
-
-fn ids(list: &Value) -> Vec<String> {
-    list["data"]
-        .as_array()
-        .expect("list data")
-        .iter()
-        .map(|object| object["id"].as_str().expect("id").to_string())
-        .collect()
+    transaction_ids_as(app, &app.key, customer).await
 }
 
 async fn balance(app: &TestApp, customer: &str) -> i64 {
@@ -69,6 +59,48 @@ fn create_request(customer: &str, amount: i64) -> proto::CreateCustomerBalanceTr
     }
 }
 
+/// Creates a USD balance transaction of `amount` over gRPC under `idempotency_key`.
+async fn create_over_grpc(
+    transactions: &mut CustomerTransactionClient,
+    app: &TestApp,
+    customer: &str,
+    amount: i64,
+    idempotency_key: &str,
+) -> Result<proto::CustomerBalanceTransaction, tonic::Status> {
+    transactions
+        .create_customer_balance_transaction(
+            app.grpc_idempotent(create_request(customer, amount), idempotency_key),
+        )
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// A REST refusal of a key held by a request in flight: 409 `idempotency_key_in_use`.
+#[track_caller]
+fn assert_key_in_use(reply: &Reply) {
+    reply.assert_error(
+        409,
+        "invalid_request_error",
+        Some("idempotency_key_in_use"),
+        None,
+    );
+}
+
+/// The gRPC refusal of a key held by a request in flight: ABORTED, `idempotency_key_in_use`.
+#[track_caller]
+fn assert_key_in_use_over_grpc(status: &tonic::Status) {
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    assert_eq!(grpc_error_reason(status), "idempotency_key_in_use");
+}
+
+/// The gRPC refusal of a key reused with other parameters: FAILED_PRECONDITION,
+/// `idempotency_error`.
+#[track_caller]
+fn assert_mismatch_over_grpc(status: &tonic::Status) {
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(grpc_error_type(status), "idempotency_error");
+}
+
 /// The Stripe error type carried in a gRPC status's `ErrorInfo`.
 fn grpc_error_type(status: &tonic::Status) -> String {
     let details = status.get_error_details();
@@ -88,7 +120,7 @@ fn grpc_error_reason(status: &tonic::Status) -> String {
 on_every_backend! {
     async fn a_rest_balance_transaction_repeated_with_its_key_is_replayed_and_applied_once(app) {
         let customer = app.create_customer("name=replay").await;
-        let path = transactions_path(&customer);
+        let path = customer_transactions_path(&customer);
         let first = app.post_idempotent(&path, "k1", "amount=500&currency=usd&description=top+up&metadata[order]=42").await.ok();
         let second = app.post_idempotent(&path, "k1", "amount=500&currency=usd&description=top+up&metadata[order]=42").await.ok();
         assert!(first["id"].as_str().unwrap().starts_with("cbtxn_test_"), "{first}");
@@ -111,7 +143,7 @@ on_every_backend! {
 
     async fn expand_is_not_part_of_the_request_identity(app) {
         let customer = app.create_customer("name=expand").await;
-        let path = transactions_path(&customer);
+        let path = customer_transactions_path(&customer);
         let first = app.post_idempotent(&path, "k", "amount=-250&currency=eur").await.ok();
         let expanded = app.post_idempotent(&path, "k", "amount=-250&currency=eur&expand[]=customer").await.ok();
         assert_eq!(expanded["id"], first["id"]);
@@ -125,7 +157,7 @@ on_every_backend! {
         assert!(first["id"].as_str().unwrap().starts_with("cus_test_"));
         assert_eq!(second, first);
         let list = app.get("/v1/customers").await.ok();
-        assert_eq!(ids(&list), vec![first["id"].as_str().unwrap().to_string()]);
+        assert_eq!(ids_of(&list), vec![first["id"].as_str().unwrap().to_string()]);
     }
 
     async fn grpc_calls_repeated_with_their_key_are_replayed_and_applied_once(app) {
@@ -142,26 +174,11 @@ on_every_backend! {
         assert_eq!(listed.data.len(), 1);
 
         let mut transactions = app.balance_transactions().await;
-        let first = transactions
-            .create_customer_balance_transaction(app.grpc_idempotent(create_request(&customer.id, 700), "t1"))
-            .await
-            .unwrap()
-            .into_inner();
-        let second = transactions
-            .create_customer_balance_transaction(app.grpc_idempotent(create_request(&customer.id, 700), "t1"))
-            .await
-            .unwrap()
-            .into_inner();
+        let first = create_over_grpc(&mut transactions, &app, &customer.id, 700, "t1").await.unwrap();
+        let second = create_over_grpc(&mut transactions, &app, &customer.id, 700, "t1").await.unwrap();
         assert_eq!(second, first);
         assert_eq!(first.ending_balance, 700);
-        let list = transactions
-            .list_customer_balance_transactions(app.grpc(proto::ListCustomerBalanceTransactionsRequest {
-                customer: customer.id.clone(),
-                ..Default::default()
-            }))
-            .await
-            .unwrap()
-            .into_inner();
+        let list = grpc_customer_transactions(&mut transactions, &app, &customer.id).await;
         assert_eq!(list.data, vec![first]);
         assert_eq!(balance(&app, &customer.id).await, 700);
     }
@@ -171,23 +188,15 @@ on_every_backend! {
         let mut transactions = app.balance_transactions().await;
 
         // REST first, then gRPC with the same parameters.
-        let rest = app.post_idempotent(&transactions_path(&customer), "shared", "amount=300&currency=usd").await.ok();
-        let grpc = transactions
-            .create_customer_balance_transaction(app.grpc_idempotent(create_request(&customer, 300), "shared"))
-            .await
-            .unwrap()
-            .into_inner();
+        let rest = app.post_idempotent(&customer_transactions_path(&customer), "shared", "amount=300&currency=usd").await.ok();
+        let grpc = create_over_grpc(&mut transactions, &app, &customer, 300, "shared").await.unwrap();
         assert_eq!(grpc.id, rest["id"].as_str().unwrap());
         assert_eq!(grpc.ending_balance, 300);
         assert_eq!(grpc.created, rest["created"].as_i64().unwrap());
 
         // gRPC first, then REST.
-        let grpc_first = transactions
-            .create_customer_balance_transaction(app.grpc_idempotent(create_request(&customer, -100), "other"))
-            .await
-            .unwrap()
-            .into_inner();
-        let rest_replay = app.post_idempotent(&transactions_path(&customer), "other", "amount=-100&currency=usd").await.ok();
+        let grpc_first = create_over_grpc(&mut transactions, &app, &customer, -100, "other").await.unwrap();
+        let rest_replay = app.post_idempotent(&customer_transactions_path(&customer), "other", "amount=-100&currency=usd").await.ok();
         assert_eq!(rest_replay["id"], grpc_first.id.as_str());
         assert_eq!(rest_replay["ending_balance"], 200);
 
@@ -203,13 +212,13 @@ on_every_backend! {
 
         assert_eq!(transaction_ids(&app, &customer).await.len(), 2);
         assert_eq!(balance(&app, &customer).await, 200);
-        assert_eq!(ids(&app.get("/v1/customers").await.ok()).len(), 2);
+        assert_eq!(ids_of(&app.get("/v1/customers").await.ok()).len(), 2);
     }
 
     async fn a_key_reused_with_other_parameters_is_an_idempotency_error_over_rest(app) {
         let customer = app.create_customer("name=mismatch").await;
         let other_customer = app.create_customer("name=other").await;
-        let path = transactions_path(&customer);
+        let path = customer_transactions_path(&customer);
         let first = app.post_idempotent(&path, "k", "amount=500&currency=usd").await.ok();
         for body in [
             "amount=501&currency=usd",
@@ -220,7 +229,7 @@ on_every_backend! {
             app.post_idempotent(&path, "k", body).await.assert_error(400, "idempotency_error", None, None);
         }
         // The same body for another customer is another request.
-        app.post_idempotent(&transactions_path(&other_customer), "k", "amount=500&currency=usd")
+        app.post_idempotent(&customer_transactions_path(&other_customer), "k", "amount=500&currency=usd")
             .await
             .assert_error(400, "idempotency_error", None, None);
 
@@ -233,26 +242,18 @@ on_every_backend! {
         // Customer creation as well.
         app.post_idempotent("/v1/customers", "c", "name=A").await.ok();
         app.post_idempotent("/v1/customers", "c", "name=B").await.assert_error(400, "idempotency_error", None, None);
-        assert_eq!(ids(&app.get("/v1/customers").await.ok()).len(), 3);
+        assert_eq!(ids_of(&app.get("/v1/customers").await.ok()).len(), 3);
     }
 
     async fn a_key_reused_with_other_parameters_fails_its_precondition_over_grpc(app) {
         let customer = app.create_customer("name=mismatch").await;
         let mut transactions = app.balance_transactions().await;
-        let first = transactions
-            .create_customer_balance_transaction(app.grpc_idempotent(create_request(&customer, 500), "k"))
-            .await
-            .unwrap()
-            .into_inner();
-        let mismatch = transactions
-            .create_customer_balance_transaction(app.grpc_idempotent(create_request(&customer, 501), "k"))
-            .await
-            .unwrap_err();
-        assert_eq!(mismatch.code(), Code::FailedPrecondition, "{mismatch:?}");
-        assert_eq!(grpc_error_type(&mismatch), "idempotency_error");
+        let first = create_over_grpc(&mut transactions, &app, &customer, 500, "k").await.unwrap();
+        let mismatch = create_over_grpc(&mut transactions, &app, &customer, 501, "k").await.unwrap_err();
+        assert_mismatch_over_grpc(&mismatch);
 
         // The key was first used over gRPC; a REST request with other parameters is refused too.
-        app.post_idempotent(&transactions_path(&customer), "k", "amount=499&currency=usd")
+        app.post_idempotent(&customer_transactions_path(&customer), "k", "amount=499&currency=usd")
             .await
             .assert_error(400, "idempotency_error", None, None);
 
@@ -274,17 +275,13 @@ on_every_backend! {
     async fn a_key_reused_for_another_operation_is_an_idempotency_error(app) {
         let created = app.post_idempotent("/v1/customers", "k", "name=first").await.ok();
         let customer = created["id"].as_str().unwrap().to_string();
-        let path = transactions_path(&customer);
+        let path = customer_transactions_path(&customer);
 
         // Create customer → create balance transaction, over both transports.
         app.post_idempotent(&path, "k", "amount=100&currency=usd").await.assert_error(400, "idempotency_error", None, None);
         let mut transactions = app.balance_transactions().await;
-        let status = transactions
-            .create_customer_balance_transaction(app.grpc_idempotent(create_request(&customer, 100), "k"))
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-        assert_eq!(grpc_error_type(&status), "idempotency_error");
+        let status = create_over_grpc(&mut transactions, &app, &customer, 100, "k").await.unwrap_err();
+        assert_mismatch_over_grpc(&status);
 
         // Create customer → update that customer.
         app.post_idempotent(&format!("/v1/customers/{customer}"), "k", "name=first")
@@ -307,7 +304,7 @@ on_every_backend! {
 
     async fn updates_are_idempotent_too(app) {
         let customer = app.create_customer("name=u").await;
-        let path = transactions_path(&customer);
+        let path = customer_transactions_path(&customer);
         let transaction = app.post(&path, "amount=100&currency=usd").await.ok();
         let transaction_path = format!("{path}/{}", transaction["id"].as_str().unwrap());
         let first = app.post_idempotent(&transaction_path, "u", "description=first").await.ok();
@@ -324,7 +321,7 @@ on_every_backend! {
 
     async fn a_key_held_by_a_running_request_gets_409_until_it_is_released(app) {
         let customer = app.create_customer("name=busy").await;
-        let path = transactions_path(&customer);
+        let path = customer_transactions_path(&customer);
         let ctx = app.context().await.with_idempotency_key(Some("k".into()));
         let claim = app
             .services
@@ -332,20 +329,11 @@ on_every_backend! {
             .claim(&ctx, CREATE_TRANSACTION, &"anything")
             .expect("claim the key");
 
-        app.post_idempotent(&path, "k", "amount=100&currency=usd")
-            .await
-            .assert_error(409, "invalid_request_error", Some("idempotency_key_in_use"), None);
+        assert_key_in_use(&app.post_idempotent(&path, "k", "amount=100&currency=usd").await);
         // Whatever the operation: the key itself is busy.
-        app.post_idempotent("/v1/customers", "k", "name=x")
-            .await
-            .assert_error(409, "invalid_request_error", Some("idempotency_key_in_use"), None);
+        assert_key_in_use(&app.post_idempotent("/v1/customers", "k", "name=x").await);
         let mut transactions = app.balance_transactions().await;
-        let status = transactions
-            .create_customer_balance_transaction(app.grpc_idempotent(create_request(&customer, 100), "k"))
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::Aborted, "{status:?}");
-        assert_eq!(grpc_error_reason(&status), "idempotency_key_in_use");
+        assert_key_in_use_over_grpc(&create_over_grpc(&mut transactions, &app, &customer, 100, "k").await.unwrap_err());
 
         // Other keys, and requests without a key, are not held up.
         app.post_idempotent(&path, "k-other", "amount=1&currency=usd").await.ok();
@@ -355,11 +343,7 @@ on_every_backend! {
         drop(claim);
         let done = app.post_idempotent(&path, "k", "amount=100&currency=usd").await.ok();
         assert_eq!(done["ending_balance"], 102);
-        let replayed = transactions
-            .create_customer_balance_transaction(app.grpc_idempotent(create_request(&customer, 100), "k"))
-            .await
-            .unwrap()
-            .into_inner();
+        let replayed = create_over_grpc(&mut transactions, &app, &customer, 100, "k").await.unwrap();
         assert_eq!(replayed.id, done["id"].as_str().unwrap());
         assert_eq!(transaction_ids(&app, &customer).await.len(), 3);
     }
@@ -373,13 +357,13 @@ on_every_backend! {
             let ctx = creditd::service::RequestContext::new(caller.tenant).with_idempotency_key(Some("k".into()));
             claims.push(app.services.idempotency.claim(&ctx, CREATE_TRANSACTION, &"x").expect("claim"));
         }
-        app.post_idempotent(&transactions_path(&customer), "k", "amount=5&currency=usd").await.ok();
+        app.post_idempotent(&customer_transactions_path(&customer), "k", "amount=5&currency=usd").await.ok();
         drop(claims);
     }
 
     async fn concurrent_requests_with_one_key_apply_once(app) {
         let customer = app.create_customer("name=race").await;
-        let path = transactions_path(&customer);
+        let path = customer_transactions_path(&customer);
         let replies = futures::future::join_all(
             (0..8).map(|_| app.post_idempotent(&path, "race", "amount=10&currency=usd")),
         )
@@ -388,7 +372,7 @@ on_every_backend! {
         for reply in &replies {
             match reply.status {
                 200 => winners.push(reply.body["id"].clone()),
-                _ => reply.assert_error(409, "invalid_request_error", Some("idempotency_key_in_use"), None),
+                _ => assert_key_in_use(reply),
             }
         }
         assert!(!winners.is_empty(), "{replies:?}");
@@ -405,34 +389,21 @@ on_every_backend! {
             return;
         }
         let customer = app.create_customer("name=replica").await;
-        let path = transactions_path(&customer);
+        let path = customer_transactions_path(&customer);
         let tenant = app.context().await.tenant;
 
         // Another replica runs the key: it holds the advisory lock in its open transaction.
         let replica = app.services.db.begin().await.expect("begin");
         assert!(creditd::store::idempotency::try_lock_key(&replica, &tenant, "k").await.expect("lock"));
 
-        app.post_idempotent(&path, "k", "amount=100&currency=usd")
-            .await
-            .assert_error(409, "invalid_request_error", Some("idempotency_key_in_use"), None);
+        assert_key_in_use(&app.post_idempotent(&path, "k", "amount=100&currency=usd").await);
         let mut transactions = app.balance_transactions().await;
-        let status = transactions
-            .create_customer_balance_transaction(app.grpc_idempotent(create_request(&customer, 100), "k"))
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::Aborted, "{status:?}");
-        assert_eq!(grpc_error_reason(&status), "idempotency_key_in_use");
+        assert_key_in_use_over_grpc(&create_over_grpc(&mut transactions, &app, &customer, 100, "k").await.unwrap_err());
         // The lock is per account, mode and key.
         app.post_idempotent(&path, "k2", "amount=1&currency=usd").await.ok();
         let live_key = app.new_key(true, true).await;
-        let live_customer = app
-            .request(reqwest::Method::POST, "/v1/customers", Some(&live_key), None, "name=live")
-            .await
-            .ok()["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        post_as(&app, &live_key, &transactions_path(&live_customer), "k", "amount=1&currency=usd").await.ok();
+        let live_customer = create_customer_as(&app, &live_key, "name=live").await;
+        post_as(&app, &live_key, &customer_transactions_path(&live_customer), "k", "amount=1&currency=usd").await.ok();
         assert_eq!(transaction_ids(&app, &customer).await.len(), 1, "the refused requests wrote nothing");
 
         replica.rollback().await.expect("rollback");
@@ -443,7 +414,7 @@ on_every_backend! {
 
     async fn the_same_key_in_another_account_or_mode_is_a_separate_request(app) {
         let customer = app.create_customer("name=mine").await;
-        let mine = app.post_idempotent(&transactions_path(&customer), "shared", "amount=100&currency=usd").await.ok();
+        let mine = app.post_idempotent(&customer_transactions_path(&customer), "shared", "amount=100&currency=usd").await.ok();
         let mine_customer = app.post_idempotent("/v1/customers", "shared-customer", "name=x").await.ok();
 
         for (livemode, same_account) in [(false, false), (true, true), (true, false)] {
@@ -454,38 +425,28 @@ on_every_backend! {
             assert_eq!(theirs_customer["livemode"], livemode);
             let their_id = theirs_customer["id"].as_str().unwrap().to_string();
             // A different body under our key name is not a mismatch there either.
-            let theirs = post_as(&app, &key, &transactions_path(&their_id), "shared", "amount=999&currency=eur").await.ok();
+            let theirs = post_as(&app, &key, &customer_transactions_path(&their_id), "shared", "amount=999&currency=eur").await.ok();
             assert_ne!(theirs["id"], mine["id"]);
             assert_eq!(theirs["ending_balance"], 999);
             assert_eq!(theirs["livemode"], livemode);
             // And it replays there.
-            let replayed = post_as(&app, &key, &transactions_path(&their_id), "shared", "amount=999&currency=eur").await.ok();
+            let replayed = post_as(&app, &key, &customer_transactions_path(&their_id), "shared", "amount=999&currency=eur").await.ok();
             assert_eq!(replayed, theirs);
             assert_eq!(transaction_ids_as(&app, &key, &their_id).await.len(), 1);
         }
 
         // Our key still replays our own result.
-        assert_eq!(app.post_idempotent(&transactions_path(&customer), "shared", "amount=100&currency=usd").await.ok(), mine);
+        assert_eq!(app.post_idempotent(&customer_transactions_path(&customer), "shared", "amount=100&currency=usd").await.ok(), mine);
         assert_eq!(transaction_ids(&app, &customer).await.len(), 1);
-        assert_eq!(ids(&app.get("/v1/customers").await.ok()).len(), 2);
+        assert_eq!(ids_of(&app.get("/v1/customers").await.ok()).len(), 2);
     }
 
     async fn the_same_key_over_grpc_in_another_account_is_a_separate_request(app) {
         let customer = app.create_customer("name=mine").await;
         let mut transactions = app.balance_transactions().await;
-        let mine = transactions
-            .create_customer_balance_transaction(app.grpc_idempotent(create_request(&customer, 100), "g"))
-            .await
-            .unwrap()
-            .into_inner();
+        let mine = create_over_grpc(&mut transactions, &app, &customer, 100, "g").await.unwrap();
         let other_key = app.new_key(false, false).await;
-        let other_customer = app
-            .request(reqwest::Method::POST, "/v1/customers", Some(&other_key), None, "name=other")
-            .await
-            .ok()["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let other_customer = create_customer_as(&app, &other_key, "name=other").await;
         let theirs = transactions
             .create_customer_balance_transaction(common::grpc_request(create_request(&other_customer, 100), Some(&other_key), Some("g")))
             .await
@@ -497,10 +458,10 @@ on_every_backend! {
 
     async fn a_failed_request_stores_nothing_so_its_key_runs_again(app) {
         let customer = app.create_customer("name=retry").await;
-        let path = transactions_path(&customer);
+        let path = customer_transactions_path(&customer);
 
         // Unknown customer, then the same key on a real one: a new request, not a mismatch.
-        app.post_idempotent(&transactions_path("cus_test_missing"), "k", "amount=100&currency=usd")
+        app.post_idempotent(&customer_transactions_path("cus_test_missing"), "k", "amount=100&currency=usd")
             .await
             .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("customer"));
         let created = app.post_idempotent(&path, "k", "amount=100&currency=usd").await.ok();
@@ -519,21 +480,11 @@ on_every_backend! {
 
         // Same for gRPC: unknown customer first, then the same key on the real customer.
         let mut transactions = app.balance_transactions().await;
-        let missing = transactions
-            .create_customer_balance_transaction(app.grpc_idempotent(create_request("cus_test_missing", 7), "g"))
-            .await
-            .unwrap_err();
+        let missing = create_over_grpc(&mut transactions, &app, "cus_test_missing", 7, "g").await.unwrap_err();
         assert_eq!(missing.code(), Code::NotFound);
-        let invalid = transactions
-            .create_customer_balance_transaction(app.grpc_idempotent(create_request(&customer, 0), "g"))
-            .await
-            .unwrap_err();
+        let invalid = create_over_grpc(&mut transactions, &app, &customer, 0, "g").await.unwrap_err();
         assert_eq!(invalid.code(), Code::InvalidArgument);
-        let ok = transactions
-            .create_customer_balance_transaction(app.grpc_idempotent(create_request(&customer, 7), "g"))
-            .await
-            .unwrap()
-            .into_inner();
+        let ok = create_over_grpc(&mut transactions, &app, &customer, 7, "g").await.unwrap();
         assert_eq!(ok.customer, customer);
         assert_eq!(transaction_ids(&app, &customer).await.len(), 3);
         assert_eq!(balance(&app, &customer).await, 157);
@@ -541,7 +492,7 @@ on_every_backend! {
 
     async fn idempotency_keys_are_at_most_255_characters(app) {
         let customer = app.create_customer("name=long").await;
-        let path = transactions_path(&customer);
+        let path = customer_transactions_path(&customer);
         let too_long = "k".repeat(256);
         app.post_idempotent(&path, &too_long, "amount=1&currency=usd")
             .await
@@ -550,7 +501,7 @@ on_every_backend! {
             .await
             .assert_error(400, "invalid_request_error", Some("parameter_invalid"), Some("Idempotency-Key"));
         assert_eq!(transaction_ids(&app, &customer).await.len(), 0);
-        assert_eq!(ids(&app.get("/v1/customers").await.ok()).len(), 1);
+        assert_eq!(ids_of(&app.get("/v1/customers").await.ok()).len(), 1);
 
         let longest = "k".repeat(255);
         let first = app.post_idempotent(&path, &longest, "amount=1&currency=usd").await.ok();
@@ -560,19 +511,12 @@ on_every_backend! {
 
         // The same limit over gRPC.
         let mut transactions = app.balance_transactions().await;
-        let status = transactions
-            .create_customer_balance_transaction(app.grpc_idempotent(create_request(&customer, 1), &too_long))
-            .await
-            .unwrap_err();
+        let status = create_over_grpc(&mut transactions, &app, &customer, 1, &too_long).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
         let details = status.get_error_details();
         let violations = &details.bad_request().expect("bad request").field_violations;
         assert_eq!(violations[0].field, "Idempotency-Key");
-        let replayed = transactions
-            .create_customer_balance_transaction(app.grpc_idempotent(create_request(&customer, 1), &longest))
-            .await
-            .unwrap()
-            .into_inner();
+        let replayed = create_over_grpc(&mut transactions, &app, &customer, 1, &longest).await.unwrap();
         assert_eq!(replayed.id, first["id"].as_str().unwrap());
     }
 
@@ -580,19 +524,19 @@ on_every_backend! {
         app.post_idempotent("/v1/customers", "", "name=x")
             .await
             .assert_error(400, "invalid_request_error", Some("parameter_invalid"), Some("Idempotency-Key"));
-        assert_eq!(ids(&app.get("/v1/customers").await.ok()).len(), 0);
+        assert_eq!(ids_of(&app.get("/v1/customers").await.ok()).len(), 0);
     }
 
     async fn get_requests_ignore_the_idempotency_key_header(app) {
         let customer = app.create_customer("name=get").await;
-        let transaction = app.post(&transactions_path(&customer), "amount=5&currency=usd").await.ok();
-        let transaction_path = format!("{}/{}", transactions_path(&customer), transaction["id"].as_str().unwrap());
+        let transaction = app.post(&customer_transactions_path(&customer), "amount=5&currency=usd").await.ok();
+        let transaction_path = format!("{}/{}", customer_transactions_path(&customer), transaction["id"].as_str().unwrap());
         // Even a key that is held right now, or that was used for a POST, does not matter on GET.
         app.post_idempotent("/v1/customers", "used", "name=other").await.ok();
         let ctx = app.context().await.with_idempotency_key(Some("held".into()));
         let _claim = app.services.idempotency.claim(&ctx, CREATE_TRANSACTION, &"x").expect("claim");
         for key in ["held", "used", &"k".repeat(300)] {
-            for path in ["/v1/customers".to_string(), format!("/v1/customers/{customer}"), transactions_path(&customer), transaction_path.clone()] {
+            for path in ["/v1/customers".to_string(), format!("/v1/customers/{customer}"), customer_transactions_path(&customer), transaction_path.clone()] {
                 let first = app.request(reqwest::Method::GET, &path, Some(&app.key), Some(key), "").await.ok();
                 let second = app.request(reqwest::Method::GET, &path, Some(&app.key), Some(key), "").await.ok();
                 assert_eq!(first, second, "{path}");
@@ -600,7 +544,7 @@ on_every_backend! {
         }
         // A GET with a key does not store anything under it: the key is still free for a POST.
         app.request(reqwest::Method::GET, "/v1/customers", Some(&app.key), Some("fresh"), "").await.ok();
-        let created = app.post_idempotent(&transactions_path(&customer), "fresh", "amount=6&currency=usd").await.ok();
+        let created = app.post_idempotent(&customer_transactions_path(&customer), "fresh", "amount=6&currency=usd").await.ok();
         assert_eq!(created["ending_balance"], 11);
     }
 }
@@ -616,7 +560,11 @@ async fn a_non_ascii_idempotency_key_is_never_silently_ignored() {
     for _ in 0..2 {
         let response = app
             .http
-            .post(format!("{}{}", app.http_base, transactions_path(&customer)))
+            .post(format!(
+                "{}{}",
+                app.http_base,
+                customer_transactions_path(&customer)
+            ))
             .basic_auth(&app.key, Some(""))
             .header("Idempotency-Key", key.clone())
             .header("Content-Type", "application/x-www-form-urlencoded")
@@ -652,7 +600,7 @@ async fn a_non_ascii_idempotency_key_is_never_silently_ignored() {
             .expect_err("a non-ASCII key must be refused");
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     }
-    let ledger = app.get(&transactions_path(&customer)).await.ok();
+    let ledger = app.get(&customer_transactions_path(&customer)).await.ok();
     assert_eq!(ledger["data"], serde_json::json!([]), "nothing was written");
 }
 
@@ -668,8 +616,8 @@ async fn on_postgresql_a_key_is_free_again_once_its_response_is_sent() {
     }
     let app = TestApp::spawn(common::Backend::Postgres).await;
     let customer = app.create_customer("name=sequential").await;
-    let path = transactions_path(&customer);
-    let missing = transactions_path("cus_test_missing");
+    let path = customer_transactions_path(&customer);
+    let missing = customer_transactions_path("cus_test_missing");
     let client = |n: usize| {
         let (app, path, missing) = (&app, &path, &missing);
         async move {

@@ -7,6 +7,12 @@
 
 mod common;
 
+use common::credits::{
+    BalanceClient, GRANTS, GrantClient, METERED, TXNS, apply_credits, assert_not_found,
+    assert_refused, create_grant, find_balance, grant_filter, grant_summary,
+    grpc_ledger_and_available, id_of, ids_of, kinds, metered_filter, metered_grant, metered_line,
+    monetary, money, summary, sweep, transactions_in_one_page, usd_grant_body,
+};
 use common::{Reply, TestApp};
 use creditd::grpc::proto;
 use serde_json::{Value, json};
@@ -15,50 +21,16 @@ use tonic::transport::Channel;
 
 const CLOCKS: &str = "/v1/test_helpers/test_clocks";
 const CUSTOMERS: &str = "/v1/customers";
-const GRANTS: &str = "/v1/billing/credit_grants";
-const TXNS: &str = "/v1/billing/credit_balance_transactions";
-const SUMMARY: &str = "/v1/billing/credit_balance_summary";
-const METERED: &str =
-    "filter[type]=applicability_scope&filter[applicability_scope][price_type]=metered";
 const DAY: i64 = 86_400;
 const TWO_YEARS: i64 = 2 * 365 * DAY;
 
 type ClockClient = proto::test_clock_service_client::TestClockServiceClient<Channel>;
-type GrantClient = proto::credit_grant_service_client::CreditGrantServiceClient<Channel>;
 /// A step of the gRPC lifecycle: the clock's time, an amount to apply, and the expected
 /// `(available, ledger)` in total, of grant A and of grant B.
 type Step = (i64, Option<i64>, (i64, i64), (i64, i64), (i64, i64));
-type BalanceClient = proto::credit_balance_service_client::CreditBalanceServiceClient<Channel>;
 
 // ---------------------------------------------------------------------------------------------
 // REST helpers
-
-fn id_of(object: &Value) -> String {
-    object["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {object}"))
-        .to_string()
-}
-
-fn ids_of(list: &Value) -> Vec<String> {
-    list["data"]
-        .as_array()
-        .unwrap_or_else(|| panic!("not a list: {list}"))
-        .iter()
-        .map(id_of)
-        .collect()
-}
-
-fn money(currency: &str, value: i64) -> Value {
-    json!({"type": "monetary", "monetary": {"currency": currency, "value": value}})
-}
-
-fn grant_body(customer: &str, value: i64) -> String {
-    format!(
-        "customer={customer}&amount[type]=monetary&amount[monetary][currency]=usd\
-         &amount[monetary][value]={value}&applicability_config[scope][price_type]=metered"
-    )
-}
 
 fn clock_path(clock: &str) -> String {
     format!("{CLOCKS}/{clock}")
@@ -125,222 +97,35 @@ async fn clock_customer(app: &TestApp, clock: &str, name: &str) -> Value {
         .ok()
 }
 
-async fn grant(app: &TestApp, body: &str) -> Value {
-    app.post(GRANTS, body).await.ok()
-}
-
-/// Every credit balance transaction of `customer` (optionally of one grant), newest first.
-async fn transactions(app: &TestApp, customer: &str, grant: Option<&str>) -> Vec<Value> {
-    let filter = grant.map_or(String::new(), |grant| format!("&credit_grant={grant}"));
-    let page = app
-        .get(&format!("{TXNS}?customer={customer}{filter}&limit=100"))
-        .await
-        .ok();
-    assert_eq!(page["has_more"], false, "one page is enough here");
-    page["data"].as_array().expect("data").clone()
-}
-
-/// The entry sub-types of a ledger, in list order (newest first).
-fn kinds(entries: &[Value]) -> Vec<String> {
-    entries
-        .iter()
-        .map(|entry| {
-            let side = entry["type"].as_str().expect("type");
-            entry[side]["type"].as_str().expect("sub-type").to_string()
-        })
-        .collect()
-}
-
 /// `(available, ledger)` in USD of a summary; `(0, 0)` when there is no USD balance.
 #[track_caller]
 fn usd_in(summary: &Value) -> (i64, i64) {
-    let balances = summary["balances"].as_array().expect("balances");
-    let usd: Vec<&Value> = balances
-        .iter()
-        .filter(|balance| balance["ledger_balance"]["monetary"]["currency"] == "usd")
-        .collect();
-    match usd.as_slice() {
-        [] => (0, 0),
-        [balance] => (
-            balance["available_balance"]["monetary"]["value"]
-                .as_i64()
-                .expect("available"),
-            balance["ledger_balance"]["monetary"]["value"]
-                .as_i64()
-                .expect("ledger"),
-        ),
-        _ => panic!("several usd balances in {summary}"),
-    }
+    find_balance(summary, "usd").unwrap_or((0, 0))
 }
 
 /// `(available, ledger)` in USD over every metered grant of `customer`.
 async fn metered_usd(app: &TestApp, customer: &str) -> (i64, i64) {
-    usd_in(
-        &app.get(&format!("{SUMMARY}?customer={customer}&{METERED}"))
-            .await
-            .ok(),
-    )
+    usd_in(&summary(app, customer, METERED).await)
 }
 
 /// `(available, ledger)` in USD of one grant.
 async fn grant_usd(app: &TestApp, customer: &str, grant: &str) -> (i64, i64) {
-    usd_in(
-        &app.get(&format!(
-            "{SUMMARY}?customer={customer}&filter[type]=credit_grant&filter[credit_grant]={grant}"
-        ))
-        .await
-        .ok(),
-    )
-}
-
-/// Applies `amount_due` of USD credits to a metered line over gRPC.
-async fn apply_credits(
-    app: &TestApp,
-    customer: &str,
-    invoice: &str,
-    amount_due: i64,
-) -> proto::ApplyCreditsResponse {
-    BalanceClient::new(app.channel().await)
-        .apply_credits(app.grpc(proto::ApplyCreditsRequest {
-            customer: customer.into(),
-            currency: "usd".into(),
-            invoice: invoice.into(),
-            invoice_line_item: format!("il_{invoice}"),
-            price_type: Some("metered".into()),
-            price: None,
-            amount_due,
-        }))
-        .await
-        .expect("apply credits")
-        .into_inner()
-}
-
-async fn sweep(app: &TestApp) -> u64 {
-    app.services
-        .sweep_expired_credit_grants()
-        .await
-        .expect("expiry sweep")
-}
-
-/// A 404 `resource_missing` (the param of a path ID is not pinned).
-#[track_caller]
-fn assert_missing(reply: &Reply) {
-    assert_eq!(reply.status, 404, "{}", reply.body);
-    assert_eq!(
-        reply.body["error"]["type"], "invalid_request_error",
-        "{}",
-        reply.body
-    );
-    assert_eq!(
-        reply.body["error"]["code"], "resource_missing",
-        "{}",
-        reply.body
-    );
-}
-
-/// A 400 `invalid_request_error` (the code is not pinned).
-#[track_caller]
-fn assert_refused(reply: &Reply) {
-    assert_eq!(reply.status, 400, "{}", reply.body);
-    assert_eq!(
-        reply.body["error"]["type"], "invalid_request_error",
-        "{}",
-        reply.body
-    );
-    assert!(
-        reply.body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{}",
-        reply.body
-    );
+    usd_in(&grant_summary(app, customer, grant).await)
 }
 
 // ---------------------------------------------------------------------------------------------
 // gRPC helpers
 
-fn monetary(value: i64) -> Option<proto::CreditAmount> {
-    Some(proto::CreditAmount {
-        r#type: "monetary".into(),
-        monetary: Some(proto::MonetaryAmount {
-            currency: "usd".into(),
-            value,
-        }),
-    })
-}
-
-fn metered() -> proto::CreditScope {
-    proto::CreditScope {
-        price_type: Some("metered".into()),
-        prices: Vec::new(),
-    }
-}
-
-fn grpc_grant(customer: &str, value: i64) -> proto::CreateCreditGrantRequest {
-    proto::CreateCreditGrantRequest {
-        customer: customer.into(),
-        amount: monetary(value),
-        applicability_config: Some(proto::ApplicabilityConfig {
-            scope: Some(metered()),
-        }),
-        ..Default::default()
-    }
-}
-
 /// `(available, ledger)` in USD of a gRPC summary; `(0, 0)` without a USD balance.
-fn grpc_usd(summary: &proto::CreditBalanceSummary) -> (i64, i64) {
-    let value = |amount: &Option<proto::CreditAmount>| {
-        amount
-            .as_ref()
-            .and_then(|amount| amount.monetary.as_ref())
-            .filter(|monetary| monetary.currency == "usd")
-            .map(|monetary| monetary.value)
-    };
-    summary
-        .balances
-        .iter()
-        .find_map(|balance| {
-            Some((
-                value(&balance.available_balance)?,
-                value(&balance.ledger_balance)?,
-            ))
-        })
-        .unwrap_or((0, 0))
-}
-
 async fn grpc_summary(
     app: &TestApp,
     balances: &mut BalanceClient,
     customer: &str,
     filter: proto::SummaryFilter,
 ) -> (i64, i64) {
-    let summary = balances
-        .get_credit_balance_summary(app.grpc(proto::GetCreditBalanceSummaryRequest {
-            customer: customer.into(),
-            filter: Some(filter),
-        }))
-        .await
-        .expect("summary")
-        .into_inner();
-    assert_eq!(summary.object, "billing.credit_balance_summary");
-    assert_eq!(summary.customer, customer);
-    grpc_usd(&summary)
-}
-
-fn metered_filter() -> proto::SummaryFilter {
-    proto::SummaryFilter {
-        r#type: "applicability_scope".into(),
-        credit_grant: None,
-        applicability_scope: Some(metered()),
-    }
-}
-
-fn grant_filter(grant: &str) -> proto::SummaryFilter {
-    proto::SummaryFilter {
-        r#type: "credit_grant".into(),
-        credit_grant: Some(grant.into()),
-        applicability_scope: None,
-    }
+    let summary = common::credits::grpc_summary(balances, app, customer, filter).await;
+    let (ledger, available) = grpc_ledger_and_available(&summary, "usd");
+    (available, ledger)
 }
 
 #[track_caller]
@@ -380,7 +165,7 @@ on_every_backend! {
         let customer = id_of(&customer);
 
         // A: 1000 effective now (the clock's now), expiring in 30 days.
-        let a = grant(&app, &format!("{}&expires_at={}", grant_body(&customer, 1000), t0 + 30 * DAY)).await;
+        let a = create_grant(&app, &format!("{}&expires_at={}", usd_grant_body(&customer, 1000), t0 + 30 * DAY)).await;
         assert_eq!(a["effective_at"], t0, "effective_at defaults to the clock's time");
         assert_eq!(a["created"], t0);
         assert_eq!(a["updated"], t0);
@@ -388,7 +173,7 @@ on_every_backend! {
         assert_eq!(a["test_clock"], clock_id.as_str());
         let a = id_of(&a);
         // B: 500 effective in 10 days, never expiring.
-        let b = grant(&app, &format!("{}&effective_at={}", grant_body(&customer, 500), t0 + 10 * DAY)).await;
+        let b = create_grant(&app, &format!("{}&effective_at={}", usd_grant_body(&customer, 500), t0 + 10 * DAY)).await;
         assert_eq!(b["effective_at"], t0 + 10 * DAY);
         assert_eq!(b["created"], t0);
         assert_eq!(b["expires_at"], Value::Null);
@@ -399,7 +184,7 @@ on_every_backend! {
         assert_eq!(metered_usd(&app, &customer).await, (1000, 1000));
         assert_eq!(grant_usd(&app, &customer, &a).await, (1000, 1000));
         assert_eq!(grant_usd(&app, &customer, &b).await, (0, 0));
-        let granted_a = transactions(&app, &customer, Some(&a)).await;
+        let granted_a = transactions_in_one_page(&app, &customer, Some(&a)).await;
         assert_eq!(kinds(&granted_a), ["credits_granted"]);
         assert_eq!(granted_a[0]["credit"], json!({
             "amount": money("usd", 1000),
@@ -408,17 +193,17 @@ on_every_backend! {
         }));
         assert_eq!((granted_a[0]["created"].as_i64(), granted_a[0]["effective_at"].as_i64()), (Some(t0), Some(t0)));
         assert_eq!(granted_a[0]["test_clock"], clock_id.as_str());
-        let granted_b = transactions(&app, &customer, Some(&b)).await;
+        let granted_b = transactions_in_one_page(&app, &customer, Some(&b)).await;
         assert_eq!(kinds(&granted_b), ["credits_granted"]);
         assert_eq!(granted_b[0]["credit"]["amount"], money("usd", 500));
         assert_eq!((granted_b[0]["created"].as_i64(), granted_b[0]["effective_at"].as_i64()), (Some(t0), Some(t0 + 10 * DAY)));
         assert_eq!(granted_b[0]["test_clock"], clock_id.as_str());
-        assert_eq!(transactions(&app, &customer, None).await.len(), 2);
+        assert_eq!(transactions_in_one_page(&app, &customer, None).await.len(), 2);
 
         // T0+1d: apply 300; A (the expiring one) burns first, B is not effective yet.
         advance(&app, &clock, t0 + DAY).await;
         assert_eq!(metered_usd(&app, &customer).await, (1000, 1000));
-        let applied = apply_credits(&app, &customer, "in_month", 300).await;
+        let applied = apply_credits(&app, &customer, "in_month", "il_in_month", 300).await;
         assert_eq!((applied.applied, applied.remaining_amount_due), (300, 0));
         assert_eq!(applied.entries.len(), 1, "{applied:?}");
         let entry = &applied.entries[0];
@@ -428,7 +213,7 @@ on_every_backend! {
         assert_eq!(entry.test_clock.as_deref(), Some(clock_id.as_str()));
         assert_eq!(metered_usd(&app, &customer).await, (700, 700));
         assert_eq!(grant_usd(&app, &customer, &a).await, (700, 700));
-        let after_apply = transactions(&app, &customer, None).await;
+        let after_apply = transactions_in_one_page(&app, &customer, None).await;
         assert_eq!(kinds(&after_apply), ["credits_applied", "credits_granted", "credits_granted"]);
         assert_eq!(after_apply[0]["debit"], json!({
             "amount": money("usd", 300),
@@ -441,7 +226,7 @@ on_every_backend! {
         // The real-time sweeper runs at the server's time, long after A's expiry: it must leave
         // clock grants alone.
         assert_eq!(sweep(&app).await, 0, "the sweeper never touches clock grants");
-        assert_eq!(transactions(&app, &customer, None).await, after_apply);
+        assert_eq!(transactions_in_one_page(&app, &customer, None).await, after_apply);
         assert_eq!(metered_usd(&app, &customer).await, (700, 700));
 
         // T0+11d: B has started to count; nothing was written.
@@ -449,7 +234,7 @@ on_every_backend! {
         assert_eq!(metered_usd(&app, &customer).await, (1200, 1200));
         assert_eq!(grant_usd(&app, &customer, &a).await, (700, 700));
         assert_eq!(grant_usd(&app, &customer, &b).await, (500, 500));
-        assert_eq!(transactions(&app, &customer, None).await, after_apply);
+        assert_eq!(transactions_in_one_page(&app, &customer, None).await, after_apply);
         assert_eq!(sweep(&app).await, 0);
         assert_eq!(metered_usd(&app, &customer).await, (1200, 1200));
 
@@ -458,7 +243,7 @@ on_every_backend! {
         assert_eq!(metered_usd(&app, &customer).await, (500, 500));
         assert_eq!(grant_usd(&app, &customer, &a).await, (0, 0));
         assert_eq!(grant_usd(&app, &customer, &b).await, (500, 500));
-        let all = transactions(&app, &customer, None).await;
+        let all = transactions_in_one_page(&app, &customer, None).await;
         assert_eq!(kinds(&all), ["credits_expired", "credits_applied", "credits_granted", "credits_granted"]);
         assert_eq!(all[1..], after_apply[..], "earlier entries are untouched");
         let expired = &all[0];
@@ -471,9 +256,9 @@ on_every_backend! {
         assert_eq!(expired["test_clock"], clock_id.as_str());
         assert_eq!(expired["livemode"], false);
         assert_eq!(&app.get(&format!("{TXNS}/{}", id_of(expired))).await.ok(), expired);
-        let a_entries = transactions(&app, &customer, Some(&a)).await;
+        let a_entries = transactions_in_one_page(&app, &customer, Some(&a)).await;
         assert_eq!(kinds(&a_entries), ["credits_expired", "credits_applied", "credits_granted"]);
-        assert_eq!(kinds(&transactions(&app, &customer, Some(&b)).await), ["credits_granted"]);
+        assert_eq!(kinds(&transactions_in_one_page(&app, &customer, Some(&b)).await), ["credits_granted"]);
         let a_now = app.get(&format!("{GRANTS}/{a}")).await.ok();
         assert_eq!(a_now["expires_at"], t0 + 30 * DAY, "the grant keeps its expiry");
         assert_eq!(a_now["voided_at"], Value::Null);
@@ -481,9 +266,9 @@ on_every_backend! {
         // Nothing more is due: later advances and sweeps write nothing.
         assert_eq!(sweep(&app).await, 0);
         advance(&app, &clock, t0 + 60 * DAY).await;
-        assert_eq!(transactions(&app, &customer, None).await, all);
+        assert_eq!(transactions_in_one_page(&app, &customer, None).await, all);
         assert_eq!(metered_usd(&app, &customer).await, (500, 500));
-        let late = apply_credits(&app, &customer, "in_late", 600).await;
+        let late = apply_credits(&app, &customer, "in_late", "il_in_late", 600).await;
         assert_eq!((late.applied, late.remaining_amount_due), (500, 100));
         assert_eq!(late.entries.iter().map(|e| e.credit_grant.as_str()).collect::<Vec<_>>(), [b.as_str()]);
         assert_eq!(late.entries[0].created, t0 + 60 * DAY);
@@ -500,32 +285,32 @@ on_every_backend! {
         let clock = create_clock(&app, t0, "").await;
         let clock_id = id_of(&clock);
         let customer = id_of(&clock_customer(&app, &clock_id, "Ada").await);
-        let expiring = |value: i64, days: i64| format!("{}&expires_at={}", grant_body(&customer, value), t0 + days * DAY);
+        let expiring = |value: i64, days: i64| format!("{}&expires_at={}", usd_grant_body(&customer, value), t0 + days * DAY);
         // Created in an order that differs from their expiry order.
-        let x = id_of(&grant(&app, &expiring(100, 5)).await);
-        let y = id_of(&grant(&app, &expiring(200, 3)).await);
-        let z = id_of(&grant(&app, &expiring(300, 9)).await);
-        let at_target = id_of(&grant(&app, &expiring(400, 10)).await);
-        let just_after = id_of(&grant(&app, &expiring(500, 10)).await);
+        let x = id_of(&create_grant(&app, &expiring(100, 5)).await);
+        let y = id_of(&create_grant(&app, &expiring(200, 3)).await);
+        let z = id_of(&create_grant(&app, &expiring(300, 9)).await);
+        let at_target = id_of(&create_grant(&app, &expiring(400, 10)).await);
+        let just_after = id_of(&create_grant(&app, &expiring(500, 10)).await);
         // `just_after` expires one second after the target.
         let just_after_grant = app.post(&format!("{GRANTS}/{just_after}"), &format!("expires_at={}", t0 + 10 * DAY + 1)).await.ok();
         assert_eq!(just_after_grant["expires_at"], t0 + 10 * DAY + 1);
         assert_eq!(just_after_grant["updated"], t0, "updated at the clock's time");
         // Voided and manually expired grants happen at the clock's time and expire no more.
-        let voided = id_of(&grant(&app, &expiring(600, 2)).await);
+        let voided = id_of(&create_grant(&app, &expiring(600, 2)).await);
         let void = app.post(&format!("{GRANTS}/{voided}/void"), "").await.ok();
         assert_eq!(void["voided_at"], t0, "voided at the clock's time");
-        let by_hand = id_of(&grant(&app, &expiring(700, 4)).await);
+        let by_hand = id_of(&create_grant(&app, &expiring(700, 4)).await);
         let expired_by_hand = app.post(&format!("{GRANTS}/{by_hand}/expire"), "").await.ok();
         assert_eq!(expired_by_hand["expires_at"], t0, "expired at the clock's time");
-        let by_hand_entries = transactions(&app, &customer, Some(&by_hand)).await;
+        let by_hand_entries = transactions_in_one_page(&app, &customer, Some(&by_hand)).await;
         assert_eq!(kinds(&by_hand_entries), ["credits_expired", "credits_granted"]);
         assert_eq!((by_hand_entries[0]["created"].as_i64(), by_hand_entries[0]["effective_at"].as_i64()), (Some(t0), Some(t0)));
         assert_eq!(metered_usd(&app, &customer).await, (1500, 1500));
-        let before = transactions(&app, &customer, None).await;
+        let before = transactions_in_one_page(&app, &customer, None).await;
 
         advance(&app, &clock, t0 + 10 * DAY).await;
-        let all = transactions(&app, &customer, None).await;
+        let all = transactions_in_one_page(&app, &customer, None).await;
         let new = &all[..all.len() - before.len()];
         assert_eq!(&all[new.len()..], &before[..]);
         // Newest first: the last written is the latest expiry.
@@ -546,11 +331,11 @@ on_every_backend! {
         assert_eq!(grant_usd(&app, &customer, &just_after).await, (500, 500));
 
         advance(&app, &clock, t0 + 10 * DAY + 1).await;
-        let last = transactions(&app, &customer, Some(&just_after)).await;
+        let last = transactions_in_one_page(&app, &customer, Some(&just_after)).await;
         assert_eq!(kinds(&last), ["credits_expired", "credits_granted"]);
         assert_eq!(last[0]["effective_at"], t0 + 10 * DAY + 1);
         assert_eq!(metered_usd(&app, &customer).await, (0, 0));
-        assert_eq!(transactions(&app, &customer, None).await.len(), all.len() + 1);
+        assert_eq!(transactions_in_one_page(&app, &customer, None).await.len(), all.len() + 1);
     }
 
     async fn a_grant_in_the_clocks_future_applies_only_once_the_clock_reaches_it(app) {
@@ -559,23 +344,23 @@ on_every_backend! {
         let starts = t0 + 10 * DAY;
         let clock = create_clock(&app, t0, "").await;
         let customer = id_of(&clock_customer(&app, &id_of(&clock), "Ada").await);
-        let later = id_of(&grant(&app, &format!("{}&effective_at={starts}", grant_body(&customer, 500))).await);
+        let later = id_of(&create_grant(&app, &format!("{}&effective_at={starts}", usd_grant_body(&customer, 500))).await);
         assert_eq!(metered_usd(&app, &customer).await, (0, 0));
-        let early = apply_credits(&app, &customer, "in_early", 100).await;
+        let early = apply_credits(&app, &customer, "in_early", "il_in_early", 100).await;
         assert_eq!((early.applied, early.remaining_amount_due), (0, 100));
         assert!(early.entries.is_empty(), "{early:?}");
 
         advance(&app, &clock, starts - 1).await;
         assert_eq!(grant_usd(&app, &customer, &later).await, (0, 0), "one second early");
-        assert_eq!(apply_credits(&app, &customer, "in_almost", 100).await.applied, 0);
+        assert_eq!(apply_credits(&app, &customer, "in_almost", "il_in_almost", 100).await.applied, 0);
 
         advance(&app, &clock, starts).await;
         assert_eq!(grant_usd(&app, &customer, &later).await, (500, 500), "effective_at <= the clock's time");
-        let applied = apply_credits(&app, &customer, "in_now", 100).await;
+        let applied = apply_credits(&app, &customer, "in_now", "il_in_now", 100).await;
         assert_eq!((applied.applied, applied.remaining_amount_due), (100, 0));
         assert_eq!((applied.entries[0].created, applied.entries[0].effective_at), (starts, starts));
         assert_eq!(metered_usd(&app, &customer).await, (400, 400));
-        assert_eq!(kinds(&transactions(&app, &customer, None).await), ["credits_applied", "credits_granted"]);
+        assert_eq!(kinds(&transactions_in_one_page(&app, &customer, None).await), ["credits_applied", "credits_granted"]);
     }
 
     async fn bad_advances_fail_cleanly_and_leave_the_clock_alone(app) {
@@ -602,14 +387,14 @@ on_every_backend! {
         assert_eq!(far["deletes_after"], clock["deletes_after"]);
 
         // Unknown and deleted clocks are missing.
-        assert_missing(&app.get(&clock_path("clock_unknown")).await);
-        assert_missing(&app.post(&advance_path("clock_unknown"), &format!("frozen_time={}", t0 + 1)).await);
-        assert_missing(&delete(&app, &clock_path("clock_unknown")).await);
+        assert_not_found(&app.get(&clock_path("clock_unknown")).await);
+        assert_not_found(&app.post(&advance_path("clock_unknown"), &format!("frozen_time={}", t0 + 1)).await);
+        assert_not_found(&delete(&app, &clock_path("clock_unknown")).await);
         let deleted = delete(&app, &clock_path(&id)).await.ok();
         assert_eq!(deleted, json!({"id": id, "object": "test_helpers.test_clock", "deleted": true}));
-        assert_missing(&app.get(&clock_path(&id)).await);
-        assert_missing(&app.post(&path, &format!("frozen_time={}", t0 + TWO_YEARS + 1)).await);
-        assert_missing(&delete(&app, &clock_path(&id)).await);
+        assert_not_found(&app.get(&clock_path(&id)).await);
+        assert_not_found(&app.post(&path, &format!("frozen_time={}", t0 + TWO_YEARS + 1)).await);
+        assert_not_found(&delete(&app, &clock_path(&id)).await);
         assert_eq!(ids_of(&app.get(CLOCKS).await.ok()), Vec::<String>::new());
     }
 
@@ -664,9 +449,9 @@ on_every_backend! {
         // Another account's test key does not see the clock at all.
         let stranger = app.new_key(false, false).await;
         let reply = app.get_as(Some(&stranger), &clock_path(&id)).await;
-        assert_missing(&reply);
-        assert_missing(&app.request(reqwest::Method::POST, &advance_path(&id), Some(&stranger), None, "frozen_time=1700000001").await);
-        assert_missing(&app.request(reqwest::Method::DELETE, &clock_path(&id), Some(&stranger), None, "").await);
+        assert_not_found(&reply);
+        assert_not_found(&app.request(reqwest::Method::POST, &advance_path(&id), Some(&stranger), None, "frozen_time=1700000001").await);
+        assert_not_found(&app.request(reqwest::Method::DELETE, &clock_path(&id), Some(&stranger), None, "").await);
         assert_eq!(ids_of(&app.get_as(Some(&stranger), CLOCKS).await.ok()), Vec::<String>::new());
         app.request(reqwest::Method::POST, CUSTOMERS, Some(&stranger), None, &format!("name=Eve&test_clock={id}")).await
             .assert_error(400, "invalid_request_error", Some("resource_missing"), Some("test_clock"));
@@ -689,42 +474,42 @@ on_every_backend! {
         let clock_id = id_of(&clock);
         let ada = id_of(&clock_customer(&app, &clock_id, "Ada").await);
         let bob = id_of(&clock_customer(&app, &clock_id, "Bob").await);
-        let ada_grant = id_of(&grant(&app, &grant_body(&ada, 1000)).await);
-        let bob_grant = id_of(&grant(&app, &format!("{}&expires_at={}", grant_body(&bob, 50), t0 + DAY)).await);
-        assert_eq!(apply_credits(&app, &ada, "in_doomed", 250).await.applied, 250);
+        let ada_grant = id_of(&create_grant(&app, &usd_grant_body(&ada, 1000)).await);
+        let bob_grant = id_of(&create_grant(&app, &format!("{}&expires_at={}", usd_grant_body(&bob, 50), t0 + DAY)).await);
+        assert_eq!(apply_credits(&app, &ada, "in_doomed", "il_in_doomed", 250).await.applied, 250);
         let cbt = app.post(&format!("{CUSTOMERS}/{ada}/balance_transactions"), "amount=-500&currency=usd").await.ok();
         assert_eq!(cbt["created"], t0, "customer balance transactions are dated at the clock's time");
         let cbt = id_of(&cbt);
         advance(&app, &clock, t0 + 2 * DAY).await;
-        let ada_entries: Vec<String> = transactions(&app, &ada, None).await.iter().map(id_of).collect();
-        let bob_entries: Vec<String> = transactions(&app, &bob, None).await.iter().map(id_of).collect();
+        let ada_entries: Vec<String> = transactions_in_one_page(&app, &ada, None).await.iter().map(id_of).collect();
+        let bob_entries: Vec<String> = transactions_in_one_page(&app, &bob, None).await.iter().map(id_of).collect();
         assert_eq!(ada_entries.len(), 2);
         assert_eq!(bob_entries.len(), 2, "granted and expired");
 
         // A customer off the clock, with the same kinds of objects.
         let carl = app.create_customer("name=Carl").await;
-        let carl_grant = id_of(&grant(&app, &grant_body(&carl, 700)).await);
-        apply_credits(&app, &carl, "in_kept", 100).await;
+        let carl_grant = id_of(&create_grant(&app, &usd_grant_body(&carl, 700)).await);
+        apply_credits(&app, &carl, "in_kept", "il_in_kept", 100).await;
         let carl_cbt = id_of(&app.post(&format!("{CUSTOMERS}/{carl}/balance_transactions"), "amount=300&currency=usd").await.ok());
         let carl_before = app.get(&format!("{CUSTOMERS}/{carl}")).await.ok();
-        let carl_entries = transactions(&app, &carl, None).await;
+        let carl_entries = transactions_in_one_page(&app, &carl, None).await;
 
         let deleted = delete(&app, &clock_path(&clock_id)).await.ok();
         assert_eq!(deleted, json!({"id": clock_id, "object": "test_helpers.test_clock", "deleted": true}));
 
-        assert_missing(&app.get(&clock_path(&clock_id)).await);
+        assert_not_found(&app.get(&clock_path(&clock_id)).await);
         for customer in [&ada, &bob] {
-            assert_missing(&app.get(&format!("{CUSTOMERS}/{customer}")).await);
+            assert_not_found(&app.get(&format!("{CUSTOMERS}/{customer}")).await);
             app.get(&format!("{GRANTS}?customer={customer}")).await
                 .assert_error(400, "invalid_request_error", Some("resource_missing"), Some("customer"));
         }
         for id in [&ada_grant, &bob_grant] {
-            assert_missing(&app.get(&format!("{GRANTS}/{id}")).await);
+            assert_not_found(&app.get(&format!("{GRANTS}/{id}")).await);
         }
         for id in ada_entries.iter().chain(&bob_entries) {
-            assert_missing(&app.get(&format!("{TXNS}/{id}")).await);
+            assert_not_found(&app.get(&format!("{TXNS}/{id}")).await);
         }
-        assert_missing(&app.get(&format!("{CUSTOMERS}/{ada}/balance_transactions/{cbt}")).await);
+        assert_not_found(&app.get(&format!("{CUSTOMERS}/{ada}/balance_transactions/{cbt}")).await);
         let grants = app.get(GRANTS).await.ok();
         assert_eq!(ids_of(&grants), [carl_grant.as_str()], "only the other customer's grant is left");
         assert_eq!(ids_of(&app.get(CUSTOMERS).await.ok()), [carl.as_str()]);
@@ -732,7 +517,7 @@ on_every_backend! {
 
         // The customer off the clock is untouched.
         assert_eq!(app.get(&format!("{CUSTOMERS}/{carl}")).await.ok(), carl_before);
-        assert_eq!(transactions(&app, &carl, None).await, carl_entries);
+        assert_eq!(transactions_in_one_page(&app, &carl, None).await, carl_entries);
         app.get(&format!("{CUSTOMERS}/{carl}/balance_transactions/{carl_cbt}")).await.ok();
         assert_eq!(metered_usd(&app, &carl).await, (600, 600));
     }
@@ -790,7 +575,7 @@ on_every_backend! {
     async fn an_existing_customer_attached_on_clock_creation_lives_at_clock_time(app) {
         let customer = app.create_customer("name=Ada").await;
         let created = app.get(&format!("{CUSTOMERS}/{customer}")).await.ok()["created"].clone();
-        let before = id_of(&grant(&app, &grant_body(&customer, 1000)).await);
+        let before = id_of(&create_grant(&app, &usd_grant_body(&customer, 1000)).await);
         let frozen = app.now() + 10 * DAY;
 
         let clock = create_clock(&app, frozen, &format!("&customer={customer}&name=Attached")).await;
@@ -803,12 +588,12 @@ on_every_backend! {
         assert_eq!(app.get(&format!("{GRANTS}/{before}")).await.ok()["test_clock"], clock_id.as_str(), "its grants move onto the clock");
 
         // A new grant lives at the clock's time.
-        let after = grant(&app, &format!("{}&expires_at={}", grant_body(&customer, 300), frozen + 5 * DAY)).await;
+        let after = create_grant(&app, &format!("{}&expires_at={}", usd_grant_body(&customer, 300), frozen + 5 * DAY)).await;
         assert_eq!(after["effective_at"], frozen);
         assert_eq!(after["created"], frozen);
         assert_eq!(after["test_clock"], clock_id.as_str());
         let after = id_of(&after);
-        let entry = &transactions(&app, &customer, Some(&after)).await[0];
+        let entry = &transactions_in_one_page(&app, &customer, Some(&after)).await[0];
         assert_eq!((entry["created"].as_i64(), entry["effective_at"].as_i64()), (Some(frozen), Some(frozen)));
         assert_eq!(entry["test_clock"], clock_id.as_str());
         assert_eq!(metered_usd(&app, &customer).await, (1300, 1300));
@@ -829,18 +614,18 @@ on_every_backend! {
         advance(&app, &clock, frozen + 6 * DAY).await;
         assert_eq!(grant_usd(&app, &customer, &after).await, (0, 0));
         assert_eq!(metered_usd(&app, &customer).await, (1000, 1000));
-        let expired = &transactions(&app, &customer, Some(&after)).await[0];
+        let expired = &transactions_in_one_page(&app, &customer, Some(&after)).await[0];
         assert_eq!(kinds(std::slice::from_ref(expired)), ["credits_expired"]);
         assert_eq!(expired["effective_at"], frozen + 5 * DAY);
     }
 
     async fn an_attached_customers_earlier_credit_entries_carry_the_clock(app) {
         let customer = app.create_customer("name=Ada").await;
-        let before = id_of(&grant(&app, &grant_body(&customer, 1000)).await);
+        let before = id_of(&create_grant(&app, &usd_grant_body(&customer, 1000)).await);
         let clock = create_clock(&app, app.now() + DAY, &format!("&customer={customer}")).await;
         let clock_id = id_of(&clock);
         assert_eq!(app.get(&format!("{GRANTS}/{before}")).await.ok()["test_clock"], clock_id.as_str());
-        for entry in transactions(&app, &customer, None).await {
+        for entry in transactions_in_one_page(&app, &customer, None).await {
             assert_eq!(entry["test_clock"], clock_id.as_str(), "entries of a clock customer's grant carry its clock: {entry}");
         }
     }
@@ -930,13 +715,13 @@ on_every_backend! {
 
         let a = grants.create_credit_grant(app.grpc(proto::CreateCreditGrantRequest {
             expires_at: Some(t0 + 30 * DAY),
-            ..grpc_grant(&customer, 1000)
+            ..metered_grant(&customer, "usd", 1000)
         })).await.expect("grant a").into_inner();
         assert_eq!((a.effective_at, a.created), (Some(t0), t0));
         assert_eq!(a.test_clock.as_deref(), Some(clock.id.as_str()));
         let b = grants.create_credit_grant(app.grpc(proto::CreateCreditGrantRequest {
             effective_at: Some(t0 + 10 * DAY),
-            ..grpc_grant(&customer, 500)
+            ..metered_grant(&customer, "usd", 500)
         })).await.expect("grant b").into_inner();
         assert_eq!((b.effective_at, b.created), (Some(t0 + 10 * DAY), t0));
 
@@ -958,13 +743,8 @@ on_every_backend! {
             }
             if let Some(amount) = apply {
                 let applied = balances.apply_credits(app.grpc(proto::ApplyCreditsRequest {
-                    customer: customer.clone(),
-                    currency: "usd".into(),
-                    invoice: "in_grpc".into(),
-                    invoice_line_item: "il_grpc".into(),
-                    price_type: Some("metered".into()),
                     price: None,
-                    amount_due: amount,
+                    ..metered_line(&customer, "usd", "in_grpc", "il_grpc", amount)
                 })).await.expect("apply").into_inner();
                 assert_eq!(applied.applied, amount);
                 assert_eq!(applied.entries[0].credit_grant, a.id);
@@ -992,7 +772,7 @@ on_every_backend! {
         })).await.expect("list entries").into_inner().data;
         let expired = &entries[0];
         assert_eq!(expired.debit.as_ref().map(|debit| debit.r#type.as_str()), Some("credits_expired"));
-        assert_eq!(expired.debit.as_ref().and_then(|debit| debit.amount.clone()), monetary(700));
+        assert_eq!(expired.debit.as_ref().and_then(|debit| debit.amount.clone()), monetary("usd", 700));
         assert_eq!((expired.effective_at, expired.created), (t0 + 30 * DAY, t0 + 30 * DAY));
         assert_eq!(expired.test_clock.as_deref(), Some(clock.id.as_str()));
         assert_eq!(entries.len(), 3);

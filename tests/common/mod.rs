@@ -4,6 +4,7 @@
 //! passes through the OpenAPI schema check in [`openapi`].
 #![allow(dead_code)]
 
+pub mod credits;
 pub mod openapi;
 pub mod otlp;
 
