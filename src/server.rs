@@ -95,7 +95,8 @@ impl Server {
 
         let limits = self.limits;
         let grpc_routes = crate::grpc::routes(self.services.clone(), limits.max_body_bytes).await?;
-        // Past the concurrency limit, calls are refused at once with RESOURCE_EXHAUSTED.
+        // Past the concurrency limit, calls are refused at once with RESOURCE_EXHAUSTED
+        // (health checks excepted).
         let grpc_router = tonic::transport::Server::builder()
             .timeout(limits.request_timeout)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -103,8 +104,7 @@ impl Server {
             .layer(
                 tower::ServiceBuilder::new()
                     .layer(crate::telemetry::RequestTelemetryLayer::new("grpc"))
-                    .load_shed()
-                    .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    .layer(crate::grpc::ShedExceptHealthLayer::new(
                         limits.max_concurrent_requests,
                     )),
             )

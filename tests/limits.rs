@@ -66,10 +66,29 @@ on_every_backend! {
         let shed = app.get("/v1/customers").await;
         assert!(started.elapsed() < Duration::from_secs(2), "shedding is immediate");
         shed.assert_error(429, "invalid_request_error", Some("rate_limit"), None);
+        // gRPC shares the idea: the slot is taken, so a call is shed, but health is still answered.
+        let grpc_held = tokio::spawn({
+            let request = app.grpc(proto::CreateCustomerBalanceTransactionRequest {
+                customer: customer.clone(),
+                amount: 7,
+                currency: "usd".into(),
+                ..Default::default()
+            });
+            let mut client = app.balance_transactions().await;
+            async move { client.create_customer_balance_transaction(request).await.map(|_| ()).map_err(|status| status.code()) }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut customers = app.customers().await;
+        let status = customers.list_customers(app.grpc(proto::ListCustomersRequest::default())).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel().await);
+        let serving = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+        assert_eq!(serving.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
         store::commit(held).await.unwrap();
+        assert_eq!(grpc_held.await.unwrap(), Ok(()), "the waiting gRPC write completes too");
         assert_eq!(slow.await.unwrap(), 200, "the waiting write completes once the lock is free");
         let ledger = app.get(&format!("/v1/customers/{customer}/balance_transactions")).await.ok();
-        assert_eq!(ledger["data"].as_array().unwrap().len(), 1);
+        assert_eq!(ledger["data"].as_array().unwrap().len(), 2);
     }
 
     async fn a_request_past_the_timeout_gets_504_and_leaves_nothing_half_done(_app) {

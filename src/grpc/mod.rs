@@ -6,6 +6,7 @@ mod convert;
 mod credits;
 mod customer_balance_transactions;
 mod customers;
+mod shedding;
 mod status;
 mod test_clocks;
 
@@ -29,6 +30,7 @@ pub use admin::AdminApi;
 pub use credits::{CreditBalanceApi, CreditGrantApi};
 pub use customer_balance_transactions::CustomerBalanceTransactionApi;
 pub use customers::CustomerApi;
+pub use shedding::ShedExceptHealthLayer;
 pub use test_clocks::TestClockApi;
 
 /// Builds the routes: every creditd service, health and reflection (v1 and v1alpha).
