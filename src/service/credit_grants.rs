@@ -242,16 +242,7 @@ impl Services {
                     Ok(true)
                 }
                 .await;
-                match outcome {
-                    Ok(done) => {
-                        store::commit(tx).await?;
-                        Ok(done)
-                    }
-                    Err(error) => {
-                        store::rollback(tx).await?;
-                        Err(error)
-                    }
-                }
+                store::settle(tx, outcome).await
             })
             .await
     }

@@ -152,18 +152,10 @@ impl Services {
         claim: &idempotency::Claim,
         outcome: Result<T>,
     ) -> Result<T> {
-        let result = match outcome {
-            Ok(result) => result,
-            Err(error) => {
-                store::rollback(tx).await?;
-                return Err(error);
-            }
+        let outcome = match outcome {
+            Ok(result) => claim.record(&tx, now, &result).await.map(|()| result),
+            Err(error) => Err(error),
         };
-        if let Err(error) = claim.record(&tx, now, &result).await {
-            store::rollback(tx).await?;
-            return Err(error);
-        }
-        store::commit(tx).await?;
-        Ok(result)
+        store::settle(tx, outcome).await
     }
 }

@@ -106,13 +106,7 @@ impl Services {
                         .await
                 }
                 .await;
-                match outcome {
-                    Ok(()) => store::commit(tx).await.map(|()| id.to_string()),
-                    Err(error) => {
-                        store::rollback(tx).await?;
-                        Err(error)
-                    }
-                }
+                store::settle(tx, outcome).await.map(|()| id.to_string())
             })
             .await
     }
@@ -151,16 +145,7 @@ impl Services {
                     Ok(clock)
                 }
                 .await;
-                match outcome {
-                    Ok(clock) => {
-                        store::commit(tx).await?;
-                        Ok(Advance::Marked(clock))
-                    }
-                    Err(error) => {
-                        store::rollback(tx).await?;
-                        Err(error)
-                    }
-                }
+                store::settle(tx, outcome).await.map(Advance::Marked)
             })
             .await?;
         let advancing = match marked {
@@ -256,16 +241,7 @@ impl Services {
                     Ok(Some(clock))
                 }
                 .await;
-                match outcome {
-                    Ok(clock) => {
-                        store::commit(tx).await?;
-                        Ok(clock)
-                    }
-                    Err(error) => {
-                        store::rollback(tx).await?;
-                        Err(error)
-                    }
-                }
+                store::settle(tx, outcome).await
             })
             .await
     }

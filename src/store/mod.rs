@@ -10,6 +10,7 @@ pub mod customer_balance_transactions;
 pub mod customers;
 pub mod entities;
 pub mod idempotency;
+pub mod seed;
 pub mod test_clocks;
 
 use std::future::Future;
@@ -207,6 +208,20 @@ impl Db {
     pub async fn close(self) {
         let _ = self.writer.close().await;
         let _ = self.reader.close().await;
+    }
+}
+
+/// Ends a transaction by its outcome: commits on success, rolls back at once on failure.
+pub async fn settle<T>(tx: DatabaseTransaction, outcome: Result<T>) -> Result<T> {
+    match outcome {
+        Ok(value) => {
+            commit(tx).await?;
+            Ok(value)
+        }
+        Err(error) => {
+            rollback(tx).await?;
+            Err(error)
+        }
     }
 }
 
