@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::ServeConfig;
 use crate::service::Services;
@@ -129,11 +128,18 @@ impl Server {
                 (Box::pin(grpc), Box::pin(async move { http.await }))
             }
             None => {
+                // Nagle's algorithm would hold small responses for the peer's delayed ACK
+                // (~40 ms); every request/response socket turns it off.
                 let grpc = grpc_router.serve_with_incoming_shutdown(
-                    TcpListenerStream::new(self.grpc_listener),
+                    tonic::transport::server::TcpIncoming::from(self.grpc_listener)
+                        .with_nodelay(Some(true)),
                     stopped(stop_rx.clone()),
                 );
-                let http = axum::serve(self.http_listener, http_router)
+                let http_listener =
+                    axum::serve::ListenerExt::tap_io(self.http_listener, |stream| {
+                        let _ = stream.set_nodelay(true);
+                    });
+                let http = axum::serve(http_listener, http_router)
                     .with_graceful_shutdown(stopped(stop_rx.clone()));
                 (Box::pin(grpc), Box::pin(async move { http.await }))
             }

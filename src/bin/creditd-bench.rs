@@ -1,0 +1,832 @@
+//! `creditd-bench`: a load generator for creditd.
+//!
+//! It starts a server of its own on a fresh database (by default a child `creditd serve`
+//! process found next to this executable, on a SQLite file in a temporary directory; or in this
+//! process; or on a new PostgreSQL database) or targets a running one, seeds data, runs each
+//! scenario for a fixed time at a fixed concurrency over a fixed number of HTTP/2 connections,
+//! and prints throughput, p50/p90/p99 latency and the server's peak resident memory as a table
+//! and, with `--json`, as JSON lines; then the ratios the targets are stated in.
+//!
+//! ```sh
+//! cargo build --release --bin creditd --bin creditd-bench
+//! target/release/creditd-bench --duration 10s --concurrency 64 --connections 2
+//! target/release/creditd-bench --database-url postgres://postgres@127.0.0.1/postgres --json
+//! target/release/creditd-bench --grpc-url http://127.0.0.1:50051 --http-url http://127.0.0.1:8080 \
+//!     --key sk_test_… --scenario noop --scenario summary
+//! ```
+
+#[path = "creditd-bench/clients.rs"]
+mod clients;
+#[path = "creditd-bench/runner.rs"]
+mod runner;
+#[path = "creditd-bench/scenarios.rs"]
+mod scenarios;
+#[path = "creditd-bench/target.rs"]
+mod target;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, ValueEnum};
+use creditd::domain::Tenant;
+use creditd::store::{Db, DbOptions, seed};
+use serde_json::json;
+
+use clients::{Grpc, Rest, RestProtocol};
+use runner::{Op, Sample};
+use scenarios::{Context, History, Scenario};
+use target::{Database, MemoryProbe, PeakWatch, RunningServer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ServerMode {
+    /// A child `creditd serve` process (the executable next to this one, or --creditd-bin):
+    /// its memory is the server's alone.
+    Process,
+    /// In this process: memory figures include the load generator.
+    InProcess,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "creditd-bench",
+    version,
+    about = "Load generator for creditd: throughput, latency percentiles and memory per scenario"
+)]
+struct Cli {
+    /// Scenario to run (repeatable; default: all, in the order listed).
+    #[arg(long = "scenario", value_enum)]
+    scenarios: Vec<Scenario>,
+    /// How long each measurement runs (e.g. 10s, 500ms, 1m).
+    #[arg(long, default_value = "10s", value_parser = runner::parse_duration)]
+    duration: Duration,
+    /// Unmeasured calls before each measurement.
+    #[arg(long, default_value = "1s", value_parser = runner::parse_duration)]
+    warmup: Duration,
+    /// Calls in flight at once (closed loop: each task calls again as soon as it has an answer).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// HTTP/2 connections the gRPC calls are spread over (and REST calls with --rest-protocol http2).
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// Customers seeded (five grants each) for summary, apply, cbt-grpc and cbt-rest.
+    #[arg(long, default_value_t = 10_000)]
+    customers: usize,
+    /// Credit ledger entries of the long history (history scenario).
+    #[arg(long, default_value_t = 1_000_000)]
+    history_entries: u64,
+    /// Credit ledger entries of the short history (history scenario).
+    #[arg(long, default_value_t = 10)]
+    history_small_entries: u64,
+    /// Cursor depth of the deep list page (history scenario); at most the long history's
+    /// length less one page.
+    #[arg(long, default_value_t = 10_000)]
+    list_depth: u64,
+    /// Print JSON lines on stdout (the table then goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Own server: `sqlite:<file>` (used as is) or `postgres://…` (a new database is created on
+    /// that server and dropped afterwards). Default: a SQLite file in a new temporary directory.
+    /// With --grpc-url: the running server's own database, used as is, needed by history,
+    /// db-insert and db-update.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Pool size (PostgreSQL) or read connections (SQLite, at most 8), for the server and for
+    /// the database baselines.
+    #[arg(long, default_value_t = 16)]
+    db_max_connections: u32,
+    /// Where our own server runs.
+    #[arg(long, value_enum, default_value_t = ServerMode::Process)]
+    server: ServerMode,
+    /// The `creditd` executable for --server process (default: the one next to this one).
+    #[arg(long)]
+    creditd_bin: Option<PathBuf>,
+    /// Target a running server's gRPC listener (http://host:port) instead of starting one.
+    #[arg(long, requires_all = ["http_url", "key"])]
+    grpc_url: Option<String>,
+    /// The running server's REST listener (http://host:port).
+    #[arg(long, requires = "grpc_url")]
+    http_url: Option<String>,
+    /// An API key of the running server (ignored without --grpc-url).
+    #[arg(long, hide_env_values = true, env = "CREDITD_BENCH_KEY")]
+    key: Option<String>,
+    /// The running server's process ID, to report its memory.
+    #[arg(long, requires = "grpc_url")]
+    server_pid: Option<u32>,
+    /// HTTP version of the REST client.
+    #[arg(long, value_enum, default_value_t = RestProtocol::Http1)]
+    rest_protocol: RestProtocol,
+    /// Send an idempotency key with every write (apply, hot, cbt-grpc, cbt-rest).
+    #[arg(long)]
+    idempotency_keys: bool,
+    /// Keep the temporary SQLite file or PostgreSQL database (its location is printed).
+    #[arg(long)]
+    keep_database: bool,
+    /// Audit the whole ledger afterwards (`creditd audit`) and fail when it has findings.
+    #[arg(long)]
+    audit: bool,
+}
+
+/// One measurement: a scenario, or one case of the history scenario.
+struct Measurement {
+    scenario: Scenario,
+    case: Option<String>,
+    detail: Option<String>,
+    sample: Sample,
+    peak_rss_kib: Option<u64>,
+    /// `VmHWM` (reset before the measurement) or `sampled VmRSS`.
+    peak_rss_source: Option<&'static str>,
+}
+
+impl Measurement {
+    fn label(&self) -> String {
+        match &self.case {
+            Some(case) => format!("{}:{case}", self.scenario.name()),
+            None => self.scenario.name().to_string(),
+        }
+    }
+}
+
+/// Output: JSON lines on stdout with --json (the table on stderr), else the table on stdout.
+struct Out {
+    json: bool,
+}
+
+impl Out {
+    fn text(&self, line: &str) {
+        if self.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+
+    fn record(&self, value: serde_json::Value) {
+        if self.json {
+            println!("{value}");
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let clean = runtime.block_on(run(cli))?;
+    // Do not wait for tasks still parked on closed connections.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    if !clean {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Everything the run set up, taken down by [`Setup::teardown`].
+struct Setup {
+    server: RunningServer,
+    database: Option<Database>,
+    db: Option<Db>,
+    tenant: Option<Tenant>,
+    grpc_url: String,
+    http_url: String,
+    key: String,
+    memory: Option<MemoryProbe>,
+    description: String,
+    backend: &'static str,
+}
+
+impl Setup {
+    async fn teardown(self, keep: bool) {
+        if let Some(db) = &self.db {
+            let _ = seed::drop_scratch_table(db).await;
+        }
+        self.server.stop().await;
+        if let Some(db) = self.db {
+            db.close().await;
+        }
+        if let Some(database) = self.database {
+            database.remove(keep).await;
+        }
+    }
+}
+
+async fn set_up(cli: &Cli) -> anyhow::Result<Setup> {
+    if let Some(grpc_url) = &cli.grpc_url {
+        let key = cli.key.clone().context("--key")?;
+        let (db, tenant, backend) = match &cli.database_url {
+            None => (None, None, "unknown"),
+            Some(url) => {
+                let db = Db::connect(&DbOptions {
+                    max_connections: cli.db_max_connections,
+                    ..DbOptions::new(url.clone())
+                })
+                .await
+                .map_err(|error| anyhow::anyhow!("connecting to {url}: {error}"))?;
+                let caller = creditd::service::Services::new(db.clone())
+                    .authenticate(Some(&key))
+                    .await
+                    .map_err(|error| anyhow::anyhow!("the key in that database: {error}"))?;
+                let backend = if db.is_postgres() {
+                    "postgres"
+                } else {
+                    "sqlite"
+                };
+                (Some(db), Some(caller.tenant), backend)
+            }
+        };
+        return Ok(Setup {
+            server: RunningServer::Remote,
+            database: None,
+            db,
+            tenant,
+            grpc_url: grpc_url.clone(),
+            http_url: cli.http_url.clone().context("--http-url")?,
+            key,
+            memory: cli.server_pid.map(|pid| MemoryProbe {
+                pid: Some(pid),
+                shared: false,
+            }),
+            description: format!("running server at {grpc_url}"),
+            backend,
+        });
+    }
+
+    let database = Database::prepare(cli.database_url.as_deref()).await?;
+    let backend = if database.is_postgres() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let prepared = async {
+        let (services, key, tenant) =
+            target::open_with_key(&database.url, cli.db_max_connections).await?;
+        let db = services.db.clone();
+        let binary = match cli.server {
+            ServerMode::InProcess => None,
+            ServerMode::Process => match cli.creditd_bin.clone().or_else(target::sibling_creditd) {
+                Some(binary) => Some(binary),
+                None => {
+                    eprintln!(
+                        "no creditd executable next to this one (build it: cargo build --bin creditd); \
+                         serving in this process instead"
+                    );
+                    None
+                }
+            },
+        };
+        let (server, grpc_url, http_url, memory, mode) = match binary {
+            Some(binary) => {
+                let (server, grpc, http) =
+                    target::start_process(&binary, &database.url, cli.db_max_connections)?;
+                let pid = match &server {
+                    RunningServer::Process(child) => Some(child.pid()),
+                    _ => None,
+                };
+                let memory = MemoryProbe { pid, shared: false };
+                (server, grpc, http, memory, format!("child process {}", pid.unwrap_or(0)))
+            }
+            None => {
+                let (server, grpc, http) =
+                    target::start_in_process(&database.url, cli.db_max_connections, services)
+                        .await?;
+                let memory = MemoryProbe {
+                    pid: None,
+                    shared: true,
+                };
+                (server, grpc, http, memory, "in this process".to_string())
+            }
+        };
+        Ok::<_, anyhow::Error>(Setup {
+            server,
+            database: None,
+            db: Some(db),
+            tenant: Some(tenant),
+            grpc_url,
+            http_url,
+            key,
+            memory: Some(memory),
+            description: format!("creditd {mode} on {}", database.description),
+            backend,
+        })
+    }
+    .await;
+    match prepared {
+        Ok(mut setup) => {
+            setup.database = Some(database);
+            Ok(setup)
+        }
+        Err(error) => {
+            database.remove(cli.keep_database).await;
+            Err(error)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<bool> {
+    if cli.concurrency == 0 || cli.connections == 0 {
+        bail!("--concurrency and --connections must be at least 1");
+    }
+    let out = Out { json: cli.json };
+    let mut scenarios = if cli.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        cli.scenarios.clone()
+    };
+    let mut seen = std::collections::HashSet::new();
+    scenarios.retain(|scenario| seen.insert(*scenario));
+
+    let setup = set_up(&cli).await?;
+    let result = measure_all(&cli, &out, &setup, &scenarios).await;
+    let audit_clean = match (&result, cli.audit, &setup.db) {
+        (Ok(_), true, Some(db)) => Some(audit(&out, db).await?),
+        (Ok(_), true, None) => {
+            eprintln!("--audit needs the database (--database-url with --grpc-url)");
+            None
+        }
+        _ => None,
+    };
+    setup.teardown(cli.keep_database).await;
+    result?;
+    Ok(audit_clean != Some(false))
+}
+
+async fn measure_all(
+    cli: &Cli,
+    out: &Out,
+    setup: &Setup,
+    scenarios: &[Scenario],
+) -> anyhow::Result<()> {
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    out.text(&format!(
+        "creditd-bench: {} ({} build of the load generator)",
+        setup.description, profile
+    ));
+    if cfg!(debug_assertions) {
+        out.text("  a debug build: the numbers mean nothing; build with --release to measure");
+    }
+    out.text(&format!(
+        "  {} per measurement after {} warm-up, concurrency {}, {} gRPC connection(s), REST over {}",
+        humanize(cli.duration),
+        humanize(cli.warmup),
+        cli.concurrency,
+        cli.connections,
+        cli.rest_protocol.as_str()
+    ));
+    if let Some(memory) = &setup.memory {
+        out.text(&format!("  memory: peak RSS of the {}", memory.scope()));
+    }
+    out.record(json!({
+        "type": "run",
+        "target": setup.description,
+        "backend": setup.backend,
+        "build": profile,
+        "duration_s": cli.duration.as_secs_f64(),
+        "warmup_s": cli.warmup.as_secs_f64(),
+        "concurrency": cli.concurrency,
+        "connections": cli.connections,
+        "rest_protocol": cli.rest_protocol.as_str(),
+        "idempotency_keys": cli.idempotency_keys,
+        "memory_scope": setup.memory.as_ref().map(MemoryProbe::scope),
+        "scenarios": scenarios.iter().map(|s| s.name()).collect::<Vec<_>>(),
+    }));
+
+    let grpc = Grpc::connect(&setup.grpc_url, &setup.key, cli.connections).await?;
+    let rest = if scenarios.contains(&Scenario::CbtRest) {
+        Some(Arc::new(
+            Rest::connect(
+                &setup.http_url,
+                &setup.key,
+                cli.rest_protocol,
+                cli.connections,
+                cli.concurrency,
+            )
+            .await?,
+        ))
+    } else {
+        None
+    };
+    let ctx = Arc::new(Context {
+        grpc,
+        rest,
+        db: setup.db.clone(),
+        run_tag: creditd::domain::ids::random_base62(8),
+        idempotency_keys: cli.idempotency_keys,
+    });
+
+    // Seeding, for the scenarios that will run.
+    let mut skipped = Vec::new();
+    let runnable: Vec<Scenario> = scenarios
+        .iter()
+        .copied()
+        .filter(|scenario| {
+            let ok = !scenario.needs_database() || setup.db.is_some();
+            if !ok {
+                skipped.push(*scenario);
+            }
+            ok
+        })
+        .collect();
+    for scenario in &skipped {
+        eprintln!(
+            "skipping {}: it needs the server's database (--database-url)",
+            scenario.name()
+        );
+    }
+    let customers = if runnable.iter().any(|s| s.needs_customers()) {
+        let started = Instant::now();
+        // Grants big enough that applying 1..=100 cents per call never exhausts them.
+        let customers =
+            scenarios::seed_customers(&ctx, cli.customers.max(1), 1_000_000, cli.concurrency)
+                .await
+                .context("seeding customers")?;
+        eprintln!(
+            "seeded {} customers with 5 grants each in {:.1}s (through the API)",
+            customers.len(),
+            started.elapsed().as_secs_f64()
+        );
+        Arc::new(customers)
+    } else {
+        Arc::new(Vec::new())
+    };
+    let hot = if runnable.contains(&Scenario::Hot) {
+        Some(Arc::new(vec![
+            scenarios::seed_hot_customer(&ctx)
+                .await
+                .context("seeding the hot customer")?,
+        ]))
+    } else {
+        None
+    };
+    let history = if runnable.contains(&Scenario::History) {
+        let db = setup.db.as_ref().context("history needs the database")?;
+        let tenant = setup.tenant.as_ref().context("history needs the tenant")?;
+        let big = cli.history_entries.max(11);
+        let depth = cli.list_depth.min(big - 10).max(1);
+        if depth != cli.list_depth {
+            eprintln!(
+                "list depth {} is past the long history of {big} entries: using {depth}",
+                cli.list_depth
+            );
+        }
+        let started = Instant::now();
+        let history =
+            scenarios::seed_history(&ctx, db, tenant, cli.history_small_entries, big, depth)
+                .await?;
+        eprintln!(
+            "seeded credit histories of {} and {} entries in {:.1}s (bulk SQL)",
+            history.small_entries,
+            history.big_entries,
+            started.elapsed().as_secs_f64()
+        );
+        Some(history)
+    } else {
+        None
+    };
+    if runnable
+        .iter()
+        .any(|s| matches!(s, Scenario::DbInsert | Scenario::DbUpdate))
+    {
+        let db = setup
+            .db
+            .as_ref()
+            .context("the baselines need the database")?;
+        seed::create_scratch_table(db)
+            .await
+            .map_err(|error| anyhow::anyhow!("creating the scratch table: {error}"))?;
+    }
+
+    let mut measurements = Vec::new();
+    for &scenario in &runnable {
+        for (case, detail, op) in ops(scenario, &ctx, &customers, hot.as_ref(), history.as_ref()) {
+            eprintln!(
+                "running {}{} …",
+                scenario.name(),
+                case.as_deref().map(|c| format!(":{c}")).unwrap_or_default()
+            );
+            let watch = setup.memory.map(PeakWatch::start);
+            let sample = runner::run(op, cli.concurrency, cli.warmup, cli.duration).await;
+            let (peak_rss_kib, peak_rss_source) = match watch {
+                Some(watch) => watch.finish().await.unzip(),
+                None => (None, None),
+            };
+            let measurement = Measurement {
+                scenario,
+                case,
+                detail,
+                sample,
+                peak_rss_kib,
+                peak_rss_source,
+            };
+            if let Some(error) = &measurement.sample.first_error {
+                eprintln!(
+                    "  {} errors in {}; the first: {error}",
+                    measurement.sample.errors,
+                    measurement.label()
+                );
+            }
+            out.record(result_json(&measurement, cli));
+            measurements.push(measurement);
+        }
+    }
+    report(out, cli, setup, &measurements, history.as_ref());
+    Ok(())
+}
+
+type Case = (Option<String>, Option<String>, Arc<dyn Op>);
+
+/// The measurements of a scenario: one, or the history's four.
+fn ops(
+    scenario: Scenario,
+    ctx: &Arc<Context>,
+    customers: &Arc<Vec<String>>,
+    hot: Option<&Arc<Vec<String>>>,
+    history: Option<&History>,
+) -> Vec<Case> {
+    let ctx = ctx.clone();
+    let one = |op: Arc<dyn Op>| vec![(None, None, op)];
+    match scenario {
+        Scenario::Noop => one(Arc::new(scenarios::Noop { ctx })),
+        Scenario::Summary => one(Arc::new(scenarios::Summary {
+            ctx,
+            customers: customers.clone(),
+        })),
+        Scenario::Apply => one(Arc::new(scenarios::Apply {
+            ctx,
+            customers: customers.clone(),
+            name: "apply",
+        })),
+        Scenario::Hot => match hot {
+            Some(hot) => one(Arc::new(scenarios::Apply {
+                ctx,
+                customers: hot.clone(),
+                name: "hot",
+            })),
+            None => Vec::new(),
+        },
+        Scenario::CbtGrpc => one(Arc::new(scenarios::CbtGrpc {
+            ctx,
+            customers: customers.clone(),
+        })),
+        Scenario::CbtRest => match ctx.rest.clone() {
+            Some(rest) => one(Arc::new(scenarios::CbtRest {
+                ctx,
+                rest,
+                customers: customers.clone(),
+            })),
+            None => Vec::new(),
+        },
+        Scenario::History => {
+            let Some(history) = history else {
+                return Vec::new();
+            };
+            let case = |name: &str, detail: String, op: Arc<dyn Op>| {
+                (Some(name.to_string()), Some(detail), op)
+            };
+            vec![
+                case(
+                    "summary-small",
+                    format!("summary, {} ledger entries", history.small_entries),
+                    Arc::new(scenarios::HistorySummary {
+                        ctx: ctx.clone(),
+                        customer: history.small_customer.clone(),
+                    }),
+                ),
+                case(
+                    "summary-big",
+                    format!("summary, {} ledger entries", history.big_entries),
+                    Arc::new(scenarios::HistorySummary {
+                        ctx: ctx.clone(),
+                        customer: history.big_customer.clone(),
+                    }),
+                ),
+                case(
+                    "list-first",
+                    format!("list limit 10, first page of {}", history.big_entries),
+                    Arc::new(scenarios::HistoryList {
+                        ctx: ctx.clone(),
+                        customer: history.big_customer.clone(),
+                        starting_after: None,
+                    }),
+                ),
+                case(
+                    "list-deep",
+                    format!("list limit 10, after depth {}", history.depth),
+                    Arc::new(scenarios::HistoryList {
+                        ctx: ctx.clone(),
+                        customer: history.big_customer.clone(),
+                        starting_after: Some(history.cursor.clone()),
+                    }),
+                ),
+            ]
+        }
+        Scenario::DbInsert => match ctx.db.clone() {
+            Some(db) => one(Arc::new(scenarios::DbInsert { db })),
+            None => Vec::new(),
+        },
+        Scenario::DbUpdate => match ctx.db.clone() {
+            Some(db) => one(Arc::new(scenarios::DbUpdate { db })),
+            None => Vec::new(),
+        },
+    }
+}
+
+fn round(value: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (value * scale).round() / scale
+}
+
+fn result_json(m: &Measurement, cli: &Cli) -> serde_json::Value {
+    let us = |value: Option<f64>| value.map(|v| round(v, 1));
+    json!({
+        "type": "result",
+        "scenario": m.scenario.name(),
+        "case": m.case,
+        "detail": m.detail,
+        "ops": m.sample.ops,
+        "errors": m.sample.errors,
+        "first_error": m.sample.first_error,
+        "duration_s": m.sample.duration.as_secs_f64(),
+        "ops_per_s": round(m.sample.ops_per_second(), 1),
+        "p50_us": us(m.sample.quantile_us(0.50)),
+        "p90_us": us(m.sample.quantile_us(0.90)),
+        "p99_us": us(m.sample.quantile_us(0.99)),
+        "max_us": us(m.sample.max_us()),
+        "mean_us": us(m.sample.mean_us()),
+        "concurrency": cli.concurrency,
+        "connections": cli.connections,
+        "peak_rss_kib": m.peak_rss_kib,
+        "peak_rss_source": m.peak_rss_source,
+    })
+}
+
+fn humanize(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis.is_multiple_of(1000) {
+        format!("{}s", millis / 1000)
+    } else {
+        format!("{millis}ms")
+    }
+}
+
+fn ms(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_string(), |us| format!("{:.3}", us / 1000.0))
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn report(
+    out: &Out,
+    cli: &Cli,
+    setup: &Setup,
+    measurements: &[Measurement],
+    history: Option<&History>,
+) {
+    out.text("");
+    out.text(&format!(
+        "{:<22} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>11}",
+        "scenario", "ops/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "peak RSS"
+    ));
+    for m in measurements {
+        out.text(&format!(
+            "{:<22} {:>10.1} {:>9} {:>9} {:>9} {:>9} {:>7} {:>11}",
+            m.label(),
+            m.sample.ops_per_second(),
+            ms(m.sample.quantile_us(0.50)),
+            ms(m.sample.quantile_us(0.90)),
+            ms(m.sample.quantile_us(0.99)),
+            ms(m.sample.max_us()),
+            m.sample.errors,
+            m.peak_rss_kib.map_or_else(|| "-".to_string(), mib),
+        ));
+    }
+
+    let find = |scenario: Scenario, case: Option<&str>| {
+        measurements
+            .iter()
+            .find(|m| m.scenario == scenario && m.case.as_deref() == case)
+            .map(|m| &m.sample)
+    };
+    let throughput = |a: Option<&Sample>, b: Option<&Sample>| match (a, b) {
+        (Some(a), Some(b)) if b.ops > 0 => Some(a.ops_per_second() / b.ops_per_second()),
+        _ => None,
+    };
+    let p50 = |a: Option<&Sample>, b: Option<&Sample>| match (a, b) {
+        (Some(a), Some(b)) => match (a.quantile_us(0.5), b.quantile_us(0.5)) {
+            (Some(x), Some(y)) if y > 0.0 => Some(x / y),
+            _ => None,
+        },
+        _ => None,
+    };
+    let depth = history.map_or(cli.list_depth, |h| h.depth);
+    let entries = history.map_or(cli.history_entries, |h| h.big_entries);
+    let small = history.map_or(cli.history_small_entries, |h| h.small_entries);
+    let ratios = [
+        (
+            "summary/noop",
+            "throughput: summary ÷ noop".to_string(),
+            throughput(find(Scenario::Summary, None), find(Scenario::Noop, None)),
+        ),
+        (
+            "apply/db-insert",
+            "throughput: apply ÷ one-row insert transactions".to_string(),
+            throughput(find(Scenario::Apply, None), find(Scenario::DbInsert, None)),
+        ),
+        (
+            "hot/db-update",
+            "throughput: hot ÷ one-row update transactions".to_string(),
+            throughput(find(Scenario::Hot, None), find(Scenario::DbUpdate, None)),
+        ),
+        (
+            "history-summary-p50-big/small",
+            format!("summary p50: {entries} ÷ {small} ledger entries"),
+            p50(
+                find(Scenario::History, Some("summary-big")),
+                find(Scenario::History, Some("summary-small")),
+            ),
+        ),
+        (
+            "history-list-p50-deep/first",
+            format!("list page p50: after depth {depth} ÷ first page"),
+            p50(
+                find(Scenario::History, Some("list-deep")),
+                find(Scenario::History, Some("list-first")),
+            ),
+        ),
+        (
+            "cbt-rest/cbt-grpc",
+            "throughput: cbt-rest ÷ cbt-grpc".to_string(),
+            throughput(find(Scenario::CbtRest, None), find(Scenario::CbtGrpc, None)),
+        ),
+    ];
+    let available: Vec<_> = ratios
+        .iter()
+        .filter_map(|(name, text, value)| value.map(|v| (name, text, v)))
+        .collect();
+    let peak = measurements.iter().filter_map(|m| m.peak_rss_kib).max();
+    if available.is_empty() && peak.is_none() {
+        return;
+    }
+    out.text("");
+    out.text("ratios");
+    for (name, text, value) in &available {
+        out.text(&format!("  {text:<56} {value:>8.3}"));
+        out.record(
+            json!({"type": "ratio", "name": name, "description": text, "value": round(*value, 4)}),
+        );
+    }
+    if let (Some(peak), Some(memory)) = (peak, &setup.memory) {
+        let at = measurements
+            .iter()
+            .filter(|m| m.peak_rss_kib == Some(peak))
+            .map(Measurement::label)
+            .next()
+            .unwrap_or_default();
+        out.text(&format!(
+            "  peak RSS {} ({}, during {at})",
+            mib(peak),
+            memory.scope()
+        ));
+        out.record(json!({
+            "type": "memory",
+            "peak_rss_kib": peak,
+            "during": at,
+            "scope": memory.scope(),
+        }));
+    }
+}
+
+async fn audit(out: &Out, db: &Db) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let report = creditd::service::Services::new(db.clone())
+        .audit_everything()
+        .await
+        .map_err(|error| anyhow::anyhow!("audit: {error}"))?;
+    let clean = report.is_clean();
+    out.text("");
+    out.text(&format!(
+        "audit ({:.1}s): {}",
+        started.elapsed().as_secs_f64(),
+        if clean {
+            "clean".to_string()
+        } else {
+            format!("{} findings", report.findings.len())
+        }
+    ));
+    if !clean {
+        out.text(&format!("{report}"));
+    }
+    out.record(json!({
+        "type": "audit",
+        "clean": clean,
+        "findings": report.findings.len(),
+    }));
+    Ok(clean)
+}
