@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_foundation;
 mod m20261122_000002_billing_credits;
 mod m20261122_000003_test_clocks;
+mod m20261122_000004_grant_lookup_index;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_foundation::Migration),
             Box::new(m20261122_000002_billing_credits::Migration),
             Box::new(m20261122_000003_test_clocks::Migration),
+            Box::new(m20261122_000004_grant_lookup_index::Migration),
         ]
     }
 }
