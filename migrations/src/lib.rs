@@ -8,6 +8,7 @@ mod m20261122_000001_foundation;
 mod m20261122_000002_billing_credits;
 mod m20261122_000003_test_clocks;
 mod m20261122_000004_grant_lookup_index;
+mod m20261122_000005_ledger_lookup_indexes;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_billing_credits::Migration),
             Box::new(m20261122_000003_test_clocks::Migration),
             Box::new(m20261122_000004_grant_lookup_index::Migration),
+            Box::new(m20261122_000005_ledger_lookup_indexes::Migration),
         ]
     }
 }
