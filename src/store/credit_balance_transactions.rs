@@ -73,14 +73,7 @@ pub async fn list(
         condition = condition.add(entry::Column::CreditGrantId.eq(grant.as_str()));
     }
     let page = keyset_page::<entry::Entity>(conn, condition, entry::Column::Id, request).await?;
-    let mut data = Vec::with_capacity(page.data.len());
-    for row in page.data {
-        data.push(to_domain(row)?);
-    }
-    Ok(Page {
-        data,
-        has_more: page.has_more,
-    })
+    page.try_map(to_domain)
 }
 
 /// The `credits_applied` entries of one invoice line, in the order they were written.

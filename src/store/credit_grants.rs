@@ -136,14 +136,7 @@ pub async fn list(
         condition = condition.add(grant::Column::CustomerId.eq(customer_id));
     }
     let page = keyset_page::<grant::Entity>(conn, condition, grant::Column::Id, request).await?;
-    let mut data = Vec::with_capacity(page.data.len());
-    for row in page.data {
-        data.push(to_domain(row)?);
-    }
-    Ok(Page {
-        data,
-        has_more: page.has_more,
-    })
+    page.try_map(to_domain)
 }
 
 /// A grant whose expiry has passed but whose `credits_expired` entry is not written yet.

@@ -97,14 +97,7 @@ pub async fn list(
         condition = condition.add(entry::Column::Invoice.eq(invoice.as_str()));
     }
     let page = keyset_page::<entry::Entity>(conn, condition, entry::Column::Id, request).await?;
-    let mut data = Vec::with_capacity(page.data.len());
-    for row in page.data {
-        data.push(to_domain(row)?);
-    }
-    Ok(Page {
-        data,
-        has_more: page.has_more,
-    })
+    page.try_map(to_domain)
 }
 
 fn to_domain(row: entry::Model) -> Result<CustomerBalanceTransaction> {

@@ -95,14 +95,7 @@ pub async fn list(
     let page =
         keyset_page::<test_clock::Entity>(conn, scoped(tenant), test_clock::Column::Id, request)
             .await?;
-    let mut data = Vec::with_capacity(page.data.len());
-    for row in page.data {
-        data.push(to_domain(row)?);
-    }
-    Ok(Page {
-        data,
-        has_more: page.has_more,
-    })
+    page.try_map(to_domain)
 }
 
 /// Writes the clock's time and status.
