@@ -141,6 +141,10 @@ pub struct ServeConfig {
     /// Requests per second allowed for one API key (0 = unlimited); bursts up to twice this.
     #[arg(long, env = "CREDITD_RATE_LIMIT_PER_KEY", default_value_t = 0)]
     pub rate_limit_per_key: u32,
+    /// How long a verified API key is trusted before its row is read again, in seconds (0 =
+    /// every request). A key revoked by another process stops working within this time.
+    #[arg(long, env = "CREDITD_API_KEY_CACHE_SECONDS", default_value_t = 5)]
+    pub api_key_cache_seconds: u64,
     /// PEM certificate chain: serve TLS on both listeners (needs --tls-key).
     #[arg(long, env = "CREDITD_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<std::path::PathBuf>,
@@ -176,6 +180,7 @@ impl ServeConfig {
             max_body_bytes: 1024 * 1024,
             max_concurrent_requests: 1024,
             rate_limit_per_key: 0,
+            api_key_cache_seconds: 5,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,

@@ -31,7 +31,9 @@ impl Server {
         crate::tls::ServerTls::from_config(config)?;
         let db = Db::connect(&config.database.options()).await?;
         db.migrate().await?;
-        let services = Services::new(db).with_rate_limit(config.rate_limit_per_key);
+        let services = Services::new(db)
+            .with_rate_limit(config.rate_limit_per_key)
+            .with_key_cache(Duration::from_secs(config.api_key_cache_seconds));
         services.ensure_api_keys(&config.api_keys).await?;
         if !config.no_bootstrap_key
             && let Some(key) = services.bootstrap_test_key().await?

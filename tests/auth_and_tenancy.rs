@@ -419,6 +419,30 @@ on_every_backend! {
         assert_untouched(&app, &app.key, &customer, &transaction).await;
     }
 
+    async fn a_key_revoked_by_another_process_stops_working_within_the_cache_time(app) {
+        let cached = TestApp::spawn_with(app.backend, |config| config.api_key_cache_seconds = 1).await;
+        let key = cached.new_key(false, true).await;
+        cached.get_as(Some(&key), "/v1/customers").await.ok();
+        // Another process (`creditd keys revoke`, another replica) revokes it in the database.
+        let elsewhere = creditd::service::Services::new(cached.services.db.clone());
+        let caller = elsewhere.authenticate(Some(&key)).await.expect("authenticate");
+        elsewhere.revoke_api_key(&caller.key_id).await.expect("revoke");
+        cached.get_as(Some(&key), "/v1/customers").await.ok();
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let refused = cached.get_as(Some(&key), "/v1/customers").await;
+        assert_unauthorized(&refused, "revoked elsewhere, after the cache time");
+
+        // With the cache off, revocation elsewhere is seen by the very next request.
+        let uncached = TestApp::spawn_with(app.backend, |config| config.api_key_cache_seconds = 0).await;
+        let key = uncached.new_key(false, true).await;
+        uncached.get_as(Some(&key), "/v1/customers").await.ok();
+        let elsewhere = creditd::service::Services::new(uncached.services.db.clone());
+        let caller = elsewhere.authenticate(Some(&key)).await.expect("authenticate");
+        elsewhere.revoke_api_key(&caller.key_id).await.expect("revoke");
+        let refused = uncached.get_as(Some(&key), "/v1/customers").await;
+        assert_unauthorized(&refused, "revoked elsewhere, no cache");
+    }
+
     async fn bearer_and_basic_auth_both_carry_a_valid_key(app) {
         let url = format!("{}/v1/customers", app.http_base);
         let bearer = app

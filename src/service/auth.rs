@@ -55,8 +55,12 @@ impl ApiKey {
         &self.0[..TEST_PREFIX.len() + LOOKUP_CHARS]
     }
 
+    fn digest(&self) -> [u8; 32] {
+        Sha256::digest(self.0.as_bytes()).into()
+    }
+
     fn hash(&self) -> String {
-        hex::encode(Sha256::digest(self.0.as_bytes()))
+        hex::encode(self.digest())
     }
 }
 
@@ -88,6 +92,30 @@ impl Services {
             )
         })?;
         let key = ApiKey::parse(presented)?;
+        let digest = key.digest();
+        let cached = self.key_cache.as_ref().and_then(|cache| cache.get(&digest));
+        let caller = match cached {
+            Some(caller) => caller,
+            None => {
+                let caller = self.verify_stored_key(&key).await?;
+                if let Some(cache) = &self.key_cache {
+                    cache.insert(digest, caller.clone());
+                }
+                caller
+            }
+        };
+        if let Some(limiter) = &self.rate_limiter
+            && !limiter.allow(&caller.key_id)
+        {
+            return Err(Error::rate_limited(
+                "Too many requests hit the API too quickly with this key. Please retry with exponential backoff.",
+            ));
+        }
+        Ok(caller)
+    }
+
+    /// Checks a key against its stored row: known, same hash, same mode, not revoked.
+    async fn verify_stored_key(&self, key: &ApiKey) -> Result<Caller> {
         let row = store::accounts::find_api_key_by_prefix(self.db.reader(), key.lookup_prefix())
             .await?
             .ok_or_else(invalid_key)?;
@@ -97,13 +125,6 @@ impl Services {
         }
         if row.revoked_at.is_some() {
             return Err(Error::unauthenticated("This API key has been revoked."));
-        }
-        if let Some(limiter) = &self.rate_limiter
-            && !limiter.allow(&row.id)
-        {
-            return Err(Error::rate_limited(
-                "Too many requests hit the API too quickly with this key. Please retry with exponential backoff.",
-            ));
         }
         Ok(Caller {
             tenant: Tenant {
@@ -217,6 +238,9 @@ impl Services {
 
     pub async fn revoke_api_key(&self, key_id: &str) -> Result<()> {
         if store::accounts::revoke_api_key(self.db.writer(), key_id, self.clock.now()).await? {
+            if let Some(cache) = &self.key_cache {
+                cache.forget_key(key_id);
+            }
             Ok(())
         } else {
             Err(Error::resource_missing("API key", key_id, "id"))

@@ -10,6 +10,7 @@ pub mod credit_grants;
 pub mod customer_balance_transactions;
 pub mod customers;
 pub mod idempotency;
+pub mod key_cache;
 pub mod rate_limit;
 pub mod test_clocks;
 
@@ -55,6 +56,8 @@ pub struct Services {
     pub idempotency: IdempotencyKeys,
     /// Per-key request rate limit, when configured.
     pub rate_limiter: Option<Arc<rate_limit::RateLimiter>>,
+    /// Recently verified API keys, when caching is on.
+    pub key_cache: Option<Arc<key_cache::KeyCache>>,
 }
 
 impl Services {
@@ -68,6 +71,7 @@ impl Services {
             clock,
             idempotency: IdempotencyKeys::default(),
             rate_limiter: None,
+            key_cache: None,
         }
     }
 
@@ -75,6 +79,12 @@ impl Services {
     pub fn with_rate_limit(mut self, per_second: u32) -> Self {
         self.rate_limiter =
             (per_second > 0).then(|| Arc::new(rate_limit::RateLimiter::new(per_second)));
+        self
+    }
+
+    /// Trusts a verified API key for `ttl` before reading its row again (zero = every request).
+    pub fn with_key_cache(mut self, ttl: std::time::Duration) -> Self {
+        self.key_cache = (!ttl.is_zero()).then(|| Arc::new(key_cache::KeyCache::new(ttl)));
         self
     }
 }

@@ -234,8 +234,9 @@ impl TestApp {
             .expect("connect");
         db.migrate().await.expect("migrate");
         let clock = std::sync::Arc::new(ManualClock::new(SystemClock.now()));
-        let services =
-            Services::with_clock(db, clock.clone()).with_rate_limit(config.rate_limit_per_key);
+        let services = Services::with_clock(db, clock.clone())
+            .with_rate_limit(config.rate_limit_per_key)
+            .with_key_cache(std::time::Duration::from_secs(config.api_key_cache_seconds));
         let account_id = services.create_account().await.expect("account");
         let key = services
             .create_api_key(&account_id, false)
