@@ -32,14 +32,12 @@ impl Services {
         customer_id: &str,
         filter: &SummaryFilter,
     ) -> Result<Vec<CurrencyBalance>> {
-        let conn = self.db.reader();
-        let test_clock = store::customers::test_clock_of(conn, &ctx.tenant, customer_id)
-            .await?
-            .ok_or_else(|| Error::no_such("customer", customer_id, "customer"))?;
-        let now = self
-            .customer_now(conn, test_clock.as_deref(), self.clock.now())
-            .await?;
-        let grants = store::credit_grants::for_customer(conn, &ctx.tenant, customer_id).await?;
+        let found =
+            store::credit_grants::customer_grants(self.db.reader(), &ctx.tenant, customer_id, None)
+                .await?
+                .ok_or_else(|| Error::no_such("customer", customer_id, "customer"))?;
+        let now = found.clock_time.unwrap_or_else(|| self.clock.now());
+        let grants = found.grants;
         if let SummaryFilter::CreditGrant(id) = filter
             && !grants.iter().any(|grant| &grant.id == id)
         {
@@ -74,7 +72,10 @@ impl Services {
                 return Err(Error::no_such("credit grant", grant_id, "credit_grant"));
             }
         }
+        let (page, cursor_listed) =
+            store::credit_balance_transactions::list(conn, &ctx.tenant, filter, request).await?;
         if let Some(cursor) = &request.cursor
+            && !cursor_listed
             && store::credit_balance_transactions::find(conn, &ctx.tenant, cursor.id())
                 .await?
                 .is_none()
@@ -85,7 +86,7 @@ impl Services {
                 cursor.param(),
             ));
         }
-        store::credit_balance_transactions::list(conn, &ctx.tenant, filter, request).await
+        Ok(page)
     }
 
     /// Applies the customer's eligible credits to one invoice line in burn-down order, one
@@ -99,24 +100,30 @@ impl Services {
     ) -> Result<CreditApplication> {
         let claim = self.idempotency.claim(ctx, "credits.apply", &command)?;
         idempotent_write!(self, &claim, |tx, now| {
-            let customer = store::customers::lock(&tx, &ctx.tenant, &command.customer_id)
-                .await?
-                .ok_or_else(|| Error::no_such("customer", &command.customer_id, "customer"))?;
-            let now = self
-                .customer_now(&tx, customer.test_clock.as_deref(), now)
-                .await?;
-            if let Some(existing) = store::credit_balance_transactions::find_application(
+            let line = (command.invoice.as_str(), command.invoice_line_item.as_str());
+            let found = store::credit_grants::lock_customer_grants(
                 &tx,
                 &ctx.tenant,
-                &command.invoice,
-                &command.invoice_line_item,
+                &command.customer_id,
+                Some(line),
             )
             .await?
-            {
+            .ok_or_else(|| Error::no_such("customer", &command.customer_id, "customer"))?;
+            if found.line_applied {
+                let existing = store::credit_balance_transactions::find_application(
+                    &tx,
+                    &ctx.tenant,
+                    &command.invoice,
+                    &command.invoice_line_item,
+                )
+                .await?
+                .ok_or_else(|| {
+                    Error::internal(anyhow::anyhow!("an application vanished under its lock"))
+                })?;
                 return earlier_application(&tx, ctx, &command, existing).await;
             }
-            let mut grants =
-                store::credit_grants::for_customer(&tx, &ctx.tenant, &command.customer_id).await?;
+            let now = found.clock_time.unwrap_or(now);
+            let mut grants = found.grants;
             let draws = burn_down(
                 &grants,
                 &command.currency,
@@ -131,7 +138,6 @@ impl Services {
                 grant.debit(amount)?;
                 grant.updated = now;
                 store::credit_grants::save(&tx, &ctx.tenant, grant, previous_remaining).await?;
-                let line = Some((command.invoice.as_str(), command.invoice_line_item.as_str()));
                 entries.push(
                     write_entry(
                         &tx,
@@ -141,7 +147,7 @@ impl Services {
                         amount,
                         now,
                         now,
-                        line,
+                        Some(line),
                     )
                     .await?,
                 );

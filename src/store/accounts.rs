@@ -1,19 +1,20 @@
 //! Accounts and their API keys.
 
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
 
 use super::entities::{account, api_key};
-use super::{Connection, db_error};
+use super::{Connection, db_error, insert_row};
 use crate::error::Result;
 
 pub async fn insert_account(conn: &impl Connection, id: &str, created: i64) -> Result<()> {
-    account::ActiveModel {
-        id: Set(id.to_string()),
-        created: Set(created),
-    }
-    .insert(conn)
-    .await
-    .map_err(db_error)?;
+    insert_row(
+        conn,
+        account::ActiveModel {
+            id: Set(id.to_string()),
+            created: Set(created),
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -42,10 +43,7 @@ pub async fn count_api_keys(conn: &impl Connection) -> Result<u64> {
 }
 
 pub async fn insert_api_key(conn: &impl Connection, row: api_key::Model) -> Result<()> {
-    api_key::ActiveModel::from(row)
-        .insert(conn)
-        .await
-        .map_err(db_error)?;
+    insert_row(conn, api_key::ActiveModel::from(row)).await?;
     Ok(())
 }
 

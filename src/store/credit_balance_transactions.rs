@@ -1,13 +1,11 @@
 //! The credit ledger's entries, and the invoice lines credits were applied to.
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Set,
-};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Set};
 
 use super::entities::credit_application as application;
 use super::entities::credit_balance_transaction as entry;
-use super::{Connection, db_error, keyset_page};
+use super::{Connection, db_error, insert_row, keyset_probe};
 use crate::domain::credit_balance_transaction::{
     CreditBalanceTransaction, CreditTransactionFilter, EntryType,
 };
@@ -26,24 +24,25 @@ pub async fn insert(
     tenant: &Tenant,
     txn: &CreditBalanceTransaction,
 ) -> Result<()> {
-    entry::ActiveModel {
-        id: Set(txn.id.clone()),
-        account_id: Set(tenant.account_id.clone()),
-        livemode: Set(tenant.livemode),
-        customer_id: Set(txn.customer_id.clone()),
-        credit_grant_id: Set(txn.credit_grant_id.clone()),
-        created: Set(txn.created),
-        effective_at: Set(txn.effective_at),
-        kind: Set(txn.kind.as_str().to_string()),
-        amount: Set(txn.amount),
-        currency: Set(txn.currency.to_string()),
-        invoice: Set(txn.invoice.clone()),
-        invoice_line_item: Set(txn.invoice_line_item.clone()),
-        test_clock: Set(txn.test_clock.clone()),
-    }
-    .insert(conn)
-    .await
-    .map_err(db_error)?;
+    insert_row(
+        conn,
+        entry::ActiveModel {
+            id: Set(txn.id.clone()),
+            account_id: Set(tenant.account_id.clone()),
+            livemode: Set(tenant.livemode),
+            customer_id: Set(txn.customer_id.clone()),
+            credit_grant_id: Set(txn.credit_grant_id.clone()),
+            created: Set(txn.created),
+            effective_at: Set(txn.effective_at),
+            kind: Set(txn.kind.as_str().to_string()),
+            amount: Set(txn.amount),
+            currency: Set(txn.currency.to_string()),
+            invoice: Set(txn.invoice.clone()),
+            invoice_line_item: Set(txn.invoice_line_item.clone()),
+            test_clock: Set(txn.test_clock.clone()),
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -61,19 +60,21 @@ pub async fn find(
         .transpose()
 }
 
+/// One page of the ledger, and whether the cursor's entry was among the filtered entries
+/// (when it was not, the caller must check that it exists at all).
 pub async fn list(
     conn: &impl Connection,
     tenant: &Tenant,
     filter: &CreditTransactionFilter,
     request: &ListRequest,
-) -> Result<Page<CreditBalanceTransaction>> {
+) -> Result<(Page<CreditBalanceTransaction>, bool)> {
     let mut condition =
         scoped(tenant).add(entry::Column::CustomerId.eq(filter.customer_id.as_str()));
     if let Some(grant) = &filter.credit_grant_id {
         condition = condition.add(entry::Column::CreditGrantId.eq(grant.as_str()));
     }
-    let page = keyset_page::<entry::Entity>(conn, condition, entry::Column::Id, request).await?;
-    page.try_map(to_domain)
+    let probe = keyset_probe::<entry::Entity>(conn, condition, entry::Column::Id, request).await?;
+    Ok((probe.page.try_map(to_domain)?, probe.cursor_matched))
 }
 
 /// The `credits_applied` entries of one invoice line, in the order they were written.
@@ -142,10 +143,7 @@ pub async fn find_application(
 }
 
 pub async fn insert_application(conn: &impl Connection, row: ApplicationRow) -> Result<()> {
-    application::ActiveModel::from(row)
-        .insert(conn)
-        .await
-        .map_err(db_error)?;
+    insert_row(conn, application::ActiveModel::from(row)).await?;
     Ok(())
 }
 

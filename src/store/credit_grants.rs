@@ -1,13 +1,10 @@
 //! Credit grants with their materialized remainders.
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Set,
-};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 
 use super::entities::credit_grant as grant;
-use super::{Connection, db_error, keyset_page, metadata_from_json, metadata_to_json};
+use super::{Connection, db_error, insert_row, keyset_page, metadata_from_json, metadata_to_json};
 use crate::domain::credit_grant::{Category, CreditGrant, Scope};
 use crate::domain::pagination::{ListRequest, Page};
 use crate::domain::{Currency, Tenant};
@@ -25,31 +22,32 @@ pub async fn insert(
     credit_grant: &CreditGrant,
 ) -> Result<()> {
     let (scope_price_type, scope_prices) = scope_columns(&credit_grant.scope);
-    grant::ActiveModel {
-        id: Set(credit_grant.id.clone()),
-        account_id: Set(tenant.account_id.clone()),
-        livemode: Set(tenant.livemode),
-        customer_id: Set(credit_grant.customer_id.clone()),
-        created: Set(credit_grant.created),
-        updated: Set(credit_grant.updated),
-        name: Set(credit_grant.name.clone()),
-        category: Set(credit_grant.category.as_str().to_string()),
-        priority: Set(credit_grant.priority),
-        currency: Set(credit_grant.currency.to_string()),
-        amount: Set(credit_grant.amount),
-        remaining: Set(credit_grant.remaining),
-        scope_price_type: Set(scope_price_type),
-        scope_prices: Set(scope_prices),
-        effective_at: Set(credit_grant.effective_at),
-        expires_at: Set(credit_grant.expires_at),
-        voided_at: Set(credit_grant.voided_at),
-        expiry_recorded_at: Set(credit_grant.expiry_recorded_at),
-        metadata: Set(metadata_to_json(&credit_grant.metadata)),
-        test_clock: Set(credit_grant.test_clock.clone()),
-    }
-    .insert(conn)
-    .await
-    .map_err(db_error)?;
+    insert_row(
+        conn,
+        grant::ActiveModel {
+            id: Set(credit_grant.id.clone()),
+            account_id: Set(tenant.account_id.clone()),
+            livemode: Set(tenant.livemode),
+            customer_id: Set(credit_grant.customer_id.clone()),
+            created: Set(credit_grant.created),
+            updated: Set(credit_grant.updated),
+            name: Set(credit_grant.name.clone()),
+            category: Set(credit_grant.category.as_str().to_string()),
+            priority: Set(credit_grant.priority),
+            currency: Set(credit_grant.currency.to_string()),
+            amount: Set(credit_grant.amount),
+            remaining: Set(credit_grant.remaining),
+            scope_price_type: Set(scope_price_type),
+            scope_prices: Set(scope_prices),
+            effective_at: Set(credit_grant.effective_at),
+            expires_at: Set(credit_grant.expires_at),
+            voided_at: Set(credit_grant.voided_at),
+            expiry_recorded_at: Set(credit_grant.expiry_recorded_at),
+            metadata: Set(metadata_to_json(&credit_grant.metadata)),
+            test_clock: Set(credit_grant.test_clock.clone()),
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -231,4 +229,119 @@ fn to_domain(row: grant::Model) -> Result<CreditGrant> {
         expiry_recorded_at: row.expiry_recorded_at,
         test_clock: row.test_clock,
     })
+}
+
+/// A customer's grants together with what a summary or an application needs to know about the
+/// customer itself, read in one statement.
+#[derive(Debug, Clone)]
+pub struct CustomerGrants {
+    /// The customer's test clock's frozen time, when it is on one.
+    pub clock_time: Option<i64>,
+    /// Whether credits were already applied to the invoice line asked about.
+    pub line_applied: bool,
+    /// Every grant of the customer, oldest first.
+    pub grants: Vec<CreditGrant>,
+}
+
+/// The invoice line whose earlier application [`customer_grants`] should look for.
+pub type InvoiceLine<'a> = (&'a str, &'a str);
+
+/// The customer's grants, its test clock's time and (given a line) whether that line already
+/// has an application, in one statement; `None` when this tenant has no such customer.
+/// On PostgreSQL, callers that need the customer locked lock it first, in a statement of its
+/// own: a locking read's snapshot predates the wait for the lock, so rows joined to it could
+/// be stale.
+pub async fn customer_grants(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    customer_id: &str,
+    line: Option<InvoiceLine<'_>>,
+) -> Result<Option<CustomerGrants>> {
+    use sea_orm::{FromQueryResult, IdenStatic, Iterable, Statement};
+    use std::sync::LazyLock;
+    static GRANT_COLUMNS: LazyLock<String> = LazyLock::new(|| {
+        grant::Column::iter()
+            .map(|column| {
+                let name = column.as_str();
+                format!("g.{name} AS g_{name}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    let line_applied = match line {
+        Some(_) => {
+            "EXISTS (SELECT 1 FROM credit_applications a WHERE a.account_id = c.account_id \
+             AND a.livemode = c.livemode AND a.invoice = $4 AND a.invoice_line_item = $5)"
+        }
+        None => "FALSE",
+    };
+    let sql = format!(
+        "SELECT tc.frozen_time AS clock_time, {line_applied} AS line_applied, {columns} \
+         FROM customers c \
+         LEFT JOIN test_clocks tc ON tc.id = c.test_clock \
+         LEFT JOIN credit_grants g ON g.account_id = c.account_id AND g.livemode = c.livemode \
+         AND g.customer_id = c.id \
+         WHERE c.id = $1 AND c.account_id = $2 AND c.livemode = $3 \
+         ORDER BY g.id",
+        columns = GRANT_COLUMNS.as_str(),
+    );
+    let mut values: Vec<sea_orm::Value> = vec![
+        customer_id.into(),
+        tenant.account_id.as_str().into(),
+        tenant.livemode.into(),
+    ];
+    if let Some((invoice, invoice_line_item)) = line {
+        values.push(invoice.into());
+        values.push(invoice_line_item.into());
+    }
+    let backend = super::backend_of(conn);
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await
+        .map_err(db_error)?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let clock_time = first
+        .try_get::<Option<i64>>("", "clock_time")
+        .map_err(db_error)?;
+    let line_applied = first
+        .try_get::<bool>("", "line_applied")
+        .map_err(db_error)?;
+    let mut grants = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row
+            .try_get::<Option<String>>("g_", "id")
+            .map_err(db_error)?
+            .is_some()
+        {
+            grants.push(to_domain(
+                grant::Model::from_query_result(row, "g_").map_err(db_error)?,
+            )?);
+        }
+    }
+    Ok(Some(CustomerGrants {
+        clock_time,
+        line_applied,
+        grants,
+    }))
+}
+
+/// [`customer_grants`] inside a write transaction, with the customer locked for the rest of it
+/// so that writes for one customer happen one at a time (on SQLite the single writer
+/// connection already does this; on PostgreSQL the customer row is locked first, by itself).
+pub async fn lock_customer_grants(
+    tx: &impl Connection,
+    tenant: &Tenant,
+    customer_id: &str,
+    line: Option<InvoiceLine<'_>>,
+) -> Result<Option<CustomerGrants>> {
+    if super::backend_of(tx) == sea_orm::DbBackend::Postgres
+        && super::customers::lock(tx, tenant, customer_id)
+            .await?
+            .is_none()
+    {
+        return Ok(None);
+    }
+    customer_grants(tx, tenant, customer_id, line).await
 }

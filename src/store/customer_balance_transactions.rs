@@ -1,11 +1,12 @@
 //! The customer balance ledger's entries.
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, Set};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, Set};
 
 use super::entities::customer_balance_transaction as entry;
 use super::{
-    Connection, db_error, keyset_page, metadata_from_json, metadata_to_json, time_condition,
+    Connection, db_error, insert_row, keyset_page, metadata_from_json, metadata_to_json,
+    time_condition,
 };
 use crate::domain::customer_balance_transaction::{CustomerBalanceTransaction, TransactionFilter};
 use crate::domain::pagination::{ListRequest, Page};
@@ -17,26 +18,27 @@ pub async fn insert(
     tenant: &Tenant,
     txn: &CustomerBalanceTransaction,
 ) -> Result<()> {
-    entry::ActiveModel {
-        id: Set(txn.id.clone()),
-        account_id: Set(tenant.account_id.clone()),
-        livemode: Set(tenant.livemode),
-        customer_id: Set(txn.customer_id.clone()),
-        created: Set(txn.created),
-        amount: Set(txn.amount),
-        currency: Set(txn.currency.to_string()),
-        ending_balance: Set(txn.ending_balance),
-        sequence: Set(txn.sequence),
-        kind: Set(txn.kind.clone()),
-        description: Set(txn.description.clone()),
-        metadata: Set(metadata_to_json(&txn.metadata)),
-        invoice: Set(txn.invoice.clone()),
-        credit_note: Set(txn.credit_note.clone()),
-        checkout_session: Set(txn.checkout_session.clone()),
-    }
-    .insert(conn)
-    .await
-    .map_err(db_error)?;
+    insert_row(
+        conn,
+        entry::ActiveModel {
+            id: Set(txn.id.clone()),
+            account_id: Set(tenant.account_id.clone()),
+            livemode: Set(tenant.livemode),
+            customer_id: Set(txn.customer_id.clone()),
+            created: Set(txn.created),
+            amount: Set(txn.amount),
+            currency: Set(txn.currency.to_string()),
+            ending_balance: Set(txn.ending_balance),
+            sequence: Set(txn.sequence),
+            kind: Set(txn.kind.clone()),
+            description: Set(txn.description.clone()),
+            metadata: Set(metadata_to_json(&txn.metadata)),
+            invoice: Set(txn.invoice.clone()),
+            credit_note: Set(txn.credit_note.clone()),
+            checkout_session: Set(txn.checkout_session.clone()),
+        },
+    )
+    .await?;
     Ok(())
 }
 

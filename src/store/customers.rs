@@ -3,13 +3,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect, Set, Statement,
-};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect, Set, Statement};
 
 use super::entities::{customer, customer_balance};
 use super::{
-    Connection, backend_of, db_error, for_update, keyset_page, metadata_from_json,
+    Connection, backend_of, db_error, for_update, insert_row, keyset_page, metadata_from_json,
     metadata_to_json, time_condition,
 };
 use crate::domain::customer::{Customer, CustomerFilter};
@@ -18,22 +16,23 @@ use crate::domain::{Currency, Tenant};
 use crate::error::{Error, Result};
 
 pub async fn insert(conn: &impl Connection, tenant: &Tenant, customer: &Customer) -> Result<()> {
-    customer::ActiveModel {
-        id: Set(customer.id.clone()),
-        account_id: Set(tenant.account_id.clone()),
-        livemode: Set(tenant.livemode),
-        created: Set(customer.created),
-        name: Set(customer.name.clone()),
-        email: Set(customer.email.clone()),
-        description: Set(customer.description.clone()),
-        phone: Set(customer.phone.clone()),
-        currency: Set(customer.currency.as_ref().map(|c| c.to_string())),
-        metadata: Set(metadata_to_json(&customer.metadata)),
-        test_clock: Set(customer.test_clock.clone()),
-    }
-    .insert(conn)
-    .await
-    .map_err(db_error)?;
+    insert_row(
+        conn,
+        customer::ActiveModel {
+            id: Set(customer.id.clone()),
+            account_id: Set(tenant.account_id.clone()),
+            livemode: Set(tenant.livemode),
+            created: Set(customer.created),
+            name: Set(customer.name.clone()),
+            email: Set(customer.email.clone()),
+            description: Set(customer.description.clone()),
+            phone: Set(customer.phone.clone()),
+            currency: Set(customer.currency.as_ref().map(|c| c.to_string())),
+            metadata: Set(metadata_to_json(&customer.metadata)),
+            test_clock: Set(customer.test_clock.clone()),
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -196,16 +195,33 @@ pub async fn save_balance(
     balance: i64,
     transaction_count: i64,
 ) -> Result<()> {
-    let row = customer_balance::ActiveModel {
-        customer_id: Set(customer_id.to_string()),
-        currency: Set(currency.to_string()),
-        balance: Set(balance),
-        transaction_count: Set(transaction_count),
-    };
     if transaction_count == 1 {
-        row.insert(conn).await.map_err(db_error)?;
-    } else {
-        row.update(conn).await.map_err(db_error)?;
+        return insert_row(
+            conn,
+            customer_balance::ActiveModel {
+                customer_id: Set(customer_id.to_string()),
+                currency: Set(currency.to_string()),
+                balance: Set(balance),
+                transaction_count: Set(transaction_count),
+            },
+        )
+        .await;
+    }
+    let updated = customer_balance::Entity::update_many()
+        .col_expr(customer_balance::Column::Balance, Expr::value(balance))
+        .col_expr(
+            customer_balance::Column::TransactionCount,
+            Expr::value(transaction_count),
+        )
+        .filter(customer_balance::Column::CustomerId.eq(customer_id))
+        .filter(customer_balance::Column::Currency.eq(currency.as_str()))
+        .exec(conn)
+        .await
+        .map_err(db_error)?;
+    if updated.rows_affected != 1 {
+        return Err(Error::internal(anyhow::anyhow!(
+            "customer {customer_id} has no {currency} balance row to update"
+        )));
     }
     Ok(())
 }

@@ -1,9 +1,9 @@
 //! Stored first results of idempotent requests.
 
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Statement};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Statement};
 
 use super::entities::idempotency_record as record;
-use super::{Connection, backend_of, db_error};
+use super::{Connection, backend_of, db_error, insert_row};
 use crate::domain::Tenant;
 use crate::error::Result;
 
@@ -19,10 +19,7 @@ pub async fn find(
 }
 
 pub async fn insert(conn: &impl Connection, row: record::Model) -> Result<()> {
-    record::ActiveModel::from(row)
-        .insert(conn)
-        .await
-        .map_err(db_error)?;
+    insert_row(conn, record::ActiveModel::from(row)).await?;
     Ok(())
 }
 

@@ -211,6 +211,25 @@ impl Db {
     }
 }
 
+/// Inserts one row without reading it back: SeaORM's `ActiveModel::insert` re-selects the
+/// row it wrote on SQLite, a second statement no caller here needs.
+pub(crate) async fn insert_row<A>(conn: &impl ConnectionTrait, row: A) -> Result<()>
+where
+    A: sea_orm::ActiveModelTrait,
+{
+    use sea_orm::EntityTrait;
+    let inserted = A::Entity::insert(row)
+        .exec_without_returning(conn)
+        .await
+        .map_err(db_error)?;
+    if inserted != 1 {
+        return Err(Error::internal(anyhow::anyhow!(
+            "an insert wrote {inserted} rows instead of one"
+        )));
+    }
+    Ok(())
+}
+
 /// Ends a transaction by its outcome: commits on success, rolls back at once on failure.
 pub async fn settle<T>(tx: DatabaseTransaction, outcome: Result<T>) -> Result<T> {
     match outcome {
@@ -360,21 +379,60 @@ pub(crate) async fn keyset_page<E>(
 where
     E: sea_orm::EntityTrait,
 {
+    Ok(keyset_probe::<E>(conn, condition, id_column, request)
+        .await?
+        .page)
+}
+
+/// A keyset page and whether the cursor's own row matched the query's condition (then it
+/// surely exists; otherwise the caller checks it exists before trusting the page).
+pub(crate) struct KeysetPage<T> {
+    pub page: crate::domain::Page<T>,
+    pub cursor_matched: bool,
+}
+
+/// [`keyset_page`] that also finds the cursor's row in the same statement: the range is
+/// taken inclusive of the cursor, one row more is fetched, and the cursor row is dropped.
+/// A deep page then costs one statement, like the first.
+pub(crate) async fn keyset_probe<E>(
+    conn: &impl ConnectionTrait,
+    condition: sea_orm::Condition,
+    id_column: E::Column,
+    request: &crate::domain::ListRequest,
+) -> Result<KeysetPage<E::Model>>
+where
+    E: sea_orm::EntityTrait,
+{
     use crate::domain::Cursor;
-    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+    use sea_orm::{ColumnTrait, ModelTrait, QueryFilter, QueryOrder, QuerySelect};
     let query = match &request.cursor {
         None => E::find().filter(condition).order_by_desc(id_column),
         Some(Cursor::StartingAfter(id)) => E::find()
-            .filter(condition.add(id_column.lt(id.as_str())))
+            .filter(condition.add(id_column.lte(id.as_str())))
             .order_by_desc(id_column),
         Some(Cursor::EndingBefore(id)) => E::find()
-            .filter(condition.add(id_column.gt(id.as_str())))
+            .filter(condition.add(id_column.gte(id.as_str())))
             .order_by_asc(id_column),
     };
-    let rows = query
-        .limit(request.limit + 1)
+    let extra = u64::from(request.cursor.is_some());
+    let mut rows = query
+        .limit(request.limit + 1 + extra)
         .all(conn)
         .await
         .map_err(db_error)?;
-    Ok(crate::domain::Page::from_probe(rows, request))
+    let cursor_matched = match (&request.cursor, rows.first()) {
+        (Some(cursor), Some(first)) => {
+            first.get(id_column) == sea_orm::Value::from(cursor.id().to_string())
+        }
+        _ => false,
+    };
+    if cursor_matched {
+        rows.remove(0);
+    } else if extra == 1 {
+        rows.truncate(request.limit as usize + 1);
+    }
+    Ok(KeysetPage {
+        page: crate::domain::Page::from_probe(rows, request),
+        cursor_matched,
+    })
 }

@@ -102,6 +102,27 @@ pub async fn scratch_update(db: &Db) -> Result<()> {
     }
 }
 
+/// One point read of the scratch row `id = 1` by primary key through the reader pool: the
+/// driver's floor under any read request.
+pub async fn scratch_read(db: &Db) -> Result<()> {
+    let statement = Statement::from_sql_and_values(
+        db.backend(),
+        format!("SELECT v FROM {SCRATCH_TABLE} WHERE id = $1"),
+        [1i64.into()],
+    );
+    match db
+        .reader()
+        .query_one_raw(statement)
+        .await
+        .map_err(db_error)?
+    {
+        Some(_) => Ok(()),
+        None => Err(Error::internal(anyhow::anyhow!(
+            "the scratch row id = 1 is missing"
+        ))),
+    }
+}
+
 /// What [`seed_credit_history`] wrote.
 #[derive(Debug, Clone)]
 pub struct SeededHistory {

@@ -1,15 +1,13 @@
 //! Test clocks, the customers attached to them, and deleting a clock with everything on it.
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect, Set, Statement,
-};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect, Set, Statement};
 
 use super::entities::{
     credit_application, credit_balance_transaction, credit_grant, customer, customer_balance,
     customer_balance_transaction, test_clock,
 };
-use super::{Connection, backend_of, db_error, for_update, keyset_page};
+use super::{Connection, backend_of, db_error, for_update, insert_row, keyset_page};
 use crate::domain::Tenant;
 use crate::domain::pagination::{ListRequest, Page};
 use crate::domain::test_clock::{ClockStatus, TestClock};
@@ -22,20 +20,21 @@ fn scoped(tenant: &Tenant) -> Condition {
 }
 
 pub async fn insert(conn: &impl Connection, tenant: &Tenant, clock: &TestClock) -> Result<()> {
-    test_clock::ActiveModel {
-        id: Set(clock.id.clone()),
-        account_id: Set(tenant.account_id.clone()),
-        livemode: Set(tenant.livemode),
-        created: Set(clock.created),
-        name: Set(clock.name.clone()),
-        frozen_time: Set(clock.frozen_time),
-        status: Set(clock.status.as_str().to_string()),
-        target_frozen_time: Set(clock.target_frozen_time),
-        deletes_after: Set(clock.deletes_after),
-    }
-    .insert(conn)
-    .await
-    .map_err(db_error)?;
+    insert_row(
+        conn,
+        test_clock::ActiveModel {
+            id: Set(clock.id.clone()),
+            account_id: Set(tenant.account_id.clone()),
+            livemode: Set(tenant.livemode),
+            created: Set(clock.created),
+            name: Set(clock.name.clone()),
+            frozen_time: Set(clock.frozen_time),
+            status: Set(clock.status.as_str().to_string()),
+            target_frozen_time: Set(clock.target_frozen_time),
+            deletes_after: Set(clock.deletes_after),
+        },
+    )
+    .await?;
     Ok(())
 }
 
