@@ -9,7 +9,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "noop",
     "summary",
     "apply",
@@ -19,6 +19,7 @@ const SCENARIOS: [&str; 9] = [
     "history",
     "db-insert",
     "db-update",
+    "db-read",
 ];
 
 fn run_bench(extra: &[&str]) -> Vec<Value> {
@@ -96,6 +97,7 @@ fn check(lines: &[Value]) {
         ratios,
         BTreeSet::from([
             "summary/noop",
+            "summary/db-read",
             "apply/db-insert",
             "hot/db-update",
             "history-summary-p50-big/small",

@@ -488,10 +488,12 @@ async fn measure_all(
     } else {
         None
     };
-    if runnable
-        .iter()
-        .any(|s| matches!(s, Scenario::DbInsert | Scenario::DbUpdate))
-    {
+    if runnable.iter().any(|s| {
+        matches!(
+            s,
+            Scenario::DbInsert | Scenario::DbUpdate | Scenario::DbRead
+        )
+    }) {
         let db = setup
             .db
             .as_ref()
@@ -633,6 +635,10 @@ fn ops(
             Some(db) => one(Arc::new(scenarios::DbUpdate { db })),
             None => Vec::new(),
         },
+        Scenario::DbRead => match ctx.db.clone() {
+            Some(db) => one(Arc::new(scenarios::DbRead { db })),
+            None => Vec::new(),
+        },
     }
 }
 
@@ -733,6 +739,11 @@ fn report(
             "summary/noop",
             "throughput: summary ÷ noop".to_string(),
             throughput(find(Scenario::Summary, None), find(Scenario::Noop, None)),
+        ),
+        (
+            "summary/db-read",
+            "throughput: summary ÷ one-row point reads (driver floor)".to_string(),
+            throughput(find(Scenario::Summary, None), find(Scenario::DbRead, None)),
         ),
         (
             "apply/db-insert",

@@ -39,10 +39,12 @@ pub enum Scenario {
     DbInsert,
     /// `UPDATE scratch SET v = v - 1 WHERE id = 1` transactions, through the same pool.
     DbUpdate,
+    /// Point reads of one scratch row by primary key through creditd's read pool.
+    DbRead,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Noop,
         Scenario::Summary,
         Scenario::Apply,
@@ -52,6 +54,7 @@ impl Scenario {
         Scenario::History,
         Scenario::DbInsert,
         Scenario::DbUpdate,
+        Scenario::DbRead,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +68,7 @@ impl Scenario {
             Scenario::History => "history",
             Scenario::DbInsert => "db-insert",
             Scenario::DbUpdate => "db-update",
+            Scenario::DbRead => "db-read",
         }
     }
 
@@ -80,7 +84,7 @@ impl Scenario {
     pub fn needs_database(self) -> bool {
         matches!(
             self,
-            Scenario::History | Scenario::DbInsert | Scenario::DbUpdate
+            Scenario::History | Scenario::DbInsert | Scenario::DbUpdate | Scenario::DbRead
         )
     }
 }
@@ -515,6 +519,22 @@ impl Op for DbUpdate {
     fn call(&self, _worker: usize, _seq: u64) -> BoxFuture<'_, Result<(), String>> {
         async move {
             seed::scratch_update(&self.db)
+                .await
+                .map_err(|error| error.to_string())
+        }
+        .boxed()
+    }
+}
+
+/// A point read of the scratch table's row 1.
+pub struct DbRead {
+    pub db: Db,
+}
+
+impl Op for DbRead {
+    fn call(&self, _worker: usize, _seq: u64) -> BoxFuture<'_, Result<(), String>> {
+        async move {
+            seed::scratch_read(&self.db)
                 .await
                 .map_err(|error| error.to_string())
         }
