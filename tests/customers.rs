@@ -142,6 +142,31 @@ on_every_backend! {
             .assert_error(400, "invalid_request_error", Some("parameter_unknown"), Some("colour"));
     }
 
+    async fn a_cursor_outside_the_filter_still_pages_and_a_missing_one_is_refused(app) {
+        let older = app.create_customer("email=a%40example.com").await;
+        let outside = app.create_customer("email=b%40example.com").await;
+        let newer = app.create_customer("email=a%40example.com").await;
+        // The cursor exists but is not among the filtered customers: the page is what lies past it.
+        let page = app
+            .get(&format!("/v1/customers?email=a%40example.com&starting_after={outside}"))
+            .await
+            .ok();
+        let ids: Vec<&str> = page["data"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, vec![older.as_str()]);
+        let page = app
+            .get(&format!("/v1/customers?email=a%40example.com&ending_before={outside}"))
+            .await
+            .ok();
+        let ids: Vec<&str> = page["data"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, vec![newer.as_str()]);
+        // A cursor that is listed is dropped from its own page.
+        let page = app.get(&format!("/v1/customers?starting_after={newer}&limit=1")).await.ok();
+        assert_eq!(page["data"][0]["id"], outside.as_str());
+        assert_eq!(page["has_more"], true);
+        app.get("/v1/customers?email=a%40example.com&ending_before=cus_test_nope").await
+            .assert_error(400, "invalid_request_error", Some("resource_missing"), Some("ending_before"));
+    }
+
     async fn unknown_customers_and_routes_are_404(app) {
         app.get("/v1/customers/cus_test_missing").await
             .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("id"));

@@ -627,16 +627,8 @@ fn ops(
                 ),
             ]
         }
-        Scenario::DbInsert => match ctx.db.clone() {
-            Some(db) => one(Arc::new(scenarios::DbInsert { db })),
-            None => Vec::new(),
-        },
-        Scenario::DbUpdate => match ctx.db.clone() {
-            Some(db) => one(Arc::new(scenarios::DbUpdate { db })),
-            None => Vec::new(),
-        },
-        Scenario::DbRead => match ctx.db.clone() {
-            Some(db) => one(Arc::new(scenarios::DbRead { db })),
+        Scenario::DbInsert | Scenario::DbUpdate | Scenario::DbRead => match ctx.db.clone() {
+            Some(db) => one(Arc::new(scenarios::DbBaseline { db, scenario })),
             None => Vec::new(),
         },
     }

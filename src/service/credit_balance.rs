@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::credit_grants::write_entry;
-use super::{RequestContext, Services, idempotent_write};
+use super::{RequestContext, Services, idempotent_write, page_after_cursor};
 use crate::domain::credit_application::{ApplyCredits, CreditApplication};
 use crate::domain::credit_balance_transaction::{
     CreditBalanceTransaction, CreditTransactionFilter, EntryType,
@@ -72,21 +72,20 @@ impl Services {
                 return Err(Error::no_such("credit grant", grant_id, "credit_grant"));
             }
         }
-        let (page, cursor_listed) =
-            store::credit_balance_transactions::list(conn, &ctx.tenant, filter, request).await?;
-        if let Some(cursor) = &request.cursor
-            && !cursor_listed
-            && store::credit_balance_transactions::find(conn, &ctx.tenant, cursor.id())
-                .await?
-                .is_none()
-        {
-            return Err(Error::no_such(
-                "credit balance transaction",
-                cursor.id(),
-                cursor.param(),
-            ));
-        }
-        Ok(page)
+        let tenant = &ctx.tenant;
+        let listed =
+            store::credit_balance_transactions::list(conn, tenant, filter, request).await?;
+        page_after_cursor(
+            listed,
+            request,
+            "credit balance transaction",
+            |id| async move {
+                Ok(store::credit_balance_transactions::find(conn, tenant, &id)
+                    .await?
+                    .is_some())
+            },
+        )
+        .await
     }
 
     /// Applies the customer's eligible credits to one invoice line in burn-down order, one

@@ -2,7 +2,7 @@
 //! changes the grant's materialized remainder and writes the matching ledger entry in one
 //! transaction.
 
-use super::{RequestContext, Services, idempotent_write};
+use super::{RequestContext, Services, idempotent_write, page_after_cursor};
 use crate::domain::Tenant;
 use crate::domain::credit_balance_transaction::{CreditBalanceTransaction, EntryType};
 use crate::domain::credit_grant::{
@@ -87,14 +87,14 @@ impl Services {
         {
             return Err(Error::no_such("customer", customer_id, "customer"));
         }
-        if let Some(cursor) = &request.cursor
-            && store::credit_grants::find(conn, &ctx.tenant, cursor.id())
+        let tenant = &ctx.tenant;
+        let listed = store::credit_grants::list(conn, tenant, customer_id, request).await?;
+        page_after_cursor(listed, request, "credit grant", |id| async move {
+            Ok(store::credit_grants::find(conn, tenant, &id)
                 .await?
-                .is_none()
-        {
-            return Err(Error::no_such("credit grant", cursor.id(), cursor.param()));
-        }
-        store::credit_grants::list(conn, &ctx.tenant, customer_id, request).await
+                .is_some())
+        })
+        .await
     }
 
     pub async fn update_credit_grant(

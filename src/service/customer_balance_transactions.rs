@@ -2,7 +2,7 @@
 //! (PostgreSQL) or on the single writer connection (SQLite), so the running balance moves one
 //! step at a time: `ending_balance` never skips or repeats.
 
-use super::{RequestContext, Services, idempotent_write};
+use super::{RequestContext, Services, idempotent_write, page_after_cursor};
 use crate::domain::Tenant;
 use crate::domain::customer_balance_transaction::{
     CreateBalanceTransaction, CustomerBalanceTransaction, TYPE_ADJUSTMENT, TransactionFilter,
@@ -86,24 +86,23 @@ impl Services {
         if !store::customers::exists(conn, &ctx.tenant, customer_id).await? {
             return Err(Error::resource_missing("customer", customer_id, "customer"));
         }
-        if let Some(cursor) = &request.cursor
-            && store::customer_balance_transactions::find(
-                conn,
-                &ctx.tenant,
-                customer_id,
-                cursor.id(),
-            )
-            .await?
-            .is_none()
-        {
-            return Err(Error::no_such(
-                "customer balance transaction",
-                cursor.id(),
-                cursor.param(),
-            ));
-        }
-        store::customer_balance_transactions::list(conn, &ctx.tenant, customer_id, filter, request)
-            .await
+        let tenant = &ctx.tenant;
+        let listed =
+            store::customer_balance_transactions::list(conn, tenant, customer_id, filter, request)
+                .await?;
+        page_after_cursor(
+            listed,
+            request,
+            "customer balance transaction",
+            |id| async move {
+                Ok(
+                    store::customer_balance_transactions::find(conn, tenant, customer_id, &id)
+                        .await?
+                        .is_some(),
+                )
+            },
+        )
+        .await
     }
 
     pub async fn update_customer_balance_transaction(

@@ -1,6 +1,6 @@
 //! Customers.
 
-use super::{RequestContext, Services, idempotent_write};
+use super::{RequestContext, Services, idempotent_write, page_after_cursor};
 use crate::domain::Tenant;
 use crate::domain::customer::{CreateCustomer, Customer, CustomerFilter, UpdateCustomer};
 use crate::domain::ids::{IdKind, new_id};
@@ -57,12 +57,12 @@ impl Services {
         filter: &CustomerFilter,
         request: &ListRequest,
     ) -> Result<Page<Customer>> {
-        if let Some(cursor) = &request.cursor
-            && !store::customers::exists(self.db.reader(), &ctx.tenant, cursor.id()).await?
-        {
-            return Err(Error::no_such("customer", cursor.id(), cursor.param()));
-        }
-        store::customers::list(self.db.reader(), &ctx.tenant, filter, request).await
+        let (conn, tenant) = (self.db.reader(), &ctx.tenant);
+        let listed = store::customers::list(conn, tenant, filter, request).await?;
+        page_after_cursor(listed, request, "customer", |id| async move {
+            store::customers::exists(conn, tenant, &id).await
+        })
+        .await
     }
 
     pub async fn update_customer(

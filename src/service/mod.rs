@@ -89,6 +89,31 @@ impl Services {
     }
 }
 
+/// The page of a keyset list once its cursor is known to exist: a cursor among the listed rows
+/// surely does; otherwise (a cursor outside the filter, or none such) `cursor_exists` is asked.
+/// `object` names the cursor's kind in the error.
+pub(crate) async fn page_after_cursor<T, Fut>(
+    listed: store::KeysetPage<T>,
+    request: &crate::domain::ListRequest,
+    object: &str,
+    cursor_exists: impl FnOnce(String) -> Fut,
+) -> Result<crate::domain::Page<T>>
+where
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    if let Some(cursor) = &request.cursor
+        && !listed.cursor_matched
+        && !cursor_exists(cursor.id().to_string()).await?
+    {
+        return Err(crate::error::Error::no_such(
+            object,
+            cursor.id(),
+            cursor.param(),
+        ));
+    }
+    Ok(listed.page)
+}
+
 /// Runs `$body` as one idempotent write transaction: opens it (replaying a stored result for
 /// the claimed key instead, if there is one), runs the body with the transaction and its
 /// "now", then stores the result and commits, or rolls back on error; the whole is retried

@@ -5,7 +5,7 @@
 
 use super::credit_grants::write_entry;
 use super::idempotency::Claim;
-use super::{RequestContext, Services, Write, idempotent_write};
+use super::{RequestContext, Services, Write, idempotent_write, page_after_cursor};
 
 /// The outcome of an advance's first step.
 enum Advance {
@@ -78,14 +78,12 @@ impl Services {
         request: &ListRequest,
     ) -> Result<Page<TestClock>> {
         check_test_mode(ctx.tenant.livemode)?;
-        if let Some(cursor) = &request.cursor
-            && store::test_clocks::find(self.db.reader(), &ctx.tenant, cursor.id())
-                .await?
-                .is_none()
-        {
-            return Err(Error::no_such("test_clock", cursor.id(), cursor.param()));
-        }
-        store::test_clocks::list(self.db.reader(), &ctx.tenant, request).await
+        let (conn, tenant) = (self.db.reader(), &ctx.tenant);
+        let listed = store::test_clocks::list(conn, tenant, request).await?;
+        page_after_cursor(listed, request, "test_clock", |id| async move {
+            Ok(store::test_clocks::find(conn, tenant, &id).await?.is_some())
+        })
+        .await
     }
 
     /// Deletes the clock and every object of its customers (the customers too).

@@ -5,11 +5,11 @@ use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, Set}
 
 use super::entities::credit_application as application;
 use super::entities::credit_balance_transaction as entry;
-use super::{Connection, db_error, insert_row, keyset_probe};
+use super::{Connection, KeysetPage, db_error, insert_row, keyset_page};
 use crate::domain::credit_balance_transaction::{
     CreditBalanceTransaction, CreditTransactionFilter, EntryType,
 };
-use crate::domain::pagination::{ListRequest, Page};
+use crate::domain::pagination::ListRequest;
 use crate::domain::{Currency, Tenant};
 use crate::error::{Error, Result};
 
@@ -60,21 +60,20 @@ pub async fn find(
         .transpose()
 }
 
-/// One page of the ledger, and whether the cursor's entry was among the filtered entries
-/// (when it was not, the caller must check that it exists at all).
 pub async fn list(
     conn: &impl Connection,
     tenant: &Tenant,
     filter: &CreditTransactionFilter,
     request: &ListRequest,
-) -> Result<(Page<CreditBalanceTransaction>, bool)> {
+) -> Result<KeysetPage<CreditBalanceTransaction>> {
     let mut condition =
         scoped(tenant).add(entry::Column::CustomerId.eq(filter.customer_id.as_str()));
     if let Some(grant) = &filter.credit_grant_id {
         condition = condition.add(entry::Column::CreditGrantId.eq(grant.as_str()));
     }
-    let probe = keyset_probe::<entry::Entity>(conn, condition, entry::Column::Id, request).await?;
-    Ok((probe.page.try_map(to_domain)?, probe.cursor_matched))
+    keyset_page::<entry::Entity>(conn, condition, entry::Column::Id, request)
+        .await?
+        .try_map(to_domain)
 }
 
 /// The `credits_applied` entries of one invoice line, in the order they were written.

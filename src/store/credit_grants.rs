@@ -4,9 +4,11 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 
 use super::entities::credit_grant as grant;
-use super::{Connection, db_error, insert_row, keyset_page, metadata_from_json, metadata_to_json};
+use super::{
+    Connection, KeysetPage, db_error, insert_row, keyset_page, metadata_from_json, metadata_to_json,
+};
 use crate::domain::credit_grant::{Category, CreditGrant, Scope};
-use crate::domain::pagination::{ListRequest, Page};
+use crate::domain::pagination::ListRequest;
 use crate::domain::{Currency, Tenant};
 use crate::error::{Error, Result};
 
@@ -128,13 +130,14 @@ pub async fn list(
     tenant: &Tenant,
     customer_id: Option<&str>,
     request: &ListRequest,
-) -> Result<Page<CreditGrant>> {
+) -> Result<KeysetPage<CreditGrant>> {
     let mut condition = scoped(tenant);
     if let Some(customer_id) = customer_id {
         condition = condition.add(grant::Column::CustomerId.eq(customer_id));
     }
-    let page = keyset_page::<grant::Entity>(conn, condition, grant::Column::Id, request).await?;
-    page.try_map(to_domain)
+    keyset_page::<grant::Entity>(conn, condition, grant::Column::Id, request)
+        .await?
+        .try_map(to_domain)
 }
 
 /// A grant whose expiry has passed but whose `credits_expired` entry is not written yet.

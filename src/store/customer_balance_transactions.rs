@@ -5,11 +5,11 @@ use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, Set};
 
 use super::entities::customer_balance_transaction as entry;
 use super::{
-    Connection, db_error, insert_row, keyset_page, metadata_from_json, metadata_to_json,
-    time_condition,
+    Connection, KeysetPage, db_error, insert_row, keyset_page, metadata_from_json,
+    metadata_to_json, time_condition,
 };
 use crate::domain::customer_balance_transaction::{CustomerBalanceTransaction, TransactionFilter};
-use crate::domain::pagination::{ListRequest, Page};
+use crate::domain::pagination::ListRequest;
 use crate::domain::{Currency, Tenant};
 use crate::error::{Error, Result};
 
@@ -92,14 +92,15 @@ pub async fn list(
     customer_id: &str,
     filter: &TransactionFilter,
     request: &ListRequest,
-) -> Result<Page<CustomerBalanceTransaction>> {
+) -> Result<KeysetPage<CustomerBalanceTransaction>> {
     let mut condition =
         scoped(tenant, customer_id).add(time_condition(entry::Column::Created, &filter.created));
     if let Some(invoice) = &filter.invoice {
         condition = condition.add(entry::Column::Invoice.eq(invoice.as_str()));
     }
-    let page = keyset_page::<entry::Entity>(conn, condition, entry::Column::Id, request).await?;
-    page.try_map(to_domain)
+    keyset_page::<entry::Entity>(conn, condition, entry::Column::Id, request)
+        .await?
+        .try_map(to_domain)
 }
 
 fn to_domain(row: entry::Model) -> Result<CustomerBalanceTransaction> {

@@ -7,11 +7,11 @@ use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect, Set
 
 use super::entities::{customer, customer_balance};
 use super::{
-    Connection, backend_of, db_error, for_update, insert_row, keyset_page, metadata_from_json,
-    metadata_to_json, time_condition,
+    Connection, KeysetPage, backend_of, db_error, for_update, insert_row, keyset_page,
+    metadata_from_json, metadata_to_json, time_condition,
 };
 use crate::domain::customer::{Customer, CustomerFilter};
-use crate::domain::pagination::{ListRequest, Page};
+use crate::domain::pagination::ListRequest;
 use crate::domain::{Currency, Tenant};
 use crate::error::{Error, Result};
 
@@ -128,22 +128,6 @@ pub async fn lock(
     }
 }
 
-/// The customer's test clock: `None` if this tenant has no such customer.
-pub async fn test_clock_of(
-    conn: &impl Connection,
-    tenant: &Tenant,
-    id: &str,
-) -> Result<Option<Option<String>>> {
-    customer::Entity::find()
-        .select_only()
-        .column(customer::Column::TestClock)
-        .filter(scoped(tenant).add(customer::Column::Id.eq(id)))
-        .into_tuple::<Option<String>>()
-        .one(conn)
-        .await
-        .map_err(db_error)
-}
-
 pub async fn exists(conn: &impl Connection, tenant: &Tenant, id: &str) -> Result<bool> {
     Ok(customer::Entity::find()
         .select_only()
@@ -231,7 +215,7 @@ pub async fn list(
     tenant: &Tenant,
     filter: &CustomerFilter,
     request: &ListRequest,
-) -> Result<Page<Customer>> {
+) -> Result<KeysetPage<Customer>> {
     let mut condition =
         scoped(tenant).add(time_condition(customer::Column::Created, &filter.created));
     condition = match &filter.test_clock {
@@ -241,18 +225,13 @@ pub async fn list(
     if let Some(email) = &filter.email {
         condition = condition.add(customer::Column::Email.eq(email.as_str()));
     }
-    let page =
+    let listed =
         keyset_page::<customer::Entity>(conn, condition, customer::Column::Id, request).await?;
-    let ids: Vec<String> = page.data.iter().map(|row| row.id.clone()).collect();
+    let ids: Vec<String> = listed.page.data.iter().map(|row| row.id.clone()).collect();
     let mut balances = load_balances(conn, &ids).await?;
-    let mut customers = Vec::with_capacity(page.data.len());
-    for row in page.data {
+    listed.try_map(|row| {
         let row_balances = balances.remove(&row.id).unwrap_or_default();
-        customers.push(to_domain(row, row_balances)?);
-    }
-    Ok(Page {
-        data: customers,
-        has_more: page.has_more,
+        to_domain(row, row_balances)
     })
 }
 

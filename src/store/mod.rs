@@ -367,34 +367,30 @@ pub(crate) fn time_condition(
     condition
 }
 
-/// One page of a keyset query over time-ordered IDs: newest first, or (for `ending_before`)
-/// oldest first so that [`crate::domain::Page::from_probe`] can take the rows nearest the
-/// cursor; one row more than the limit is fetched to know `has_more` exactly.
-pub(crate) async fn keyset_page<E>(
-    conn: &impl ConnectionTrait,
-    condition: sea_orm::Condition,
-    id_column: E::Column,
-    request: &crate::domain::ListRequest,
-) -> Result<crate::domain::Page<E::Model>>
-where
-    E: sea_orm::EntityTrait,
-{
-    Ok(keyset_probe::<E>(conn, condition, id_column, request)
-        .await?
-        .page)
-}
-
 /// A keyset page and whether the cursor's own row matched the query's condition (then it
-/// surely exists; otherwise the caller checks it exists before trusting the page).
-pub(crate) struct KeysetPage<T> {
+/// surely exists; otherwise the service checks that it exists before trusting the page).
+pub struct KeysetPage<T> {
     pub page: crate::domain::Page<T>,
     pub cursor_matched: bool,
 }
 
-/// [`keyset_page`] that also finds the cursor's row in the same statement: the range is
-/// taken inclusive of the cursor, one row more is fetched, and the cursor row is dropped.
-/// A deep page then costs one statement, like the first.
-pub(crate) async fn keyset_probe<E>(
+impl<T> KeysetPage<T> {
+    /// Converts every item, failing on the first error.
+    pub fn try_map<U>(self, f: impl FnMut(T) -> Result<U>) -> Result<KeysetPage<U>> {
+        Ok(KeysetPage {
+            page: self.page.try_map(f)?,
+            cursor_matched: self.cursor_matched,
+        })
+    }
+}
+
+/// One page of a keyset query over time-ordered IDs: newest first, or (for `ending_before`)
+/// oldest first so that [`crate::domain::Page::from_probe`] can take the rows nearest the
+/// cursor; one row more than the limit is fetched to know `has_more` exactly. The range is
+/// taken inclusive of the cursor (one row more again) so the same statement tells whether the
+/// cursor's row is among the listed ones; that row is then dropped. A deep page thus costs one
+/// statement, like the first.
+pub(crate) async fn keyset_page<E>(
     conn: &impl ConnectionTrait,
     condition: sea_orm::Condition,
     id_column: E::Column,

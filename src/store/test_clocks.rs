@@ -7,9 +7,9 @@ use super::entities::{
     credit_application, credit_balance_transaction, credit_grant, customer, customer_balance,
     customer_balance_transaction, test_clock,
 };
-use super::{Connection, backend_of, db_error, for_update, insert_row, keyset_page};
+use super::{Connection, KeysetPage, backend_of, db_error, for_update, insert_row, keyset_page};
 use crate::domain::Tenant;
-use crate::domain::pagination::{ListRequest, Page};
+use crate::domain::pagination::ListRequest;
 use crate::domain::test_clock::{ClockStatus, TestClock};
 use crate::error::{Error, Result};
 
@@ -90,11 +90,10 @@ pub async fn list(
     conn: &impl Connection,
     tenant: &Tenant,
     request: &ListRequest,
-) -> Result<Page<TestClock>> {
-    let page =
-        keyset_page::<test_clock::Entity>(conn, scoped(tenant), test_clock::Column::Id, request)
-            .await?;
-    page.try_map(to_domain)
+) -> Result<KeysetPage<TestClock>> {
+    keyset_page::<test_clock::Entity>(conn, scoped(tenant), test_clock::Column::Id, request)
+        .await?
+        .try_map(to_domain)
 }
 
 /// Writes the clock's time and status.

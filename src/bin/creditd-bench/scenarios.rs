@@ -494,49 +494,24 @@ impl Op for HistoryList {
     }
 }
 
-/// A one-row insert transaction into the scratch table.
-pub struct DbInsert {
+/// One operation of a database baseline (db-insert, db-update or db-read), through the same
+/// driver and pool sizes as the server.
+pub struct DbBaseline {
     pub db: Db,
+    pub scenario: Scenario,
 }
 
-impl Op for DbInsert {
+impl Op for DbBaseline {
     fn call(&self, worker: usize, seq: u64) -> BoxFuture<'_, Result<(), String>> {
         async move {
-            seed::scratch_insert(&self.db, seq as i64, &format!("worker {worker}"))
-                .await
-                .map_err(|error| error.to_string())
-        }
-        .boxed()
-    }
-}
-
-/// A one-row update transaction of the scratch table's row 1.
-pub struct DbUpdate {
-    pub db: Db,
-}
-
-impl Op for DbUpdate {
-    fn call(&self, _worker: usize, _seq: u64) -> BoxFuture<'_, Result<(), String>> {
-        async move {
-            seed::scratch_update(&self.db)
-                .await
-                .map_err(|error| error.to_string())
-        }
-        .boxed()
-    }
-}
-
-/// A point read of the scratch table's row 1.
-pub struct DbRead {
-    pub db: Db,
-}
-
-impl Op for DbRead {
-    fn call(&self, _worker: usize, _seq: u64) -> BoxFuture<'_, Result<(), String>> {
-        async move {
-            seed::scratch_read(&self.db)
-                .await
-                .map_err(|error| error.to_string())
+            match self.scenario {
+                Scenario::DbInsert => {
+                    seed::scratch_insert(&self.db, seq as i64, &format!("worker {worker}")).await
+                }
+                Scenario::DbUpdate => seed::scratch_update(&self.db).await,
+                _ => seed::scratch_read(&self.db).await,
+            }
+            .map_err(|error| error.to_string())
         }
         .boxed()
     }
