@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::credit_grants::write_entry;
+use super::credit_grants::{count_entries, new_entry, write_entry};
 use super::{RequestContext, Services, idempotent_write, page_after_cursor};
 use crate::domain::credit_application::{ApplyCredits, CreditApplication};
 use crate::domain::credit_balance_transaction::{
@@ -131,29 +131,38 @@ impl Services {
                 now,
             );
             let mut entries = Vec::with_capacity(draws.len());
-            for (index, amount) in draws {
+            let mut previous_remainders = Vec::with_capacity(draws.len());
+            for &(index, amount) in &draws {
                 let grant = &mut grants[index];
-                let previous_remaining = grant.remaining;
+                previous_remainders.push(grant.remaining);
                 grant.debit(amount)?;
                 grant.updated = now;
-                store::credit_grants::save(&tx, &ctx.tenant, grant, previous_remaining).await?;
-                entries.push(
-                    write_entry(
-                        &tx,
-                        &ctx.tenant,
-                        grant,
-                        EntryType::CreditsApplied,
-                        amount,
-                        now,
-                        now,
-                        Some(line),
-                    )
-                    .await?,
-                );
+                entries.push(new_entry(
+                    &ctx.tenant,
+                    grant,
+                    EntryType::CreditsApplied,
+                    amount,
+                    now,
+                    now,
+                    Some(line),
+                ));
             }
+            let debits: Vec<_> = draws
+                .iter()
+                .zip(previous_remainders)
+                .map(
+                    |(&(index, _), previous_remaining)| store::credit_balance_transactions::Draw {
+                        grant: &grants[index],
+                        previous_remaining,
+                    },
+                )
+                .collect();
             let applied: i64 = entries.iter().map(|entry| entry.amount).sum();
-            store::credit_balance_transactions::insert_application(
+            store::credit_balance_transactions::record_application(
                 &tx,
+                &ctx.tenant,
+                &debits,
+                &entries,
                 store::credit_balance_transactions::ApplicationRow {
                     account_id: ctx.tenant.account_id.clone(),
                     livemode: ctx.tenant.livemode,
@@ -169,6 +178,7 @@ impl Services {
                 },
             )
             .await?;
+            count_entries(&entries);
             Ok(CreditApplication {
                 customer_id: command.customer_id.clone(),
                 currency: command.currency.clone(),

@@ -275,7 +275,43 @@ pub(crate) async fn write_entry(
     effective_at: i64,
     invoice_line: Option<(&str, &str)>,
 ) -> Result<CreditBalanceTransaction> {
-    let entry = CreditBalanceTransaction {
+    let entry = new_entry(
+        tenant,
+        grant,
+        kind,
+        amount,
+        created,
+        effective_at,
+        invoice_line,
+    );
+    store::credit_balance_transactions::insert(conn, tenant, &entry).await?;
+    count_entries(std::slice::from_ref(&entry));
+    Ok(entry)
+}
+
+/// Counts written ledger entries in the metrics. Counted when written: a transaction retried
+/// after a deadlock may count twice.
+pub(crate) fn count_entries(entries: &[CreditBalanceTransaction]) {
+    for entry in entries {
+        crate::telemetry::metrics::record_credit_entry(
+            entry.kind.as_str(),
+            entry.currency.as_str(),
+            entry.amount,
+        );
+    }
+}
+
+/// A new ledger entry for `grant` (not yet written).
+pub(crate) fn new_entry(
+    tenant: &Tenant,
+    grant: &CreditGrant,
+    kind: EntryType,
+    amount: i64,
+    created: i64,
+    effective_at: i64,
+    invoice_line: Option<(&str, &str)>,
+) -> CreditBalanceTransaction {
+    CreditBalanceTransaction {
         id: new_id(IdKind::CreditBalanceTransaction, tenant.livemode),
         livemode: tenant.livemode,
         created,
@@ -288,9 +324,5 @@ pub(crate) async fn write_entry(
         invoice: invoice_line.map(|(invoice, _)| invoice.to_string()),
         invoice_line_item: invoice_line.map(|(_, line)| line.to_string()),
         test_clock: grant.test_clock.clone(),
-    };
-    store::credit_balance_transactions::insert(conn, tenant, &entry).await?;
-    // Counted when written: a transaction retried after a deadlock may count twice.
-    crate::telemetry::metrics::record_credit_entry(kind.as_str(), entry.currency.as_str(), amount);
-    Ok(entry)
+    }
 }
