@@ -54,8 +54,9 @@ pub struct Draw<'a> {
 
 /// Writes everything an application changes: each drawn grant's remainder (guarded by the
 /// remainder it had when read), its `credits_applied` entries and the invoice line's
-/// application row. On PostgreSQL this is one statement (data-modifying CTEs), so the
-/// customer's lock is held across one round trip for the writes instead of three or more.
+/// application row, in one round trip: data-modifying CTEs in one statement on PostgreSQL,
+/// one batch of statements on SQLite. The customer's lock (or SQLite's single writer) is so
+/// held across one round trip for the writes instead of three or more.
 pub async fn record_application(
     conn: &impl Connection,
     tenant: &Tenant,
@@ -63,56 +64,73 @@ pub async fn record_application(
     entries: &[CreditBalanceTransaction],
     application: ApplicationRow,
 ) -> Result<()> {
-    if draws.is_empty() || super::backend_of(conn) != sea_orm::DbBackend::Postgres {
-        for draw in draws {
-            super::credit_grants::save(conn, tenant, draw.grant, draw.previous_remaining).await?;
-        }
-        for entry in entries {
-            insert(conn, tenant, entry).await?;
-        }
-        return insert_application(conn, application).await;
-    }
     let mut sql = SqlWithValues::default();
-    let mut ctes = Vec::new();
-    for (n, draw) in draws.iter().enumerate() {
-        ctes.push(format!(
-            "d{n} AS (UPDATE credit_grants SET remaining = {}, updated = {} \
-             WHERE account_id = {} AND livemode = {} AND id = {} AND remaining = {} RETURNING 1)",
-            sql.bind(draw.grant.remaining),
-            sql.bind(draw.grant.updated),
-            sql.bind(tenant.account_id.as_str()),
-            sql.bind(tenant.livemode),
-            sql.bind(draw.grant.id.as_str()),
-            sql.bind(draw.previous_remaining),
-        ));
-    }
-    let entry_rows: Vec<entry::Model> = entries.iter().map(|e| to_row(tenant, e)).collect();
-    ctes.push(format!(
-        "e AS ({})",
-        sql.insert::<entry::Entity>(&entry_rows)
-    ));
-    ctes.push(format!(
-        "a AS ({})",
-        sql.insert::<application::Entity>(std::slice::from_ref(&application))
-    ));
-    let debited: Vec<String> = (0..draws.len())
-        .map(|n| format!("(SELECT count(*) FROM d{n})"))
+    let updates: Vec<String> = draws
+        .iter()
+        .map(|draw| {
+            format!(
+                "UPDATE credit_grants SET remaining = {}, updated = {} \
+                 WHERE account_id = {} AND livemode = {} AND id = {} AND remaining = {}",
+                sql.bind(draw.grant.remaining),
+                sql.bind(draw.grant.updated),
+                sql.bind(tenant.account_id.as_str()),
+                sql.bind(tenant.livemode),
+                sql.bind(draw.grant.id.as_str()),
+                sql.bind(draw.previous_remaining),
+            )
+        })
         .collect();
-    let statement = sea_orm::Statement::from_sql_and_values(
-        sea_orm::DbBackend::Postgres,
-        format!(
+    let entry_rows: Vec<entry::Model> = entries.iter().map(|e| to_row(tenant, e)).collect();
+    let mut inserts = Vec::with_capacity(2);
+    if !entry_rows.is_empty() {
+        inserts.push(sql.insert::<entry::Entity>(&entry_rows));
+    }
+    inserts.push(sql.insert::<application::Entity>(std::slice::from_ref(&application)));
+    let backend = super::backend_of(conn);
+    let debited = if backend == sea_orm::DbBackend::Postgres {
+        let mut ctes: Vec<String> = updates
+            .iter()
+            .enumerate()
+            .map(|(n, update)| format!("d{n} AS ({update} RETURNING 1)"))
+            .collect();
+        ctes.extend(
+            inserts
+                .iter()
+                .enumerate()
+                .map(|(n, insert)| format!("i{n} AS ({insert})")),
+        );
+        let mut debited: Vec<String> = (0..updates.len())
+            .map(|n| format!("(SELECT count(*) FROM d{n})"))
+            .collect();
+        debited.push("CAST(0 AS BIGINT)".to_string());
+        let sql_text = format!(
             "WITH {} SELECT {} AS debited",
             ctes.join(", "),
             debited.join(" + ")
-        ),
-        sql.values,
-    );
-    let row = conn
-        .query_one_raw(statement)
-        .await
-        .map_err(db_error)?
-        .ok_or_else(|| Error::internal(anyhow::anyhow!("the application wrote no row")))?;
-    let debited: i64 = row.try_get("", "debited").map_err(db_error)?;
+        );
+        let statement = sea_orm::Statement::from_sql_and_values(backend, sql_text, sql.values);
+        let row = conn
+            .query_one_raw(statement)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("the application wrote no row")))?;
+        row.try_get::<i64>("", "debited").map_err(db_error)?
+    } else {
+        // SQLite runs a batch of statements in one call; each insert writes its rows or fails,
+        // so the total of changed rows is short exactly when a guarded update found nothing.
+        let inserted = entries.len() as u64 + 1;
+        let statement = sea_orm::Statement::from_sql_and_values(
+            backend,
+            format!("{};", [updates, inserts].concat().join("; ")),
+            sql.values,
+        );
+        let changed = conn
+            .execute_raw(statement)
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+        changed.saturating_sub(inserted) as i64
+    };
     if debited != draws.len() as i64 {
         return Err(Error::internal(anyhow::anyhow!(
             "a credit grant changed under an application that held its customer's lock"
@@ -121,7 +139,8 @@ pub async fn record_application(
     Ok(())
 }
 
-/// PostgreSQL text with numbered placeholders, and the values they stand for.
+/// SQL text with numbered `$n` placeholders (PostgreSQL's, which sqlx's SQLite driver accepts
+/// too), and the values they stand for.
 #[derive(Default)]
 struct SqlWithValues {
     values: Vec<sea_orm::Value>,
@@ -250,11 +269,6 @@ pub async fn find_application(
     .one(conn)
     .await
     .map_err(db_error)
-}
-
-pub async fn insert_application(conn: &impl Connection, row: ApplicationRow) -> Result<()> {
-    insert_row(conn, application::ActiveModel::from(row)).await?;
-    Ok(())
 }
 
 /// The lines of an invoice whose credits have not been given back yet.
