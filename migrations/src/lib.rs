@@ -9,6 +9,7 @@ mod m20261122_000002_billing_credits;
 mod m20261122_000003_test_clocks;
 mod m20261122_000004_grant_lookup_index;
 mod m20261122_000005_ledger_lookup_indexes;
+mod m20261122_000006_locked_customer_grants;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_test_clocks::Migration),
             Box::new(m20261122_000004_grant_lookup_index::Migration),
             Box::new(m20261122_000005_ledger_lookup_indexes::Migration),
+            Box::new(m20261122_000006_locked_customer_grants::Migration),
         ]
     }
 }

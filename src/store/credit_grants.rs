@@ -251,26 +251,12 @@ pub type InvoiceLine<'a> = (&'a str, &'a str);
 
 /// The customer's grants, its test clock's time and (given a line) whether that line already
 /// has an application, in one statement; `None` when this tenant has no such customer.
-/// On PostgreSQL, callers that need the customer locked lock it first, in a statement of its
-/// own: a locking read's snapshot predates the wait for the lock, so rows joined to it could
-/// be stale.
 pub async fn customer_grants(
     conn: &impl Connection,
     tenant: &Tenant,
     customer_id: &str,
     line: Option<InvoiceLine<'_>>,
 ) -> Result<Option<CustomerGrants>> {
-    use sea_orm::{FromQueryResult, IdenStatic, Iterable, Statement};
-    use std::sync::LazyLock;
-    static GRANT_COLUMNS: LazyLock<String> = LazyLock::new(|| {
-        grant::Column::iter()
-            .map(|column| {
-                let name = column.as_str();
-                format!("g.{name} AS g_{name}")
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    });
     let line_applied = match line {
         Some(_) => {
             "EXISTS (SELECT 1 FROM credit_applications a WHERE a.account_id = c.account_id \
@@ -286,7 +272,7 @@ pub async fn customer_grants(
          AND g.customer_id = c.id \
          WHERE c.id = $1 AND c.account_id = $2 AND c.livemode = $3 \
          ORDER BY g.id",
-        columns = GRANT_COLUMNS.as_str(),
+        columns = JOINED_GRANT_COLUMNS.as_str(),
     );
     let mut values: Vec<sea_orm::Value> = vec![
         customer_id.into(),
@@ -297,6 +283,65 @@ pub async fn customer_grants(
         values.push(invoice.into());
         values.push(invoice_line_item.into());
     }
+    read_customer_grants(conn, sql, values).await
+}
+
+/// [`customer_grants`] inside a write transaction, with the customer locked for the rest of it
+/// so that writes for one customer happen one at a time. On SQLite the single writer
+/// connection already does this. On PostgreSQL the customer row is locked first and read
+/// after, inside `creditd_locked_customer_grants` (migration 6): one round trip, and the read
+/// takes its snapshot after the lock is granted, so it sees the previous holder's writes.
+pub async fn lock_customer_grants(
+    tx: &impl Connection,
+    tenant: &Tenant,
+    customer_id: &str,
+    line: Option<InvoiceLine<'_>>,
+) -> Result<Option<CustomerGrants>> {
+    if super::backend_of(tx) != sea_orm::DbBackend::Postgres {
+        return customer_grants(tx, tenant, customer_id, line).await;
+    }
+    let sql = format!(
+        "SELECT f.out_clock_time AS clock_time, f.out_line_applied AS line_applied, {columns} \
+         FROM creditd_locked_customer_grants($1, $2, $3, $4, $5) f \
+         ORDER BY (f.out_grant).id",
+        columns = RETURNED_GRANT_COLUMNS.as_str(),
+    );
+    let values: Vec<sea_orm::Value> = vec![
+        tenant.account_id.as_str().into(),
+        tenant.livemode.into(),
+        customer_id.into(),
+        line.map(|(invoice, _)| invoice).into(),
+        line.map(|(_, item)| item).into(),
+    ];
+    read_customer_grants(tx, sql, values).await
+}
+
+static JOINED_GRANT_COLUMNS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| grant_columns("g"));
+static RETURNED_GRANT_COLUMNS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| grant_columns("(f.out_grant)"));
+
+/// Every grant column of `source` (a table alias or a row value), as `g_<column>`.
+fn grant_columns(source: &str) -> String {
+    use sea_orm::{IdenStatic, Iterable};
+    grant::Column::iter()
+        .map(|column| {
+            let name = column.as_str();
+            format!("{source}.{name} AS g_{name}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Runs a query of `clock_time`, `line_applied` and `g_`-prefixed grant columns (one row per
+/// grant, or one row of null grant columns for a customer without grants; none when there is
+/// no such customer).
+async fn read_customer_grants(
+    conn: &impl Connection,
+    sql: String,
+    values: Vec<sea_orm::Value>,
+) -> Result<Option<CustomerGrants>> {
+    use sea_orm::{FromQueryResult, Statement};
     let backend = super::backend_of(conn);
     let rows = conn
         .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
@@ -328,23 +373,4 @@ pub async fn customer_grants(
         line_applied,
         grants,
     }))
-}
-
-/// [`customer_grants`] inside a write transaction, with the customer locked for the rest of it
-/// so that writes for one customer happen one at a time (on SQLite the single writer
-/// connection already does this; on PostgreSQL the customer row is locked first, by itself).
-pub async fn lock_customer_grants(
-    tx: &impl Connection,
-    tenant: &Tenant,
-    customer_id: &str,
-    line: Option<InvoiceLine<'_>>,
-) -> Result<Option<CustomerGrants>> {
-    if super::backend_of(tx) == sea_orm::DbBackend::Postgres
-        && super::customers::lock(tx, tenant, customer_id)
-            .await?
-            .is_none()
-    {
-        return Ok(None);
-    }
-    customer_grants(tx, tenant, customer_id, line).await
 }
