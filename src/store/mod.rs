@@ -400,29 +400,19 @@ where
     E: sea_orm::EntityTrait,
 {
     use crate::domain::Cursor;
-    use sea_orm::sea_query::Order;
-    use sea_orm::{ColumnTrait, ModelTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait};
-    let (condition, order) = match &request.cursor {
-        None => (condition, Order::Desc),
-        Some(Cursor::StartingAfter(id)) => (condition.add(id_column.lte(id.as_str())), Order::Desc),
-        Some(Cursor::EndingBefore(id)) => (condition.add(id_column.gte(id.as_str())), Order::Asc),
+    use sea_orm::{ColumnTrait, ModelTrait, QueryFilter, QueryOrder, QuerySelect};
+    let query = match &request.cursor {
+        None => E::find().filter(condition).order_by_desc(id_column),
+        Some(Cursor::StartingAfter(id)) => E::find()
+            .filter(condition.add(id_column.lte(id.as_str())))
+            .order_by_desc(id_column),
+        Some(Cursor::EndingBefore(id)) => E::find()
+            .filter(condition.add(id_column.gte(id.as_str())))
+            .order_by_asc(id_column),
     };
     let extra = u64::from(request.cursor.is_some());
-    // The page's IDs are chosen first, by themselves: an index led by the filter's columns and
-    // ending in the ID covers that query, so the planner reads exactly the page's index
-    // entries. Asked for whole rows in one go, PostgreSQL with fresh statistics may rather
-    // walk the primary key backwards and filter, reading past every newer row of every other
-    // customer (measured: 30,000 rows skipped, 7.7 ms, against 0.2 ms this way).
-    let page_ids = E::find()
-        .select_only()
-        .column(id_column)
-        .filter(condition)
-        .order_by(id_column, order.clone())
+    let mut rows = query
         .limit(request.limit + 1 + extra)
-        .into_query();
-    let mut rows = E::find()
-        .filter(id_column.in_subquery(page_ids))
-        .order_by(id_column, order)
         .all(conn)
         .await
         .map_err(db_error)?;
