@@ -123,18 +123,18 @@ pub async fn scratch_read(db: &Db) -> Result<()> {
     }
 }
 
-/// On PostgreSQL, vacuums and analyzes the bulk-loaded tables now (as autovacuum soon would),
-/// so that autovacuum does not start on them in the middle of a measurement, and the plans
-/// measured are those a running database gets. SQLite has no background work to settle.
+/// Brings the planner statistics up to date and, on PostgreSQL, vacuums the bulk-loaded
+/// tables now, so that autovacuum does not start on them in the middle of a measurement.
 async fn settle_after_bulk_load(db: &Db) -> Result<()> {
-    if db.is_postgres() {
-        db.writer()
-            .execute_unprepared(
-                "VACUUM ANALYZE credit_balance_transactions, credit_applications, credit_grants",
-            )
-            .await
-            .map_err(db_error)?;
-    }
+    let sql = if db.is_postgres() {
+        "VACUUM ANALYZE credit_balance_transactions, credit_applications, credit_grants"
+    } else {
+        "ANALYZE"
+    };
+    db.writer()
+        .execute_unprepared(sql)
+        .await
+        .map_err(db_error)?;
     Ok(())
 }
 
