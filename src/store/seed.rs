@@ -123,21 +123,6 @@ pub async fn scratch_read(db: &Db) -> Result<()> {
     }
 }
 
-/// Brings the planner statistics up to date and, on PostgreSQL, vacuums the bulk-loaded
-/// tables now, so that autovacuum does not start on them in the middle of a measurement.
-async fn settle_after_bulk_load(db: &Db) -> Result<()> {
-    let sql = if db.is_postgres() {
-        "VACUUM ANALYZE credit_balance_transactions, credit_applications, credit_grants"
-    } else {
-        "ANALYZE"
-    };
-    db.writer()
-        .execute_unprepared(sql)
-        .await
-        .map_err(db_error)?;
-    Ok(())
-}
-
 /// What [`seed_credit_history`] wrote.
 #[derive(Debug, Clone)]
 pub struct SeededHistory {
@@ -267,7 +252,6 @@ pub async fn seed_credit_history(
         commit(tx).await?;
         written += batch;
     }
-    settle_after_bulk_load(db).await?;
     Ok(SeededHistory {
         grant_id,
         entries,
