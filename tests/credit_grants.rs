@@ -8,7 +8,7 @@ use common::Reply;
 use common::credits::{
     GRANTS, SUMMARY, TXNS, apply_credits, assert_ledger_invariant, assert_not_found,
     assert_refused, balance_in, create_customer_as, create_grant, grant_summary, id_of, ids_of,
-    kinds, signed_amount, transactions, usd, usd_grant_body,
+    kinds, signed_amount, sweep, transactions, usd, usd_grant_body,
 };
 use serde_json::{Value, json};
 
@@ -302,6 +302,46 @@ on_every_backend! {
         assert_eq!(app.get(&path).await.ok()["expires_at"], grant["expires_at"]);
         let summary = grant_summary(&app, &customer, &id_of(&grant)).await;
         assert_eq!(balance_in(&summary, "usd"), (0, 500), "expired: unavailable, still on the ledger");
+    }
+
+    async fn the_sweepers_candidates_are_exactly_the_grants_the_domain_says_need_an_expiry_entry(app) {
+        let customer = app.create_customer("name=Ada").await;
+        let now = app.now();
+        let with_expiry = |value: i64, expires_at: i64| {
+            format!("{}&expires_at={expires_at}", usd_grant_body(&customer, value))
+        };
+        let lapsing = id_of(&create_grant(&app, &with_expiry(100, now + 50)).await);
+        let used_up = id_of(&create_grant(&app, &with_expiry(100, now + 60)).await);
+        let later = id_of(&create_grant(&app, &with_expiry(100, now + 5_000)).await);
+        let voided = id_of(&create_grant(&app, &with_expiry(100, now + 70)).await);
+        let recorded = id_of(&create_grant(&app, &with_expiry(100, now + 10)).await);
+        let never = id_of(&create_grant(&app, &usd_grant_body(&customer, 100)).await);
+        app.post(&format!("{GRANTS}/{voided}/void"), "").await.ok();
+        app.advance(20);
+        assert_eq!(sweep(&app).await, 1, "only {recorded} is due yet");
+        // Drain `lapsing` (first in burn order) and part of `used_up`: a grant with nothing
+        // left still needs its expiry recorded.
+        apply_credits(&app, &customer, "in_1", "il_1", 150).await;
+        app.advance(100);
+        let db = creditd::store::Db::connect(&creditd::store::DbOptions::new(app.database.url.clone())).await.unwrap();
+        let candidates: std::collections::BTreeSet<String> =
+            creditd::store::credit_grants::due_for_expiry(db.reader(), app.now(), 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|due| due.grant_id)
+                .collect();
+        let ctx = app.context().await;
+        let mut needing = std::collections::BTreeSet::new();
+        for id in [&lapsing, &used_up, &later, &voided, &recorded, &never] {
+            let grant = app.services.get_credit_grant(&ctx, id).await.unwrap();
+            if grant.needs_expiry_entry(app.now()) {
+                needing.insert(id.clone());
+            }
+        }
+        assert_eq!(candidates, needing);
+        assert_eq!(needing, [lapsing.clone(), used_up.clone()].into_iter().collect());
+        db.close().await;
     }
 
     async fn expiring_a_grant_ends_it_now_and_writes_off_the_remainder(app) {

@@ -7,10 +7,10 @@ mod common;
 
 use common::{Backend, TestApp};
 use creditd::domain::MetadataUpdate;
-use creditd::domain::credit_application::{ApplyCredits, ApplyFields};
+use creditd::domain::credit_application::{ApplyCredits, ApplyFields, ReinstateCredits};
 use creditd::domain::credit_balance_transaction::CreditTransactionFilter;
 use creditd::domain::credit_grant::{
-    CreateCreditGrant, GrantFields, Scope, SummaryFilter, UpdateCreditGrant,
+    CreateCreditGrant, GrantFields, Scope, SummaryFilter, SummaryQuery, UpdateCreditGrant,
 };
 use creditd::domain::customer::{CreateCustomer, CustomerFields};
 use creditd::domain::pagination::ListRequest;
@@ -156,8 +156,11 @@ async fn run(app: &TestApp, ctx: &RequestContext, ops: &[Op]) -> Result<(), Test
                     services
                         .reinstate_invoice_credits(
                             ctx,
-                            &customer,
-                            &format!("in_{customer}_{invoice}"),
+                            &ReinstateCredits::parse(
+                                Some(customer.clone()),
+                                Some(format!("in_{customer}_{invoice}")),
+                            )
+                            .unwrap(),
                         )
                         .await
                         .map(drop),
@@ -227,8 +230,11 @@ async fn run(app: &TestApp, ctx: &RequestContext, ops: &[Op]) -> Result<(), Test
     let summary = services
         .credit_balance_summary(
             ctx,
-            &customer,
-            &SummaryFilter::ApplicabilityScope(Scope::Metered),
+            &SummaryQuery::for_customer(
+                &customer,
+                SummaryFilter::ApplicabilityScope(Scope::Metered),
+            )
+            .unwrap(),
         )
         .await
         .unwrap();
@@ -237,8 +243,11 @@ async fn run(app: &TestApp, ctx: &RequestContext, ops: &[Op]) -> Result<(), Test
     let both = services
         .credit_balance_summary(
             ctx,
-            &customer,
-            &SummaryFilter::ApplicabilityScope(Scope::Prices(vec!["price_a".into()])),
+            &SummaryQuery::for_customer(
+                &customer,
+                SummaryFilter::ApplicabilityScope(Scope::Prices(vec!["price_a".into()])),
+            )
+            .unwrap(),
         )
         .await
         .unwrap();

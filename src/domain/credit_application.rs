@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::Currency;
 use super::credit_balance_transaction::CreditBalanceTransaction;
 use super::credit_grant::PriceRef;
+use super::text::required_id;
 use crate::error::{Error, Result};
 
 /// The largest amount due accepted for one line.
@@ -34,17 +35,10 @@ pub struct ApplyFields {
 
 impl ApplyCredits {
     pub fn parse(fields: ApplyFields) -> Result<ApplyCredits> {
-        let required = |value: String, param: &str| -> Result<String> {
-            if value.is_empty() {
-                Err(Error::missing_param(param))
-            } else {
-                Ok(value)
-            }
-        };
-        let customer_id = required(fields.customer, "customer")?;
+        let customer_id = required_id(Some(fields.customer), "customer")?;
         let currency = Currency::parse(&fields.currency, "currency")?;
-        let invoice = required(fields.invoice, "invoice")?;
-        let invoice_line_item = required(fields.invoice_line_item, "invoice_line_item")?;
+        let invoice = required_id(Some(fields.invoice), "invoice")?;
+        let invoice_line_item = required_id(Some(fields.invoice_line_item), "invoice_line_item")?;
         if !(0..=MAX_AMOUNT_DUE).contains(&fields.amount_due) {
             return Err(Error::invalid_param(
                 "amount_due",
@@ -59,6 +53,55 @@ impl ApplyCredits {
             price: PriceRef::parse(fields.price_type, fields.price)?,
             amount_due: fields.amount_due,
         })
+    }
+}
+
+/// Giving back the credits applied to a voided invoice's lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReinstateCredits {
+    customer_id: String,
+    invoice: String,
+}
+
+impl ReinstateCredits {
+    pub fn parse(customer: Option<String>, invoice: Option<String>) -> Result<ReinstateCredits> {
+        Ok(ReinstateCredits {
+            customer_id: required_id(customer, "customer")?,
+            invoice: required_id(invoice, "invoice")?,
+        })
+    }
+
+    pub fn customer_id(&self) -> &str {
+        &self.customer_id
+    }
+
+    pub fn invoice(&self) -> &str {
+        &self.invoice
+    }
+}
+
+/// The record of credits applied to one invoice line: one per line, so a line is applied once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedLine {
+    pub customer_id: String,
+    pub currency: Currency,
+    pub invoice: String,
+    pub invoice_line_item: String,
+    pub amount_due: i64,
+    pub applied: i64,
+    pub price: PriceRef,
+    pub created: i64,
+    /// When the line's credits were given back for a voided invoice.
+    pub reinstated_at: Option<i64>,
+}
+
+impl AppliedLine {
+    /// Whether an earlier application of this line was asked with the same terms as `command`
+    /// (a line applied once can only be replayed, never applied with other terms).
+    pub fn has_terms_of(&self, command: &ApplyCredits) -> bool {
+        self.customer_id == command.customer_id
+            && self.currency == command.currency
+            && self.amount_due == command.amount_due
     }
 }
 

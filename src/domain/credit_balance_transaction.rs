@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::Currency;
+use super::text::{optional_id, required_id};
+use crate::error::Result;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -74,6 +76,19 @@ pub struct CreditBalanceTransaction {
 pub struct CreditTransactionFilter {
     pub customer_id: String,
     pub credit_grant_id: Option<String>,
+}
+
+impl CreditTransactionFilter {
+    /// `customer` is required; `credit_grant` narrows to one grant.
+    pub fn parse(
+        customer: Option<String>,
+        credit_grant: Option<String>,
+    ) -> Result<CreditTransactionFilter> {
+        Ok(CreditTransactionFilter {
+            customer_id: required_id(customer, "customer")?,
+            credit_grant_id: optional_id(credit_grant),
+        })
+    }
 }
 
 #[cfg(test)]

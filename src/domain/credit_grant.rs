@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::text::optional_text;
+use super::text::{optional_text, required_id};
 use super::{Currency, Metadata, MetadataUpdate};
 use crate::error::{Error, Result};
 
@@ -206,7 +206,7 @@ impl CreditGrant {
 
     /// The remainder that has expired but whose `credits_expired` entry is not written yet.
     pub fn pending_expiry(&self, now: i64) -> i64 {
-        if self.is_expired(now) && self.expiry_recorded_at.is_none() && !self.is_voided() {
+        if self.needs_expiry_entry(now) {
             self.remaining
         } else {
             0
@@ -312,6 +312,109 @@ pub fn burn_down(
 pub enum SummaryFilter {
     CreditGrant(String),
     ApplicabilityScope(Scope),
+}
+
+/// A scope's two mutually exclusive fields, unvalidated.
+#[derive(Debug, Clone, Default)]
+pub struct ScopeFields {
+    pub price_type: Option<String>,
+    pub prices: Option<Vec<String>>,
+}
+
+/// A summary filter as a transport received it (Stripe's `filter[…]` parameters).
+#[derive(Debug, Clone, Default)]
+pub struct SummaryFilterFields {
+    /// `filter[type]`.
+    pub kind: Option<String>,
+    /// `filter[credit_grant]`.
+    pub credit_grant: Option<String>,
+    /// `filter[applicability_scope]`, when sent at all.
+    pub applicability_scope: Option<ScopeFields>,
+}
+
+impl SummaryFilter {
+    /// `filter[type]` with its matching sub-field; a sub-field of the other type is refused.
+    pub fn parse(fields: Option<SummaryFilterFields>) -> Result<SummaryFilter> {
+        let fields = fields.ok_or_else(|| Error::missing_param("filter"))?;
+        let kind = fields
+            .kind
+            .filter(|kind| !kind.is_empty())
+            .ok_or_else(|| Error::missing_param("filter[type]"))?;
+        match kind.as_str() {
+            "credit_grant" => {
+                if fields.applicability_scope.is_some() {
+                    return Err(Error::invalid_param(
+                        "filter[applicability_scope]",
+                        "filter[applicability_scope] can only be used with filter[type]=applicability_scope.",
+                    ));
+                }
+                let grant = fields
+                    .credit_grant
+                    .filter(|id| !id.is_empty())
+                    .ok_or_else(|| Error::missing_param("filter[credit_grant]"))?;
+                Ok(SummaryFilter::CreditGrant(grant))
+            }
+            "applicability_scope" => {
+                if fields.credit_grant.is_some() {
+                    return Err(Error::invalid_param(
+                        "filter[credit_grant]",
+                        "filter[credit_grant] can only be used with filter[type]=credit_grant.",
+                    ));
+                }
+                let scope = fields
+                    .applicability_scope
+                    .ok_or_else(|| Error::missing_param("filter[applicability_scope]"))?;
+                Ok(SummaryFilter::ApplicabilityScope(Scope::parse(
+                    scope.price_type,
+                    scope.prices,
+                    "filter[applicability_scope]",
+                )?))
+            }
+            other => Err(Error::invalid_param(
+                "filter[type]",
+                format!(
+                    "Invalid filter[type]: must be one of applicability_scope or credit_grant, not {other}"
+                ),
+            )),
+        }
+    }
+}
+
+/// A request for a customer's credit balance summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummaryQuery {
+    customer_id: String,
+    filter: SummaryFilter,
+}
+
+impl SummaryQuery {
+    /// The customer is required, then the filter.
+    pub fn parse(
+        customer: Option<String>,
+        filter: Option<SummaryFilterFields>,
+    ) -> Result<SummaryQuery> {
+        let customer_id = required_id(customer, "customer")?;
+        Ok(SummaryQuery {
+            customer_id,
+            filter: SummaryFilter::parse(filter)?,
+        })
+    }
+
+    /// From an already parsed filter (the customer is still checked).
+    pub fn for_customer(customer: &str, filter: SummaryFilter) -> Result<SummaryQuery> {
+        Ok(SummaryQuery {
+            customer_id: required_id(Some(customer.to_string()), "customer")?,
+            filter,
+        })
+    }
+
+    pub fn customer_id(&self) -> &str {
+        &self.customer_id
+    }
+
+    pub fn filter(&self) -> &SummaryFilter {
+        &self.filter
+    }
 }
 
 /// One currency's balances in a summary.

@@ -8,6 +8,7 @@ pub mod currency;
 pub mod customer;
 pub mod customer_balance_transaction;
 pub mod ids;
+pub mod ledger;
 pub mod metadata;
 pub mod pagination;
 pub mod tenant;

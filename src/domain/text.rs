@@ -36,6 +36,18 @@ pub fn text_update(
     }
 }
 
+/// A required identifier parameter: absent and empty are both "missing".
+pub fn required_id(value: Option<String>, param: &str) -> Result<String> {
+    value
+        .filter(|value| !value.is_empty())
+        .ok_or_else(|| Error::missing_param(param))
+}
+
+/// An optional identifier parameter: empty counts as absent.
+pub fn optional_id(value: Option<String>) -> Option<String> {
+    value.filter(|value| !value.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,11 +8,13 @@ use super::proto::{
     self, credit_balance_service_server::CreditBalanceService,
     credit_grant_service_server::CreditGrantService,
 };
-use crate::domain::credit_application::{ApplyCredits, ApplyFields};
+use crate::domain::credit_application::{ApplyCredits, ApplyFields, ReinstateCredits};
 use crate::domain::credit_balance_transaction::CreditTransactionFilter;
 use crate::domain::credit_grant::{
-    CreateCreditGrant, GrantFields, Scope, SummaryFilter, UpdateCreditGrant,
+    CreateCreditGrant, GrantFields, ScopeFields, SummaryFilterFields, SummaryQuery,
+    UpdateCreditGrant,
 };
+use crate::domain::text::optional_id;
 use crate::error::Error;
 use crate::service::Services;
 
@@ -89,7 +91,7 @@ impl CreditGrantService for CreditGrantApi {
         let ctx = context(&self.services, &request).await?;
         let message = request.into_inner();
         let list = list_request(message.page)?;
-        let customer = message.customer.filter(|customer| !customer.is_empty());
+        let customer = optional_id(message.customer);
         let page = self
             .services
             .list_credit_grants(&ctx, customer.as_deref(), &list)
@@ -169,48 +171,16 @@ impl CreditBalanceApi {
     }
 }
 
-/// The summary filter from its message form, with Stripe's parameter names in errors.
-fn summary_filter(filter: Option<proto::SummaryFilter>) -> Result<SummaryFilter, Error> {
-    let filter = filter.ok_or_else(|| Error::missing_param("filter"))?;
-    match filter.r#type.as_str() {
-        "" => Err(Error::missing_param("filter[type]")),
-        "credit_grant" => {
-            if filter.applicability_scope.is_some() {
-                return Err(Error::invalid_param(
-                    "filter[applicability_scope]",
-                    "filter[applicability_scope] can only be used with filter[type]=applicability_scope.",
-                ));
-            }
-            let grant = filter
-                .credit_grant
-                .filter(|grant| !grant.is_empty())
-                .ok_or_else(|| Error::missing_param("filter[credit_grant]"))?;
-            Ok(SummaryFilter::CreditGrant(grant))
-        }
-        "applicability_scope" => {
-            if filter.credit_grant.is_some() {
-                return Err(Error::invalid_param(
-                    "filter[credit_grant]",
-                    "filter[credit_grant] can only be used with filter[type]=credit_grant.",
-                ));
-            }
-            let scope = filter
-                .applicability_scope
-                .ok_or_else(|| Error::missing_param("filter[applicability_scope]"))?;
+/// The summary filter's fields from its message form.
+fn summary_filter_fields(filter: Option<proto::SummaryFilter>) -> Option<SummaryFilterFields> {
+    filter.map(|filter| SummaryFilterFields {
+        kind: Some(filter.r#type),
+        credit_grant: filter.credit_grant,
+        applicability_scope: filter.applicability_scope.map(|scope| {
             let (price_type, prices) = scope_fields(Some(scope));
-            Ok(SummaryFilter::ApplicabilityScope(Scope::parse(
-                price_type,
-                prices,
-                "filter[applicability_scope]",
-            )?))
-        }
-        other => Err(Error::invalid_param(
-            "filter[type]",
-            format!(
-                "Invalid filter[type]: must be one of applicability_scope or credit_grant, not {other}"
-            ),
-        )),
-    }
+            ScopeFields { price_type, prices }
+        }),
+    })
 }
 
 #[tonic::async_trait]
@@ -222,18 +192,15 @@ impl CreditBalanceService for CreditBalanceApi {
     ) -> Result<Response<proto::CreditBalanceSummary>, Status> {
         let ctx = context(&self.services, &request).await?;
         let message = request.into_inner();
-        if message.customer.is_empty() {
-            return Err(Error::missing_param("customer").into());
-        }
-        let filter = summary_filter(message.filter)?;
-        let balances = self
-            .services
-            .credit_balance_summary(&ctx, &message.customer, &filter)
-            .await?;
+        let query = SummaryQuery::parse(
+            Some(message.customer),
+            summary_filter_fields(message.filter),
+        )?;
+        let balances = self.services.credit_balance_summary(&ctx, &query).await?;
         Ok(Response::new(proto::CreditBalanceSummary {
             object: "billing.credit_balance_summary".to_string(),
             balances: balances.into_iter().map(Into::into).collect(),
-            customer: message.customer,
+            customer: query.customer_id().to_string(),
             customer_account: None,
             livemode: ctx.tenant.livemode,
         }))
@@ -259,14 +226,8 @@ impl CreditBalanceService for CreditBalanceApi {
     ) -> Result<Response<proto::ListCreditBalanceTransactionsResponse>, Status> {
         let ctx = context(&self.services, &request).await?;
         let message = request.into_inner();
-        if message.customer.is_empty() {
-            return Err(Error::missing_param("customer").into());
-        }
+        let filter = CreditTransactionFilter::parse(Some(message.customer), message.credit_grant)?;
         let list = list_request(message.page)?;
-        let filter = CreditTransactionFilter {
-            customer_id: message.customer,
-            credit_grant_id: message.credit_grant.filter(|grant| !grant.is_empty()),
-        };
         let page = self
             .services
             .list_credit_balance_transactions(&ctx, &filter, &list)
@@ -313,12 +274,10 @@ impl CreditBalanceService for CreditBalanceApi {
     ) -> Result<Response<proto::ReinstateInvoiceCreditsResponse>, Status> {
         let ctx = context(&self.services, &request).await?;
         let message = request.into_inner();
-        if message.customer.is_empty() {
-            return Err(Error::missing_param("customer").into());
-        }
+        let command = ReinstateCredits::parse(Some(message.customer), Some(message.invoice))?;
         let reinstatement = self
             .services
-            .reinstate_invoice_credits(&ctx, &message.customer, &message.invoice)
+            .reinstate_invoice_credits(&ctx, &command)
             .await?;
         Ok(Response::new(proto::ReinstateInvoiceCreditsResponse {
             reinstated: reinstatement.reinstated,

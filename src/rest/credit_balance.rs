@@ -18,55 +18,30 @@ use super::params::Params;
 use crate::domain::credit_balance_transaction::{
     CreditBalanceTransaction, CreditTransactionFilter,
 };
-use crate::domain::credit_grant::{Scope, SummaryFilter};
-use crate::error::{Error, Result};
+use crate::domain::credit_grant::{ScopeFields, SummaryFilterFields, SummaryQuery};
+use crate::error::Result;
 use crate::service::{RequestContext, Services};
 
-/// `filter[type]` with its matching sub-field; a sub-field of the other type is refused.
-fn summary_filter(params: &mut Params) -> Result<SummaryFilter> {
-    let mut filter =
-        form::object(params, "filter")?.ok_or_else(|| Error::missing_param("filter"))?;
-    let kind = filter
-        .take_str("type")?
-        .ok_or_else(|| Error::missing_param("filter[type]"))?;
+/// The `filter[…]` parameters, when sent; unknown sub-keys are refused here.
+fn summary_filter_fields(params: &mut Params) -> Result<Option<SummaryFilterFields>> {
+    let Some(mut filter) = form::object(params, "filter")? else {
+        return Ok(None);
+    };
+    let kind = filter.take_str("type")?;
     let credit_grant = filter.take_str("credit_grant")?;
-    let scope = form::object(&mut filter, "applicability_scope")?;
-    filter.finish()?;
-    match kind.as_str() {
-        "credit_grant" => {
-            if scope.is_some() {
-                return Err(Error::invalid_param(
-                    "filter[applicability_scope]",
-                    "filter[applicability_scope] can only be used with filter[type]=applicability_scope.",
-                ));
-            }
-            let grant = credit_grant
-                .filter(|id| !id.is_empty())
-                .ok_or_else(|| Error::missing_param("filter[credit_grant]"))?;
-            Ok(SummaryFilter::CreditGrant(grant))
-        }
-        "applicability_scope" => {
-            if credit_grant.is_some() {
-                return Err(Error::invalid_param(
-                    "filter[credit_grant]",
-                    "filter[credit_grant] can only be used with filter[type]=credit_grant.",
-                ));
-            }
-            let scope = scope.ok_or_else(|| Error::missing_param("filter[applicability_scope]"))?;
+    let applicability_scope = match form::object(&mut filter, "applicability_scope")? {
+        None => None,
+        Some(scope) => {
             let (price_type, prices) = form::scope_fields(scope)?;
-            Ok(SummaryFilter::ApplicabilityScope(Scope::parse(
-                price_type,
-                prices,
-                "filter[applicability_scope]",
-            )?))
+            Some(ScopeFields { price_type, prices })
         }
-        other => Err(Error::invalid_param(
-            "filter[type]",
-            format!(
-                "Invalid filter[type]: must be one of applicability_scope or credit_grant, not {other}"
-            ),
-        )),
-    }
+    };
+    filter.finish()?;
+    Ok(Some(SummaryFilterFields {
+        kind,
+        credit_grant,
+        applicability_scope,
+    }))
 }
 
 pub async fn summary(
@@ -75,18 +50,14 @@ pub async fn summary(
     RawQuery(query): RawQuery,
 ) -> Result<Json<CreditBalanceSummaryJson>, RestError> {
     let mut params = form::parse(query.unwrap_or_default().as_bytes())?;
-    let customer = params
-        .take_str("customer")?
-        .filter(|customer| !customer.is_empty());
+    let customer = params.take_str("customer")?;
     form::refuse_customer_account(&mut params)?;
-    let filter = summary_filter(&mut params);
+    let filter = summary_filter_fields(&mut params)?;
     let expand = Expand::parse(form::expand(&mut params)?, &["customer"])?;
     form::finish(params)?;
-    let customer = customer.ok_or_else(|| Error::missing_param("customer"))?;
-    let filter = filter?;
-    let balances = services
-        .credit_balance_summary(&ctx, &customer, &filter)
-        .await?;
+    let query = SummaryQuery::parse(customer, filter)?;
+    let balances = services.credit_balance_summary(&ctx, &query).await?;
+    let customer = query.customer_id().to_string();
     let customer = if expand.has("customer") {
         Expandable::Object(Box::new(
             services.get_customer(&ctx, &customer).await?.into(),
@@ -157,19 +128,12 @@ pub async fn list_transactions(
 ) -> Result<Json<List<CreditBalanceTransactionJson>>, RestError> {
     let mut params = form::parse(query.unwrap_or_default().as_bytes())?;
     let request = form::list_request(&mut params)?;
-    let customer = params
-        .take_str("customer")?
-        .filter(|customer| !customer.is_empty());
-    let credit_grant = params
-        .take_str("credit_grant")?
-        .filter(|grant| !grant.is_empty());
+    let customer = params.take_str("customer")?;
+    let credit_grant = params.take_str("credit_grant")?;
     form::refuse_customer_account(&mut params)?;
     let expand = Expand::parse(form::expand(&mut params)?, &["data.credit_grant"])?;
     form::finish(params)?;
-    let filter = CreditTransactionFilter {
-        customer_id: customer.ok_or_else(|| Error::missing_param("customer"))?,
-        credit_grant_id: credit_grant,
-    };
+    let filter = CreditTransactionFilter::parse(customer, credit_grant)?;
     let page = services
         .list_credit_balance_transactions(&ctx, &filter, &request)
         .await?;

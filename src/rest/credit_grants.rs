@@ -12,6 +12,7 @@ use super::form;
 use super::model::{CreditGrantJson, List};
 use super::params::Params;
 use crate::domain::credit_grant::{CreateCreditGrant, CreditGrant, GrantFields, UpdateCreditGrant};
+use crate::domain::text::optional_id;
 use crate::error::{Error, ErrorKind, Result};
 use crate::service::{RequestContext, Services};
 
@@ -173,9 +174,7 @@ pub async fn list(
 ) -> Result<Json<List<CreditGrantJson>>, RestError> {
     let mut params = form::parse(query.unwrap_or_default().as_bytes())?;
     let request = form::list_request(&mut params)?;
-    let customer = params
-        .take_str("customer")?
-        .filter(|customer| !customer.is_empty());
+    let customer = optional_id(params.take_str("customer")?);
     form::refuse_customer_account(&mut params)?;
     let expand = Expand::parse(form::expand(&mut params)?, LIST_EXPANDABLE)?;
     form::finish(params)?;

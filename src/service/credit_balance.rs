@@ -3,15 +3,17 @@
 
 use std::collections::BTreeMap;
 
-use super::credit_grants::{count_entries, new_entry, write_entry};
-use super::{RequestContext, Services, idempotent_write, page_after_cursor};
-use crate::domain::credit_application::{ApplyCredits, CreditApplication};
+use super::{RequestContext, Services, idempotent_write, ledger, page_after_cursor};
+use crate::domain::credit_application::{
+    AppliedLine, ApplyCredits, CreditApplication, ReinstateCredits,
+};
 use crate::domain::credit_balance_transaction::{
-    CreditBalanceTransaction, CreditTransactionFilter, EntryType,
+    CreditBalanceTransaction, CreditTransactionFilter,
 };
 use crate::domain::credit_grant::{
-    CreditGrant, CurrencyBalance, SummaryFilter, burn_down, summarize,
+    CreditGrant, CurrencyBalance, SummaryFilter, SummaryQuery, summarize,
 };
+use crate::domain::ledger::{InvoiceLine, apply_to_line};
 use crate::domain::pagination::{ListRequest, Page};
 use crate::error::{Error, Result};
 use crate::store;
@@ -29,9 +31,9 @@ impl Services {
     pub async fn credit_balance_summary(
         &self,
         ctx: &RequestContext,
-        customer_id: &str,
-        filter: &SummaryFilter,
+        query: &SummaryQuery,
     ) -> Result<Vec<CurrencyBalance>> {
+        let (customer_id, filter) = (query.customer_id(), query.filter());
         let found =
             store::credit_grants::customer_grants(self.db.reader(), &ctx.tenant, customer_id, None)
                 .await?
@@ -99,12 +101,12 @@ impl Services {
     ) -> Result<CreditApplication> {
         let claim = self.idempotency.claim(ctx, "credits.apply", &command)?;
         idempotent_write!(self, &claim, |tx, now| {
-            let line = (command.invoice.as_str(), command.invoice_line_item.as_str());
+            let line_ref = (command.invoice.as_str(), command.invoice_line_item.as_str());
             let found = store::credit_grants::lock_customer_grants(
                 &tx,
                 &ctx.tenant,
                 &command.customer_id,
-                Some(line),
+                Some(line_ref),
             )
             .await?
             .ok_or_else(|| Error::no_such("customer", &command.customer_id, "customer"))?;
@@ -122,63 +124,49 @@ impl Services {
                 return earlier_application(&tx, ctx, &command, existing).await;
             }
             let now = found.clock_time.unwrap_or(now);
-            let mut grants = found.grants;
-            let draws = burn_down(
-                &grants,
+            let line = InvoiceLine {
+                invoice: command.invoice.clone(),
+                invoice_line_item: command.invoice_line_item.clone(),
+            };
+            let changes = apply_to_line(
+                &found.grants,
                 &command.currency,
                 &command.price,
                 command.amount_due,
+                &line,
                 now,
-            );
-            let mut entries = Vec::with_capacity(draws.len());
-            let mut previous_remainders = Vec::with_capacity(draws.len());
-            for &(index, amount) in &draws {
-                let grant = &mut grants[index];
-                previous_remainders.push(grant.remaining);
-                grant.debit(amount)?;
-                grant.updated = now;
-                entries.push(new_entry(
-                    &ctx.tenant,
-                    grant,
-                    EntryType::CreditsApplied,
-                    amount,
-                    now,
-                    now,
-                    Some(line),
-                ));
-            }
-            let debits: Vec<_> = draws
+            )?;
+            let entries: Vec<CreditBalanceTransaction> = changes
                 .iter()
-                .zip(previous_remainders)
-                .map(
-                    |(&(index, _), previous_remaining)| store::credit_balance_transactions::Draw {
-                        grant: &grants[index],
-                        previous_remaining,
-                    },
-                )
+                .flat_map(|change| ledger::entries_of(&ctx.tenant, &change.grant, &change.entries))
                 .collect();
             let applied: i64 = entries.iter().map(|entry| entry.amount).sum();
+            let debits: Vec<_> = changes
+                .iter()
+                .map(|change| store::credit_balance_transactions::Draw {
+                    grant: &change.grant,
+                    previous_remaining: change.previous_remaining,
+                })
+                .collect();
             store::credit_balance_transactions::record_application(
                 &tx,
                 &ctx.tenant,
                 &debits,
                 &entries,
-                store::credit_balance_transactions::ApplicationRow {
-                    account_id: ctx.tenant.account_id.clone(),
-                    livemode: ctx.tenant.livemode,
+                &AppliedLine {
+                    customer_id: command.customer_id.clone(),
+                    currency: command.currency.clone(),
                     invoice: command.invoice.clone(),
                     invoice_line_item: command.invoice_line_item.clone(),
-                    customer_id: command.customer_id.clone(),
-                    currency: command.currency.to_string(),
                     amount_due: command.amount_due,
                     applied,
-                    price: serde_json::to_string(&command.price).map_err(Error::internal)?,
+                    price: command.price.clone(),
                     created: now,
                     reinstated_at: None,
                 },
             )
             .await?;
-            count_entries(&entries);
+            ledger::count_entries(&entries);
             Ok(CreditApplication {
                 customer_id: command.customer_id.clone(),
                 currency: command.currency.clone(),
@@ -197,12 +185,9 @@ impl Services {
     pub async fn reinstate_invoice_credits(
         &self,
         ctx: &RequestContext,
-        customer_id: &str,
-        invoice: &str,
+        command: &ReinstateCredits,
     ) -> Result<Reinstatement> {
-        if invoice.is_empty() {
-            return Err(Error::missing_param("invoice"));
-        }
+        let (customer_id, invoice) = (command.customer_id(), command.invoice());
         let claim = self
             .idempotency
             .claim(ctx, "credits.reinstate", &(customer_id, invoice))?;
@@ -220,6 +205,7 @@ impl Services {
                 invoice,
             )
             .await?;
+            // Each grant's state as the reinstatement goes, with the remainder it had when read.
             let mut grants: BTreeMap<String, (CreditGrant, i64)> = BTreeMap::new();
             let mut entries = Vec::new();
             let mut reinstated = 0;
@@ -233,54 +219,30 @@ impl Services {
                 )
                 .await?;
                 for application in applied {
-                    if !grants.contains_key(&application.credit_grant_id) {
-                        let grant = store::credit_grants::find(
-                            &tx,
-                            &ctx.tenant,
-                            &application.credit_grant_id,
-                        )
-                        .await?
-                        .ok_or_else(|| {
-                            Error::internal(anyhow::anyhow!("applied entry without its grant"))
-                        })?;
+                    let grant_id = &application.credit_grant_id;
+                    if !grants.contains_key(grant_id) {
+                        let grant = store::credit_grants::find(&tx, &ctx.tenant, grant_id)
+                            .await?
+                            .ok_or_else(|| {
+                                Error::internal(anyhow::anyhow!("applied entry without its grant"))
+                            })?;
                         let remaining = grant.remaining;
-                        grants.insert(grant.id.clone(), (grant, remaining));
+                        grants.insert(grant_id.clone(), (grant, remaining));
                     }
-                    let (grant, _) = grants
-                        .get_mut(&application.credit_grant_id)
-                        .expect("inserted above");
-                    let amount = application.amount;
-                    let line_ref = Some((invoice, line.invoice_line_item.as_str()));
-                    grant.credit(amount)?;
-                    entries.push(
-                        write_entry(
-                            &tx,
-                            &ctx.tenant,
-                            grant,
-                            EntryType::CreditsApplicationInvoiceVoided,
-                            amount,
-                            now,
-                            now,
-                            line_ref,
-                        )
-                        .await?,
-                    );
-                    reinstated += amount;
-                    let write_off = if grant.is_voided() {
-                        Some(EntryType::CreditsVoided)
-                    } else if grant.is_expired(now) {
-                        Some(EntryType::CreditsExpired)
-                    } else {
-                        None
+                    let Some((grant, _)) = grants.get_mut(grant_id) else {
+                        continue;
                     };
-                    if let Some(kind) = write_off {
-                        grant.debit(amount)?;
-                        entries.push(
-                            write_entry(&tx, &ctx.tenant, grant, kind, amount, now, now, None)
-                                .await?,
-                        );
-                    }
-                    grant.updated = now;
+                    let step = grant.reinstate(
+                        application.amount,
+                        InvoiceLine {
+                            invoice: invoice.to_string(),
+                            invoice_line_item: line.invoice_line_item.clone(),
+                        },
+                        now,
+                    )?;
+                    entries.extend(ledger::entries_of(&ctx.tenant, &step.grant, &step.entries));
+                    *grant = step.grant;
+                    reinstated += application.amount;
                 }
                 store::credit_balance_transactions::mark_reinstated(
                     &tx,
@@ -291,8 +253,9 @@ impl Services {
                 )
                 .await?;
             }
+            ledger::insert_entries(&tx, &ctx.tenant, &entries).await?;
             for (grant, previous_remaining) in grants.values() {
-                store::credit_grants::save(&tx, &ctx.tenant, grant, *previous_remaining).await?;
+                ledger::save_grant(&tx, &ctx.tenant, grant, *previous_remaining).await?;
             }
             Ok(Reinstatement {
                 reinstated,
@@ -308,12 +271,9 @@ async fn earlier_application(
     tx: &store::Transaction,
     ctx: &RequestContext,
     command: &ApplyCredits,
-    existing: store::credit_balance_transactions::ApplicationRow,
+    existing: AppliedLine,
 ) -> Result<CreditApplication> {
-    let same_terms = existing.customer_id == command.customer_id
-        && existing.currency == command.currency.as_str()
-        && existing.amount_due == command.amount_due;
-    if !same_terms {
+    if !existing.has_terms_of(command) {
         return Err(Error::invalid_state(format!(
             "Credits were already applied to invoice line {} of invoice {} with a different customer, currency or amount due.",
             command.invoice_line_item, command.invoice

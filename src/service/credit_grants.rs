@@ -2,16 +2,14 @@
 //! changes the grant's materialized remainder and writes the matching ledger entry in one
 //! transaction.
 
-use super::{RequestContext, Services, idempotent_write, page_after_cursor};
+use super::{RequestContext, Services, idempotent_write, ledger, page_after_cursor};
 use crate::domain::Tenant;
-use crate::domain::credit_balance_transaction::{CreditBalanceTransaction, EntryType};
-use crate::domain::credit_grant::{
-    CreateCreditGrant, CreditGrant, UpdateCreditGrant, check_expiry_after,
-};
+use crate::domain::credit_grant::{CreateCreditGrant, CreditGrant, UpdateCreditGrant};
 use crate::domain::ids::{IdKind, new_id};
+use crate::domain::ledger::{GrantChange, NewGrant};
 use crate::domain::pagination::{ListRequest, Page};
 use crate::error::{Error, Result};
-use crate::store::{self, Connection, Transaction};
+use crate::store::{self, Transaction};
 
 impl Services {
     pub async fn create_credit_grant(
@@ -29,43 +27,16 @@ impl Services {
             let now = self
                 .customer_now(&tx, customer.test_clock.as_deref(), now)
                 .await?;
-            let effective_at = command.effective_at.unwrap_or(now);
-            if let Some(expires_at) = command.expires_at {
-                check_expiry_after(expires_at, effective_at)?;
-            }
-            let grant = CreditGrant {
-                id: new_id(IdKind::CreditGrant, ctx.tenant.livemode),
-                livemode: ctx.tenant.livemode,
-                created: now,
-                updated: now,
-                customer_id: command.customer_id.clone(),
-                name: command.name.clone(),
-                category: command.category,
-                priority: command.priority,
-                currency: command.currency.clone(),
-                amount: command.amount,
-                remaining: command.amount,
-                scope: command.scope.clone(),
-                effective_at,
-                expires_at: command.expires_at,
-                voided_at: None,
-                expiry_recorded_at: None,
-                metadata: command.metadata.clone(),
-                test_clock: customer.test_clock,
-            };
-            store::credit_grants::insert(&tx, &ctx.tenant, &grant).await?;
-            write_entry(
-                &tx,
-                &ctx.tenant,
-                &grant,
-                EntryType::CreditsGranted,
-                grant.amount,
-                now,
-                effective_at,
-                None,
-            )
-            .await?;
-            Ok(grant)
+            let change = CreditGrant::create(
+                &command,
+                NewGrant {
+                    id: new_id(IdKind::CreditGrant, ctx.tenant.livemode),
+                    livemode: ctx.tenant.livemode,
+                    now,
+                    test_clock: customer.test_clock,
+                },
+            )?;
+            ledger::insert_new_grant(&tx, &ctx.tenant, change).await
         })
     }
 
@@ -106,66 +77,42 @@ impl Services {
         let claim = self
             .idempotency
             .claim(ctx, "credit_grant.update", &(id, &command))?;
-        self.change_grant(ctx, id, &claim, |grant, now| {
-            let previous = grant.remaining;
-            *grant = command.apply_to(grant, now)?;
-            debug_assert_eq!(previous, grant.remaining);
-            Ok(None)
-        })
-        .await
+        self.change_grant(ctx, id, &claim, |grant, now| grant.update(&command, now))
+            .await
     }
 
     /// Expires the grant now: `expires_at` becomes now and the remainder is written off as
     /// `credits_expired`.
     pub async fn expire_credit_grant(&self, ctx: &RequestContext, id: &str) -> Result<CreditGrant> {
         let claim = self.idempotency.claim(ctx, "credit_grant.expire", &id)?;
-        self.change_grant(ctx, id, &claim, |grant, now| {
-            grant.check_still_usable(now, "expire")?;
-            grant.expires_at = Some(now);
-            grant.expiry_recorded_at = Some(now);
-            Ok(Some(EntryType::CreditsExpired))
-        })
-        .await
+        self.change_grant(ctx, id, &claim, CreditGrant::expire_now)
+            .await
     }
 
     /// Voids the grant: `voided_at` becomes now and the remainder is written off as
     /// `credits_voided`. Credits already applied stay applied.
     pub async fn void_credit_grant(&self, ctx: &RequestContext, id: &str) -> Result<CreditGrant> {
         let claim = self.idempotency.claim(ctx, "credit_grant.void", &id)?;
-        self.change_grant(ctx, id, &claim, |grant, now| {
-            grant.check_still_usable(now, "void")?;
-            grant.voided_at = Some(now);
-            Ok(Some(EntryType::CreditsVoided))
-        })
-        .await
+        self.change_grant(ctx, id, &claim, CreditGrant::void_now)
+            .await
     }
 
-    /// Locks the grant's customer, applies `change` to the grant and, when it names an entry
-    /// type, writes the grant's whole remainder off as that entry.
+    /// Locks the grant's customer, runs the lifecycle step `change` on the grant at the
+    /// customer's now and persists what it decided.
     async fn change_grant(
         &self,
         ctx: &RequestContext,
         id: &str,
         claim: &super::idempotency::Claim,
-        change: impl Fn(&mut CreditGrant, i64) -> Result<Option<EntryType>>,
+        change: impl Fn(&CreditGrant, i64) -> Result<GrantChange>,
     ) -> Result<CreditGrant> {
         let change = &change;
         idempotent_write!(self, claim, |tx, now| {
-            let mut grant = locked_grant(&tx, &ctx.tenant, id).await?;
+            let grant = locked_grant(&tx, &ctx.tenant, id).await?;
             let now = self
                 .customer_now(&tx, grant.test_clock.as_deref(), now)
                 .await?;
-            let previous_remaining = grant.remaining;
-            let write_off = change(&mut grant, now)?;
-            grant.updated = now;
-            if let Some(kind) = write_off {
-                let amount = grant.remaining;
-                if amount > 0 {
-                    grant.debit(amount)?;
-                    write_entry(&tx, &ctx.tenant, &grant, kind, amount, now, now, None).await?;
-                }
-            }
-            store::credit_grants::save(&tx, &ctx.tenant, &grant, previous_remaining).await?;
+            let (grant, _) = ledger::save_change(&tx, &ctx.tenant, change(&grant, now)?).await?;
             Ok(grant)
         })
     }
@@ -207,38 +154,16 @@ impl Services {
                     {
                         return Ok(false);
                     }
-                    let Some(mut grant) =
+                    let Some(grant) =
                         store::credit_grants::find(&tx, &due.tenant, &due.grant_id).await?
                     else {
                         return Ok(false);
                     };
-                    let Some(expires_at) = grant.expires_at else {
+                    // Decided under the lock: another sweeper may have been first.
+                    let Some(change) = grant.record_lapsed_expiry(now)? else {
                         return Ok(false);
                     };
-                    // Re-checked under the lock: another sweeper may have been first.
-                    if grant.expiry_recorded_at.is_some() || grant.is_voided() || expires_at > now {
-                        return Ok(false);
-                    }
-                    let previous_remaining = grant.remaining;
-                    if grant.remaining > 0 {
-                        let amount = grant.remaining;
-                        grant.debit(amount)?;
-                        write_entry(
-                            &tx,
-                            &due.tenant,
-                            &grant,
-                            EntryType::CreditsExpired,
-                            amount,
-                            now,
-                            expires_at,
-                            None,
-                        )
-                        .await?;
-                    }
-                    grant.expiry_recorded_at = Some(now);
-                    grant.updated = now;
-                    store::credit_grants::save(&tx, &due.tenant, &grant, previous_remaining)
-                        .await?;
+                    ledger::save_change(&tx, &due.tenant, change).await?;
                     Ok(true)
                 }
                 .await;
@@ -261,68 +186,4 @@ pub(crate) async fn locked_grant(
     store::credit_grants::find(tx, tenant, id)
         .await?
         .ok_or_else(|| Error::resource_missing("credit grant", id, "id"))
-}
-
-/// Writes one ledger entry for `grant`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn write_entry(
-    conn: &impl Connection,
-    tenant: &Tenant,
-    grant: &CreditGrant,
-    kind: EntryType,
-    amount: i64,
-    created: i64,
-    effective_at: i64,
-    invoice_line: Option<(&str, &str)>,
-) -> Result<CreditBalanceTransaction> {
-    let entry = new_entry(
-        tenant,
-        grant,
-        kind,
-        amount,
-        created,
-        effective_at,
-        invoice_line,
-    );
-    store::credit_balance_transactions::insert(conn, tenant, &entry).await?;
-    count_entries(std::slice::from_ref(&entry));
-    Ok(entry)
-}
-
-/// Counts written ledger entries in the metrics. Counted when written: a transaction retried
-/// after a deadlock may count twice.
-pub(crate) fn count_entries(entries: &[CreditBalanceTransaction]) {
-    for entry in entries {
-        crate::telemetry::metrics::record_credit_entry(
-            entry.kind.as_str(),
-            entry.currency.as_str(),
-            entry.amount,
-        );
-    }
-}
-
-/// A new ledger entry for `grant` (not yet written).
-pub(crate) fn new_entry(
-    tenant: &Tenant,
-    grant: &CreditGrant,
-    kind: EntryType,
-    amount: i64,
-    created: i64,
-    effective_at: i64,
-    invoice_line: Option<(&str, &str)>,
-) -> CreditBalanceTransaction {
-    CreditBalanceTransaction {
-        id: new_id(IdKind::CreditBalanceTransaction, tenant.livemode),
-        livemode: tenant.livemode,
-        created,
-        effective_at,
-        customer_id: grant.customer_id.clone(),
-        credit_grant_id: grant.id.clone(),
-        kind,
-        amount,
-        currency: grant.currency.clone(),
-        invoice: invoice_line.map(|(invoice, _)| invoice.to_string()),
-        invoice_line_item: invoice_line.map(|(_, line)| line.to_string()),
-        test_clock: grant.test_clock.clone(),
-    }
 }

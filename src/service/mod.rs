@@ -11,6 +11,7 @@ pub mod customer_balance_transactions;
 pub mod customers;
 pub mod idempotency;
 pub mod key_cache;
+mod ledger;
 pub mod rate_limit;
 pub mod test_clocks;
 

@@ -3,9 +3,18 @@
 //! new frozen time. A crash between the two leaves the clock `advancing`; it is resumed (by
 //! any replica) and never half-applied, because the second step is a single transaction.
 
-use super::credit_grants::write_entry;
 use super::idempotency::Claim;
-use super::{RequestContext, Services, Write, idempotent_write, page_after_cursor};
+use super::{RequestContext, Services, Write, idempotent_write, ledger, page_after_cursor};
+
+use crate::domain::Tenant;
+use crate::domain::ids::{IdKind, new_id};
+use crate::domain::ledger::lapse_until;
+use crate::domain::pagination::{ListRequest, Page};
+use crate::domain::test_clock::{
+    ClockStatus, CreateTestClock, LIFETIME_SECONDS, TestClock, check_test_mode,
+};
+use crate::error::{Error, Result};
+use crate::store;
 
 /// The outcome of an advance's first step.
 enum Advance {
@@ -14,15 +23,6 @@ enum Advance {
     /// The clock, now `advancing`.
     Marked(TestClock),
 }
-use crate::domain::Tenant;
-use crate::domain::credit_balance_transaction::EntryType;
-use crate::domain::ids::{IdKind, new_id};
-use crate::domain::pagination::{ListRequest, Page};
-use crate::domain::test_clock::{
-    ClockStatus, CreateTestClock, LIFETIME_SECONDS, TestClock, check_test_mode,
-};
-use crate::error::{Error, Result};
-use crate::store;
 
 impl Services {
     pub async fn create_test_clock(
@@ -193,41 +193,15 @@ impl Services {
                         return Ok(Some(clock));
                     };
                     let customers = store::test_clocks::customers_on(&tx, tenant, id).await?;
-                    let mut due = Vec::new();
+                    let mut grants = Vec::new();
                     for customer in &customers {
                         store::customers::lock(&tx, tenant, customer).await?;
-                        for grant in
-                            store::credit_grants::for_customer(&tx, tenant, customer).await?
-                        {
-                            let lapsed = grant.expires_at.is_some_and(|at| at <= target);
-                            if lapsed && grant.expiry_recorded_at.is_none() && !grant.is_voided() {
-                                due.push(grant);
-                            }
-                        }
+                        grants.extend(
+                            store::credit_grants::for_customer(&tx, tenant, customer).await?,
+                        );
                     }
-                    // In time order, as if the clock had ticked through each moment.
-                    due.sort_by(|a, b| a.expires_at.cmp(&b.expires_at).then(a.id.cmp(&b.id)));
-                    for mut grant in due {
-                        let expires_at = grant.expires_at.unwrap_or(target);
-                        let previous_remaining = grant.remaining;
-                        if grant.remaining > 0 {
-                            let amount = grant.remaining;
-                            grant.debit(amount)?;
-                            write_entry(
-                                &tx,
-                                tenant,
-                                &grant,
-                                EntryType::CreditsExpired,
-                                amount,
-                                expires_at,
-                                expires_at,
-                                None,
-                            )
-                            .await?;
-                        }
-                        grant.expiry_recorded_at = Some(expires_at);
-                        grant.updated = expires_at;
-                        store::credit_grants::save(&tx, tenant, &grant, previous_remaining).await?;
+                    for change in lapse_until(&grants, target)? {
+                        ledger::save_change(&tx, tenant, change).await?;
                     }
                     clock.frozen_time = target;
                     clock.status = ClockStatus::Ready;

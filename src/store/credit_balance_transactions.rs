@@ -6,6 +6,7 @@ use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder};
 use super::entities::credit_application as application;
 use super::entities::credit_balance_transaction as entry;
 use super::{Connection, KeysetPage, db_error, insert_row, keyset_page};
+use crate::domain::credit_application::AppliedLine;
 use crate::domain::credit_balance_transaction::{
     CreditBalanceTransaction, CreditTransactionFilter, EntryType,
 };
@@ -62,8 +63,9 @@ pub async fn record_application(
     tenant: &Tenant,
     draws: &[Draw<'_>],
     entries: &[CreditBalanceTransaction],
-    application: ApplicationRow,
+    application: &AppliedLine,
 ) -> Result<()> {
+    let application = application_row(tenant, application)?;
     let mut sql = SqlWithValues::default();
     let updates: Vec<String> = draws
         .iter()
@@ -251,15 +253,47 @@ fn to_domain(row: entry::Model) -> Result<CreditBalanceTransaction> {
     })
 }
 
-/// One invoice line that credits were applied to.
-pub type ApplicationRow = application::Model;
+fn application_row(tenant: &Tenant, line: &AppliedLine) -> Result<application::Model> {
+    Ok(application::Model {
+        account_id: tenant.account_id.clone(),
+        livemode: tenant.livemode,
+        invoice: line.invoice.clone(),
+        invoice_line_item: line.invoice_line_item.clone(),
+        customer_id: line.customer_id.clone(),
+        currency: line.currency.to_string(),
+        amount_due: line.amount_due,
+        applied: line.applied,
+        price: serde_json::to_string(&line.price).map_err(Error::internal)?,
+        created: line.created,
+        reinstated_at: line.reinstated_at,
+    })
+}
+
+fn applied_line(row: application::Model) -> Result<AppliedLine> {
+    let stored = |what: &str, detail: &dyn std::fmt::Display| {
+        Error::internal(anyhow::anyhow!(
+            "stored credit application {what}: {detail}"
+        ))
+    };
+    Ok(AppliedLine {
+        currency: Currency::try_from(row.currency).map_err(|error| stored("currency", &error))?,
+        price: serde_json::from_str(&row.price).map_err(|error| stored("price", &error))?,
+        customer_id: row.customer_id,
+        invoice: row.invoice,
+        invoice_line_item: row.invoice_line_item,
+        amount_due: row.amount_due,
+        applied: row.applied,
+        created: row.created,
+        reinstated_at: row.reinstated_at,
+    })
+}
 
 pub async fn find_application(
     conn: &impl Connection,
     tenant: &Tenant,
     invoice: &str,
     invoice_line_item: &str,
-) -> Result<Option<ApplicationRow>> {
+) -> Result<Option<AppliedLine>> {
     application::Entity::find_by_id((
         tenant.account_id.clone(),
         tenant.livemode,
@@ -268,7 +302,9 @@ pub async fn find_application(
     ))
     .one(conn)
     .await
-    .map_err(db_error)
+    .map_err(db_error)?
+    .map(applied_line)
+    .transpose()
 }
 
 /// The lines of an invoice whose credits have not been given back yet.
@@ -277,7 +313,7 @@ pub async fn applications_to_reinstate(
     tenant: &Tenant,
     customer_id: &str,
     invoice: &str,
-) -> Result<Vec<ApplicationRow>> {
+) -> Result<Vec<AppliedLine>> {
     application::Entity::find()
         .filter(application::Column::AccountId.eq(tenant.account_id.as_str()))
         .filter(application::Column::Livemode.eq(tenant.livemode))
@@ -287,7 +323,10 @@ pub async fn applications_to_reinstate(
         .order_by_asc(application::Column::InvoiceLineItem)
         .all(conn)
         .await
-        .map_err(db_error)
+        .map_err(db_error)?
+        .into_iter()
+        .map(applied_line)
+        .collect()
 }
 
 pub async fn mark_reinstated(

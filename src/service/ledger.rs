@@ -1,0 +1,104 @@
+//! Persisting the credit ledger: the domain's lifecycle steps (`domain::ledger`) decide what
+//! changes; this module gives their entries IDs and writes them with the grant's new state,
+//! inside the caller's transaction. Every write of a credit entry goes through here.
+
+use crate::domain::Tenant;
+use crate::domain::credit_balance_transaction::CreditBalanceTransaction;
+use crate::domain::credit_grant::CreditGrant;
+use crate::domain::ids::{IdKind, new_id};
+use crate::domain::ledger::{EntryDraft, GrantChange};
+use crate::error::Result;
+use crate::store::{self, Connection};
+
+/// The stored form of `drafts` for `grant`, each with a new (time-ordered) ID. Call it when the
+/// step happens, so IDs follow the order of the steps.
+pub(crate) fn entries_of(
+    tenant: &Tenant,
+    grant: &CreditGrant,
+    drafts: &[EntryDraft],
+) -> Vec<CreditBalanceTransaction> {
+    drafts
+        .iter()
+        .map(|draft| CreditBalanceTransaction {
+            id: new_id(IdKind::CreditBalanceTransaction, tenant.livemode),
+            livemode: tenant.livemode,
+            created: draft.created,
+            effective_at: draft.effective_at,
+            customer_id: grant.customer_id.clone(),
+            credit_grant_id: grant.id.clone(),
+            kind: draft.kind,
+            amount: draft.amount,
+            currency: grant.currency.clone(),
+            invoice: draft.invoice_line.as_ref().map(|line| line.invoice.clone()),
+            invoice_line_item: draft
+                .invoice_line
+                .as_ref()
+                .map(|line| line.invoice_line_item.clone()),
+            test_clock: grant.test_clock.clone(),
+        })
+        .collect()
+}
+
+/// Writes a new grant and its entries.
+pub(crate) async fn insert_new_grant(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    change: GrantChange,
+) -> Result<CreditGrant> {
+    store::credit_grants::insert(conn, tenant, &change.grant).await?;
+    insert_entries(
+        conn,
+        tenant,
+        &entries_of(tenant, &change.grant, &change.entries),
+    )
+    .await?;
+    Ok(change.grant)
+}
+
+/// Writes one change of an existing grant: its entries, then its new state (guarded by the
+/// remainder it had when read). Returns the grant and the written entries.
+pub(crate) async fn save_change(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    change: GrantChange,
+) -> Result<(CreditGrant, Vec<CreditBalanceTransaction>)> {
+    let entries = entries_of(tenant, &change.grant, &change.entries);
+    insert_entries(conn, tenant, &entries).await?;
+    save_grant(conn, tenant, &change.grant, change.previous_remaining).await?;
+    Ok((change.grant, entries))
+}
+
+/// Writes a grant's new state; `previous_remaining` is what the row must still hold.
+pub(crate) async fn save_grant(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    grant: &CreditGrant,
+    previous_remaining: i64,
+) -> Result<()> {
+    store::credit_grants::save(conn, tenant, grant, previous_remaining).await
+}
+
+/// Writes entries already given IDs by [`entries_of`], and counts them.
+pub(crate) async fn insert_entries(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    entries: &[CreditBalanceTransaction],
+) -> Result<()> {
+    for entry in entries {
+        store::credit_balance_transactions::insert(conn, tenant, entry).await?;
+    }
+    count_entries(entries);
+    Ok(())
+}
+
+/// Counts written ledger entries in the metrics. Counted when written: a transaction retried
+/// after a deadlock may count twice.
+pub(crate) fn count_entries(entries: &[CreditBalanceTransaction]) {
+    for entry in entries {
+        crate::telemetry::metrics::record_credit_entry(
+            entry.kind.as_str(),
+            entry.currency.as_str(),
+            entry.amount,
+        );
+    }
+}
