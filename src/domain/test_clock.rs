@@ -111,6 +111,15 @@ impl CreateTestClock {
 }
 
 /// Clocks are a test-mode tool.
+/// The `frozen_time` an advance moves a clock to: required (a zero from a transport without
+/// optional fields counts as missing). Whether it is a valid target for a given clock is
+/// [`TestClock::check_advance`].
+pub fn parse_advance_target(frozen_time: Option<i64>) -> Result<i64> {
+    frozen_time
+        .filter(|at| *at != 0)
+        .ok_or_else(|| Error::missing_param("frozen_time"))
+}
+
 pub fn check_test_mode(livemode: bool) -> Result<()> {
     if livemode {
         return Err(Error::invalid_state(

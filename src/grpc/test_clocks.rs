@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 use super::context;
 use super::convert::list_request;
 use super::proto::{self, test_clock_service_server::TestClockService};
-use crate::domain::test_clock::CreateTestClock;
+use crate::domain::test_clock::{CreateTestClock, parse_advance_target};
 use crate::service::Services;
 
 pub struct TestClockApi {
@@ -87,12 +87,10 @@ impl TestClockService for TestClockApi {
     ) -> Result<Response<proto::TestClock>, Status> {
         let ctx = context(&self.services, &request).await?;
         let message = request.into_inner();
-        if message.frozen_time == 0 {
-            return Err(crate::error::Error::missing_param("frozen_time").into());
-        }
+        let frozen_time = parse_advance_target(Some(message.frozen_time))?;
         let clock = self
             .services
-            .advance_test_clock(&ctx, &message.id, message.frozen_time)
+            .advance_test_clock(&ctx, &message.id, frozen_time)
             .await?;
         Ok(Response::new(clock.into()))
     }

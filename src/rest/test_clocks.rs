@@ -9,8 +9,7 @@ use super::context::Ctx;
 use super::expand::Expand;
 use super::form;
 use super::model::{DeletedJson, List, TestClockJson};
-use crate::domain::test_clock::CreateTestClock;
-use crate::error::Error;
+use crate::domain::test_clock::{CreateTestClock, parse_advance_target};
 use crate::service::Services;
 
 pub async fn create(
@@ -82,7 +81,7 @@ pub async fn advance(
     let frozen_time = params.take_i64("frozen_time")?;
     Expand::parse(form::expand(&mut params)?, &[])?;
     form::finish(params)?;
-    let frozen_time = frozen_time.ok_or_else(|| Error::missing_param("frozen_time"))?;
+    let frozen_time = parse_advance_target(frozen_time)?;
     Ok(Json(
         services
             .advance_test_clock(&ctx, &id, frozen_time)
