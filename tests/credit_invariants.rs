@@ -11,6 +11,7 @@ use creditd::domain::credit_application::{ApplyCredits, ApplyFields, ReinstateCr
 use creditd::domain::credit_balance_transaction::CreditTransactionFilter;
 use creditd::domain::credit_grant::{
     CreateCreditGrant, GrantFields, Scope, SummaryFilter, SummaryQuery, UpdateCreditGrant,
+    UpdateGrantFields,
 };
 use creditd::domain::customer::{CreateCustomer, CustomerFields};
 use creditd::domain::pagination::ListRequest;
@@ -171,10 +172,12 @@ async fn run(app: &TestApp, ctx: &RequestContext, ops: &[Op]) -> Result<(), Test
             }
             Op::ChangeExpiry(index, lasts) => {
                 if let Some(id) = pick(&grants, *index) {
-                    let update = UpdateCreditGrant {
-                        expires_at: Some(lasts.map(|lasts| now + lasts)),
+                    let update = UpdateCreditGrant::parse(UpdateGrantFields {
+                        expires_at: lasts.map(|lasts| now + lasts),
+                        clear_expires_at: lasts.is_none(),
                         metadata: MetadataUpdate::default(),
-                    };
+                    })
+                    .unwrap();
                     refused_cleanly(
                         services
                             .update_credit_grant(ctx, id, update)

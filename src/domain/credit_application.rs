@@ -5,20 +5,22 @@ use serde::{Deserialize, Serialize};
 use super::Currency;
 use super::credit_balance_transaction::CreditBalanceTransaction;
 use super::credit_grant::PriceRef;
+use super::ledger::InvoiceLine;
 use super::text::required_id;
 use crate::error::{Error, Result};
 
 /// The largest amount due accepted for one line.
 pub const MAX_AMOUNT_DUE: i64 = 999_999_999_999;
 
+/// Applying credits to one invoice line: built only by [`ApplyCredits::parse`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ApplyCredits {
-    pub customer_id: String,
-    pub currency: Currency,
-    pub invoice: String,
-    pub invoice_line_item: String,
-    pub price: PriceRef,
-    pub amount_due: i64,
+    pub(in crate::domain) customer_id: String,
+    pub(in crate::domain) currency: Currency,
+    pub(in crate::domain) invoice: String,
+    pub(in crate::domain) invoice_line_item: String,
+    pub(in crate::domain) price: PriceRef,
+    pub(in crate::domain) amount_due: i64,
 }
 
 /// Unvalidated input for [`ApplyCredits`].
@@ -102,6 +104,61 @@ impl AppliedLine {
         self.customer_id == command.customer_id
             && self.currency == command.currency
             && self.amount_due == command.amount_due
+    }
+}
+
+impl ApplyCredits {
+    pub fn customer_id(&self) -> &str {
+        &self.customer_id
+    }
+
+    pub fn invoice(&self) -> &str {
+        &self.invoice
+    }
+
+    pub fn invoice_line_item(&self) -> &str {
+        &self.invoice_line_item
+    }
+
+    pub fn amount_due(&self) -> i64 {
+        self.amount_due
+    }
+
+    pub fn line(&self) -> InvoiceLine {
+        InvoiceLine {
+            invoice: self.invoice.clone(),
+            invoice_line_item: self.invoice_line_item.clone(),
+        }
+    }
+
+    /// The line's record once `applied` was applied at `now`.
+    pub fn record(&self, applied: i64, now: i64) -> AppliedLine {
+        AppliedLine {
+            customer_id: self.customer_id.clone(),
+            currency: self.currency.clone(),
+            invoice: self.invoice.clone(),
+            invoice_line_item: self.invoice_line_item.clone(),
+            amount_due: self.amount_due,
+            applied,
+            price: self.price.clone(),
+            created: now,
+            reinstated_at: None,
+        }
+    }
+}
+
+impl AppliedLine {
+    /// What the caller is told about this line, with the entries written for it.
+    pub fn outcome(self, entries: Vec<CreditBalanceTransaction>) -> CreditApplication {
+        CreditApplication {
+            customer_id: self.customer_id,
+            currency: self.currency,
+            invoice: self.invoice,
+            invoice_line_item: self.invoice_line_item,
+            amount_due: self.amount_due,
+            applied: self.applied,
+            entries,
+        }
     }
 }
 

@@ -471,22 +471,28 @@ pub struct GrantFields {
     pub metadata: MetadataUpdate,
 }
 
+/// A new grant: built only by [`CreateCreditGrant::parse`]; turned into a grant by
+/// `CreditGrant::create` (in `domain::ledger`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CreateCreditGrant {
-    pub customer_id: String,
-    pub currency: Currency,
-    pub amount: i64,
-    pub scope: Scope,
-    pub category: Category,
-    pub priority: i64,
-    /// `None` means "now" (the service fills it in, with the customer's clock).
-    pub effective_at: Option<i64>,
-    pub expires_at: Option<i64>,
-    pub name: Option<String>,
-    pub metadata: Metadata,
+    pub(in crate::domain) customer_id: String,
+    pub(in crate::domain) currency: Currency,
+    pub(in crate::domain) amount: i64,
+    pub(in crate::domain) scope: Scope,
+    pub(in crate::domain) category: Category,
+    pub(in crate::domain) priority: i64,
+    /// `None` means "now" (the customer's now, with its clock).
+    pub(in crate::domain) effective_at: Option<i64>,
+    pub(in crate::domain) expires_at: Option<i64>,
+    pub(in crate::domain) name: Option<String>,
+    pub(in crate::domain) metadata: Metadata,
 }
 
 impl CreateCreditGrant {
+    pub fn customer_id(&self) -> &str {
+        &self.customer_id
+    }
+
     pub fn parse(fields: GrantFields) -> Result<CreateCreditGrant> {
         let customer_id = fields
             .customer
@@ -567,15 +573,44 @@ pub fn check_expiry_after(expires_at: i64, effective_at: i64) -> Result<()> {
     Ok(())
 }
 
-/// A change to a grant: only its expiry and metadata can change.
+/// A change to a grant: only its expiry and metadata can change. Built only by
+/// [`UpdateCreditGrant::parse`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UpdateCreditGrant {
     /// `None`: leave; `Some(None)`: never expires; `Some(Some(t))`: expires at `t`.
-    pub expires_at: Option<Option<i64>>,
+    expires_at: Option<Option<i64>>,
+    metadata: MetadataUpdate,
+}
+
+/// An update as a transport received it.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateGrantFields {
+    /// A new expiry.
+    pub expires_at: Option<i64>,
+    /// Remove the expiry (the grant never expires).
+    pub clear_expires_at: bool,
     pub metadata: MetadataUpdate,
 }
 
 impl UpdateCreditGrant {
+    pub fn parse(fields: UpdateGrantFields) -> Result<UpdateCreditGrant> {
+        let expires_at = match (fields.expires_at, fields.clear_expires_at) {
+            (Some(_), true) => {
+                return Err(Error::invalid_param(
+                    "clear_expires_at",
+                    "Send either expires_at or clear_expires_at, not both.",
+                ));
+            }
+            (Some(at), false) => Some(Some(at)),
+            (None, true) => Some(None),
+            (None, false) => None,
+        };
+        Ok(UpdateCreditGrant {
+            expires_at,
+            metadata: fields.metadata,
+        })
+    }
+
     /// The grant after this update, at `now`.
     pub fn apply_to(&self, grant: &CreditGrant, now: i64) -> Result<CreditGrant> {
         let mut updated = grant.clone();

@@ -16,10 +16,10 @@
 //! recorded — by the sweeper, shortly after; by a test-clock advance, which passes through
 //! each moment in order, exactly at `expires_at`.
 
-use super::Currency;
+use super::credit_application::ApplyCredits;
 use super::credit_balance_transaction::EntryType;
 use super::credit_grant::{
-    CreateCreditGrant, CreditGrant, PriceRef, UpdateCreditGrant, burn_down, check_expiry_after,
+    CreateCreditGrant, CreditGrant, UpdateCreditGrant, burn_down, check_expiry_after,
 };
 use crate::error::Result;
 
@@ -256,34 +256,38 @@ pub fn lapse_until(grants: &[CreditGrant], target: i64) -> Result<Vec<GrantChang
 /// `min(amount_due, eligible remainder)`.
 pub fn apply_to_line(
     grants: &[CreditGrant],
-    currency: &Currency,
-    price: &PriceRef,
-    amount_due: i64,
-    line: &InvoiceLine,
+    command: &ApplyCredits,
     now: i64,
 ) -> Result<Vec<GrantChange>> {
-    burn_down(grants, currency, price, amount_due, now)
-        .into_iter()
-        .map(|(index, amount)| {
-            let mut change = GrantChange::start(&grants[index]);
-            change.write(
-                EntryType::CreditsApplied,
-                amount,
-                now,
-                now,
-                Some(line.clone()),
-            )?;
-            change.grant.updated = now;
-            Ok(change)
-        })
-        .collect()
+    let line = command.line();
+    burn_down(
+        grants,
+        &command.currency,
+        &command.price,
+        command.amount_due,
+        now,
+    )
+    .into_iter()
+    .map(|(index, amount)| {
+        let mut change = GrantChange::start(&grants[index]);
+        change.write(
+            EntryType::CreditsApplied,
+            amount,
+            now,
+            now,
+            Some(line.clone()),
+        )?;
+        change.grant.updated = now;
+        Ok(change)
+    })
+    .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Metadata;
     use crate::domain::credit_grant::{Category, Scope};
+    use crate::domain::{Currency, Metadata};
 
     fn usd() -> Currency {
         Currency::parse("usd", "currency").unwrap()
@@ -454,18 +458,17 @@ mod tests {
         let mut first = grant("first", 30, Some(600));
         first.priority = 0;
         let second = grant("second", 50, None);
-        let changes = apply_to_line(
-            &[second, first],
-            &usd(),
-            &PriceRef {
-                metered: true,
-                id: None,
-            },
-            45,
-            &line(),
-            100,
-        )
+        let command = ApplyCredits::parse(crate::domain::credit_application::ApplyFields {
+            customer: "cus_1".into(),
+            currency: "usd".into(),
+            invoice: "in_1".into(),
+            invoice_line_item: "il_1".into(),
+            price_type: Some("metered".into()),
+            price: None,
+            amount_due: 45,
+        })
         .unwrap();
+        let changes = apply_to_line(&[second, first], &command, 100).unwrap();
         let drawn: Vec<(&str, i64, i64)> = changes
             .iter()
             .map(|change| {

@@ -12,10 +12,9 @@ use crate::domain::credit_application::{ApplyCredits, ApplyFields, ReinstateCred
 use crate::domain::credit_balance_transaction::CreditTransactionFilter;
 use crate::domain::credit_grant::{
     CreateCreditGrant, GrantFields, ScopeFields, SummaryFilterFields, SummaryQuery,
-    UpdateCreditGrant,
+    UpdateCreditGrant, UpdateGrantFields,
 };
 use crate::domain::text::optional_id;
-use crate::error::Error;
 use crate::service::Services;
 
 pub struct CreditGrantApi {
@@ -111,22 +110,11 @@ impl CreditGrantService for CreditGrantApi {
     ) -> Result<Response<proto::CreditGrant>, Status> {
         let ctx = context(&self.services, &request).await?;
         let message = request.into_inner();
-        let expires_at = match (message.expires_at, message.clear_expires_at) {
-            (Some(_), true) => {
-                return Err(Error::invalid_param(
-                    "clear_expires_at",
-                    "Send either expires_at or clear_expires_at, not both.",
-                )
-                .into());
-            }
-            (Some(at), false) => Some(Some(at)),
-            (None, true) => Some(None),
-            (None, false) => None,
-        };
-        let command = UpdateCreditGrant {
-            expires_at,
+        let command = UpdateCreditGrant::parse(UpdateGrantFields {
+            expires_at: message.expires_at,
+            clear_expires_at: message.clear_expires_at,
             metadata: metadata_update(false, message.metadata)?,
-        };
+        })?;
         let grant = self
             .services
             .update_credit_grant(&ctx, &message.id, command)

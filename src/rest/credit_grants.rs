@@ -11,7 +11,9 @@ use super::expand::Expand;
 use super::form;
 use super::model::{CreditGrantJson, List};
 use super::params::Params;
-use crate::domain::credit_grant::{CreateCreditGrant, CreditGrant, GrantFields, UpdateCreditGrant};
+use crate::domain::credit_grant::{
+    CreateCreditGrant, CreditGrant, GrantFields, UpdateCreditGrant, UpdateGrantFields,
+};
 use crate::domain::text::optional_id;
 use crate::error::{Error, ErrorKind, Result};
 use crate::service::{RequestContext, Services};
@@ -106,14 +108,17 @@ pub async fn update(
 ) -> Result<Json<CreditGrantJson>, RestError> {
     let mut params = form::parse(&body)?;
     // `expires_at=<t>` sets the expiry; `expires_at=` removes it.
-    let expires_at = match params.take_str("expires_at")? {
-        None => None,
-        Some(raw) if raw.is_empty() => Some(None),
-        Some(raw) => Some(Some(raw.parse::<i64>().map_err(|_| {
-            Error::new(ErrorKind::InvalidRequest, format!("Invalid integer: {raw}"))
-                .with_code("parameter_invalid_integer")
-                .with_param("expires_at")
-        })?)),
+    let (expires_at, clear_expires_at) = match params.take_str("expires_at")? {
+        None => (None, false),
+        Some(raw) if raw.is_empty() => (None, true),
+        Some(raw) => (
+            Some(raw.parse::<i64>().map_err(|_| {
+                Error::new(ErrorKind::InvalidRequest, format!("Invalid integer: {raw}"))
+                    .with_code("parameter_invalid_integer")
+                    .with_param("expires_at")
+            })?),
+            false,
+        ),
     };
     let metadata = form::metadata(&mut params, false)?;
     let expand = Expand::parse(form::expand(&mut params)?, EXPANDABLE)?;
@@ -122,10 +127,11 @@ pub async fn update(
         .update_credit_grant(
             &ctx,
             &id,
-            UpdateCreditGrant {
+            UpdateCreditGrant::parse(UpdateGrantFields {
                 expires_at,
+                clear_expires_at,
                 metadata,
-            },
+            })?,
         )
         .await?;
     Ok(Json(

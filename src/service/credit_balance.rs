@@ -101,21 +101,21 @@ impl Services {
     ) -> Result<CreditApplication> {
         let claim = self.idempotency.claim(ctx, "credits.apply", &command)?;
         idempotent_write!(self, &claim, |tx, now| {
-            let line_ref = (command.invoice.as_str(), command.invoice_line_item.as_str());
+            let line_ref = (command.invoice(), command.invoice_line_item());
             let found = store::credit_grants::lock_customer_grants(
                 &tx,
                 &ctx.tenant,
-                &command.customer_id,
+                command.customer_id(),
                 Some(line_ref),
             )
             .await?
-            .ok_or_else(|| Error::no_such("customer", &command.customer_id, "customer"))?;
+            .ok_or_else(|| Error::no_such("customer", command.customer_id(), "customer"))?;
             if found.line_applied {
                 let existing = store::credit_balance_transactions::find_application(
                     &tx,
                     &ctx.tenant,
-                    &command.invoice,
-                    &command.invoice_line_item,
+                    command.invoice(),
+                    command.invoice_line_item(),
                 )
                 .await?
                 .ok_or_else(|| {
@@ -124,23 +124,12 @@ impl Services {
                 return earlier_application(&tx, ctx, &command, existing).await;
             }
             let now = found.clock_time.unwrap_or(now);
-            let line = InvoiceLine {
-                invoice: command.invoice.clone(),
-                invoice_line_item: command.invoice_line_item.clone(),
-            };
-            let changes = apply_to_line(
-                &found.grants,
-                &command.currency,
-                &command.price,
-                command.amount_due,
-                &line,
-                now,
-            )?;
+            let changes = apply_to_line(&found.grants, &command, now)?;
             let entries: Vec<CreditBalanceTransaction> = changes
                 .iter()
                 .flat_map(|change| ledger::entries_of(&ctx.tenant, &change.grant, &change.entries))
                 .collect();
-            let applied: i64 = entries.iter().map(|entry| entry.amount).sum();
+            let record = command.record(entries.iter().map(|entry| entry.amount).sum(), now);
             let debits: Vec<_> = changes
                 .iter()
                 .map(|change| store::credit_balance_transactions::Draw {
@@ -153,29 +142,11 @@ impl Services {
                 &ctx.tenant,
                 &debits,
                 &entries,
-                &AppliedLine {
-                    customer_id: command.customer_id.clone(),
-                    currency: command.currency.clone(),
-                    invoice: command.invoice.clone(),
-                    invoice_line_item: command.invoice_line_item.clone(),
-                    amount_due: command.amount_due,
-                    applied,
-                    price: command.price.clone(),
-                    created: now,
-                    reinstated_at: None,
-                },
+                &record,
             )
             .await?;
             ledger::count_entries(&entries);
-            Ok(CreditApplication {
-                customer_id: command.customer_id.clone(),
-                currency: command.currency.clone(),
-                invoice: command.invoice.clone(),
-                invoice_line_item: command.invoice_line_item.clone(),
-                amount_due: command.amount_due,
-                applied,
-                entries,
-            })
+            Ok(record.outcome(entries))
         })
     }
 
@@ -276,24 +247,17 @@ async fn earlier_application(
     if !existing.has_terms_of(command) {
         return Err(Error::invalid_state(format!(
             "Credits were already applied to invoice line {} of invoice {} with a different customer, currency or amount due.",
-            command.invoice_line_item, command.invoice
+            command.invoice_line_item(),
+            command.invoice()
         )));
     }
     let entries = store::credit_balance_transactions::applied_to_line(
         tx,
         &ctx.tenant,
-        &command.customer_id,
-        &command.invoice,
-        &command.invoice_line_item,
+        command.customer_id(),
+        command.invoice(),
+        command.invoice_line_item(),
     )
     .await?;
-    Ok(CreditApplication {
-        customer_id: existing.customer_id,
-        currency: command.currency.clone(),
-        invoice: existing.invoice,
-        invoice_line_item: existing.invoice_line_item,
-        amount_due: existing.amount_due,
-        applied: existing.applied,
-        entries,
-    })
+    Ok(existing.outcome(entries))
 }

@@ -21,9 +21,9 @@ impl Services {
             .idempotency
             .claim(ctx, "credit_grant.create", &command)?;
         idempotent_write!(self, &claim, |tx, now| {
-            let customer = store::customers::lock(&tx, &ctx.tenant, &command.customer_id)
+            let customer = store::customers::lock(&tx, &ctx.tenant, command.customer_id())
                 .await?
-                .ok_or_else(|| Error::no_such("customer", &command.customer_id, "customer"))?;
+                .ok_or_else(|| Error::no_such("customer", command.customer_id(), "customer"))?;
             let now = self
                 .customer_now(&tx, customer.test_clock.as_deref(), now)
                 .await?;
