@@ -15,7 +15,7 @@ use creditd::config::ServeConfig;
 use creditd::grpc::proto;
 use creditd::server::Server;
 use creditd::service::{Clock, ManualClock, RequestContext, Services, SystemClock};
-use creditd::store::{Db, DbOptions};
+use creditd::store::{Db, DbOptions, replace_database};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -147,23 +147,6 @@ impl Drop for TestDatabase {
         })
         .join();
     }
-}
-
-fn replace_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |index| index + 3);
-    let host_end = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |index| scheme_end + index);
-    let mut result = format!("{}/{}", &base[..host_end], database);
-    if let Some(query) = query {
-        result.push('?');
-        result.push_str(query);
-    }
-    result
 }
 
 /// A running server with a test-mode key for one account.
