@@ -335,15 +335,6 @@ pub fn is_unique_violation(error: &Error) -> bool {
         .is_some_and(|sql| matches!(sql, sea_orm::SqlErr::UniqueConstraintViolation(_)))
 }
 
-/// Appends `FOR UPDATE` where the backend has row locks. On SQLite the single writer
-/// connection already serializes every write transaction.
-pub(crate) fn for_update(backend: DbBackend) -> &'static str {
-    match backend {
-        DbBackend::Postgres => " FOR UPDATE",
-        _ => "",
-    }
-}
-
 pub(crate) fn metadata_to_json(metadata: &crate::domain::Metadata) -> String {
     serde_json::to_string(metadata.as_map()).unwrap_or_else(|_| "{}".to_string())
 }
