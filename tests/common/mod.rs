@@ -115,8 +115,8 @@ impl TestDatabase {
                 }
             }
             Backend::Postgres => {
-                let admin_url = postgres_url()
-                    .unwrap_or_else(|| panic!("{POSTGRES_URL_ENV} is not set"));
+                let admin_url =
+                    postgres_url().unwrap_or_else(|| panic!("{POSTGRES_URL_ENV} is not set"));
                 let name = format!(
                     "creditd_test_{}",
                     creditd::domain::ids::random_base62(12).to_lowercase()

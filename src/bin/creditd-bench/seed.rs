@@ -249,10 +249,7 @@ pub async fn seed_credit_history(
         commit(tx).await?;
         written += batch;
     }
-    Ok(SeededHistory {
-        entries,
-        cursor_id,
-    })
+    Ok(SeededHistory { entries, cursor_id })
 }
 
 /// Creates the database `name` on the PostgreSQL server of `admin_url` and returns the URL of
