@@ -1,8 +1,10 @@
 //! Keeps the load generator from rotting: a short run of `creditd-bench` over tiny data, every
 //! scenario, against a child `creditd serve` on SQLite (and on PostgreSQL when
-//! `CREDITD_TEST_POSTGRES_URL` is set). Every scenario must print a JSON result line with
-//! successful calls and latencies, the ratios must come out, and the seeded ledger (a bulk-SQL
-//! history included) must pass the audit.
+//! `CREDITD_TEST_POSTGRES_URL` is set, as it must be under CI). Every scenario must print a JSON
+//! result line with successful calls and latencies, the ratios must come out, and the seeded
+//! ledger (a bulk-SQL history included) must pass the audit.
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -118,11 +120,11 @@ fn every_scenario_runs_on_sqlite() {
 
 #[test]
 fn every_scenario_runs_on_postgres() {
-    let Some(url) = std::env::var("CREDITD_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-    else {
-        eprintln!("skipped on PostgreSQL: CREDITD_TEST_POSTGRES_URL is not set (SQLite only)");
+    let Some(url) = common::postgres_url() else {
+        eprintln!(
+            "skipped on PostgreSQL: {} is not set (SQLite only)",
+            common::POSTGRES_URL_ENV
+        );
         return;
     };
     check(&run_bench(&["--database-url", &url]));

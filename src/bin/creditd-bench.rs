@@ -21,6 +21,8 @@ mod clients;
 mod runner;
 #[path = "creditd-bench/scenarios.rs"]
 mod scenarios;
+#[path = "creditd-bench/seed.rs"]
+mod seed;
 #[path = "creditd-bench/target.rs"]
 mod target;
 
@@ -31,7 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
 use creditd::domain::Tenant;
-use creditd::store::{Db, DbOptions, seed};
+use creditd::store::{Db, DbOptions};
 use serde_json::json;
 
 use clients::{Grpc, Rest, RestProtocol};

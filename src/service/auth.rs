@@ -12,7 +12,7 @@ use crate::domain::Tenant;
 use crate::domain::ids::{IdKind, new_id, random_base62};
 use crate::error::{Error, Result};
 use crate::store;
-use crate::store::entities::api_key;
+use crate::store::accounts::ApiKeyRecord;
 
 const TEST_PREFIX: &str = "sk_test_";
 const LIVE_PREFIX: &str = "sk_live_";
@@ -155,7 +155,7 @@ impl Services {
         let tx = self.db.begin().await?;
         store::accounts::insert_api_key(
             &tx,
-            api_key::Model {
+            &ApiKeyRecord {
                 id: new_id(IdKind::ApiKey, key.livemode()),
                 account_id: account_id.to_string(),
                 livemode: key.livemode(),
@@ -232,7 +232,7 @@ impl Services {
         Ok(())
     }
 
-    pub async fn list_api_keys(&self) -> Result<Vec<api_key::Model>> {
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
         store::accounts::list_api_keys(self.db.reader()).await
     }
 

@@ -9,8 +9,11 @@
 
 use sea_orm::{AccessMode, DbBackend, IsolationLevel, QueryResult, Statement, TransactionTrait};
 
+use std::sync::LazyLock;
+
 use super::{Connection, Db, Transaction, backend_of, db_error};
 use crate::domain::Tenant;
+use crate::domain::credit_balance_transaction::EntryType;
 use crate::error::Result;
 
 /// Opens a read-only transaction on the readers, so that every query of one audit sees the same
@@ -178,11 +181,26 @@ fn get<T: sea_orm::TryGetable>(row: &QueryResult, column: &str) -> Result<T> {
     row.try_get::<T>("", column).map_err(db_error)
 }
 
-/// The signed amount of a credit entry, as SQL over the alias `e`.
-const SIGNED_CREDIT_AMOUNT: &str = "CASE \
-    WHEN e.\"type\" IN ('credits_granted', 'credits_application_invoice_voided') THEN e.amount \
-    WHEN e.\"type\" IN ('credits_applied', 'credits_expired', 'credits_voided') THEN -e.amount \
-    ELSE 0 END";
+/// The signed amount of a credit entry, as SQL over the alias `e`: one `WHEN` per
+/// [`EntryType::ALL`], its sign taken from [`EntryType::is_credit`] as [`EntryType::signed`]
+/// takes it, so the audit's sum cannot disagree with the rule the service writes by. A type
+/// the code does not know counts 0.
+static SIGNED_CREDIT_AMOUNT: LazyLock<String> = LazyLock::new(signed_credit_amount_sql);
+
+fn signed_credit_amount_sql() -> String {
+    let arms: String = EntryType::ALL
+        .into_iter()
+        .map(|kind| {
+            let amount = if kind.is_credit() {
+                "e.amount"
+            } else {
+                "-e.amount"
+            };
+            format!("WHEN '{}' THEN {amount} ", kind.as_str())
+        })
+        .collect();
+    format!("CASE e.\"type\" {arms}ELSE 0 END")
+}
 
 pub async fn counts(conn: &impl Connection, scope: Option<&Tenant>) -> Result<Counts> {
     let mut query = Query::new(scope);
@@ -362,7 +380,7 @@ pub async fn grant_differences(
            SELECT g.id, g.customer_id, g.amount, g.remaining, \
              CASE WHEN g.voided_at IS NOT NULL OR g.expiry_recorded_at IS NOT NULL \
                THEN 1 ELSE 0 END AS written_off, \
-             CAST(COALESCE(SUM({SIGNED_CREDIT_AMOUNT}), 0) AS BIGINT) AS ledger_remaining, \
+             CAST(COALESCE(SUM({signed_amount}), 0) AS BIGINT) AS ledger_remaining, \
              COUNT(CASE WHEN e.\"type\" = 'credits_granted' THEN 1 END) AS granted_entries, \
              CAST(COALESCE(SUM(CASE WHEN e.\"type\" = 'credits_granted' THEN e.amount \
                ELSE 0 END), 0) AS BIGINT) AS granted_amount \
@@ -378,6 +396,7 @@ pub async fn grant_differences(
            OR (written_off = 1 AND remaining <> 0) \
          ORDER BY id",
         query.tenant("g"),
+        signed_amount = SIGNED_CREDIT_AMOUNT.as_str(),
     );
     all(conn, query.statement(conn, sql))
         .await?
@@ -508,4 +527,47 @@ pub async fn unrecorded_applications(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::DbOptions;
+
+    /// The audit's SQL sign and the service's [`EntryType::signed`] agree for every type: the
+    /// generated CASE is evaluated by SQLite for each type and compared with the Rust rule.
+    #[tokio::test]
+    async fn the_sql_sign_of_every_entry_type_is_the_rule_the_service_writes_by() {
+        let db = Db::connect(&DbOptions::new("sqlite::memory:"))
+            .await
+            .expect("in-memory SQLite");
+        let evaluate = |kind: &str, amount: i64| {
+            let sql = format!(
+                "SELECT {} AS signed FROM (SELECT $1 AS \"type\", $2 AS amount) e",
+                SIGNED_CREDIT_AMOUNT.as_str()
+            );
+            let statement =
+                Statement::from_sql_and_values(db.backend(), sql, [kind.into(), amount.into()]);
+            let reader = db.reader().clone();
+            async move {
+                let row = reader
+                    .query_one_raw(statement)
+                    .await
+                    .expect("evaluate the CASE")
+                    .expect("one row");
+                row.try_get::<i64>("", "signed").expect("signed amount")
+            }
+        };
+        for kind in EntryType::ALL {
+            for amount in [1, 250, i64::from(i32::MAX) + 7] {
+                assert_eq!(
+                    evaluate(kind.as_str(), amount).await,
+                    kind.signed(amount),
+                    "{kind:?} of {amount}"
+                );
+            }
+        }
+        assert_eq!(evaluate("credits_unknown", 99).await, 0);
+        db.close().await;
+    }
 }

@@ -2,13 +2,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect, Set, Statement};
+use sea_orm::sea_query::{Expr, LockType};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect, Set};
 
 use super::entities::{customer, customer_balance};
 use super::{
-    Connection, KeysetPage, backend_of, db_error, for_update, insert_row, keyset_page,
-    metadata_from_json, metadata_to_json, time_condition,
+    Connection, KeysetPage, db_error, insert_row, keyset_page, metadata_from_json,
+    metadata_to_json, time_condition,
 };
 use crate::domain::customer::{Customer, CustomerFilter};
 use crate::domain::pagination::ListRequest;
@@ -91,41 +91,29 @@ pub struct LockedCustomer {
     pub test_clock: Option<String>,
 }
 
-/// Locks the customer row for the rest of the transaction (PostgreSQL) so that writes for
-/// one customer happen one at a time; `None` if this tenant has no such customer.
+/// Locks the customer row for the rest of the transaction (PostgreSQL `FOR UPDATE`) so that
+/// writes for one customer happen one at a time; `None` if this tenant has no such customer.
+/// SeaORM leaves the lock clause out on SQLite, where the single writer connection already
+/// serializes every write transaction.
 pub async fn lock(
     conn: &impl Connection,
     tenant: &Tenant,
     id: &str,
 ) -> Result<Option<LockedCustomer>> {
-    let backend = backend_of(conn);
-    let sql = format!(
-        "SELECT currency, test_clock FROM customers WHERE id = $1 AND account_id = $2 AND livemode = $3{}",
-        for_update(backend)
-    );
-    let row = conn
-        .query_one_raw(Statement::from_sql_and_values(
-            backend,
-            sql,
-            [
-                id.into(),
-                tenant.account_id.as_str().into(),
-                tenant.livemode.into(),
-            ],
-        ))
+    let row = customer::Entity::find()
+        .select_only()
+        .column(customer::Column::Currency)
+        .column(customer::Column::TestClock)
+        .filter(scoped(tenant).add(customer::Column::Id.eq(id)))
+        .lock(LockType::Update)
+        .into_tuple::<(Option<String>, Option<String>)>()
+        .one(conn)
         .await
         .map_err(db_error)?;
-    match row {
-        None => Ok(None),
-        Some(row) => Ok(Some(LockedCustomer {
-            currency: row
-                .try_get::<Option<String>>("", "currency")
-                .map_err(db_error)?,
-            test_clock: row
-                .try_get::<Option<String>>("", "test_clock")
-                .map_err(db_error)?,
-        })),
-    }
+    Ok(row.map(|(currency, test_clock)| LockedCustomer {
+        currency,
+        test_clock,
+    }))
 }
 
 pub async fn exists(conn: &impl Connection, tenant: &Tenant, id: &str) -> Result<bool> {

@@ -10,7 +10,6 @@ pub mod customer_balance_transactions;
 pub mod customers;
 pub mod entities;
 pub mod idempotency;
-pub mod seed;
 pub mod test_clocks;
 
 use std::future::Future;
@@ -47,6 +46,24 @@ impl DbOptions {
             acquire_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// `url` with its database (path) replaced by `database`, keeping any query string.
+pub fn replace_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |index| index + 3);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |index| scheme_end + index);
+    let mut result = format!("{}/{}", &base[..host_end], database);
+    if let Some(query) = query {
+        result.push('?');
+        result.push_str(query);
+    }
+    result
 }
 
 /// The database. On SQLite every write goes through one connection, so writers queue in the
@@ -318,15 +335,6 @@ pub fn is_unique_violation(error: &Error) -> bool {
         .is_some_and(|sql| matches!(sql, sea_orm::SqlErr::UniqueConstraintViolation(_)))
 }
 
-/// Appends `FOR UPDATE` where the backend has row locks. On SQLite the single writer
-/// connection already serializes every write transaction.
-pub(crate) fn for_update(backend: DbBackend) -> &'static str {
-    match backend {
-        DbBackend::Postgres => " FOR UPDATE",
-        _ => "",
-    }
-}
-
 pub(crate) fn metadata_to_json(metadata: &crate::domain::Metadata) -> String {
     serde_json::to_string(metadata.as_map()).unwrap_or_else(|_| "{}".to_string())
 }
@@ -431,4 +439,18 @@ where
         page: crate::domain::Page::from_probe(rows, request),
         cursor_matched,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_database;
+
+    #[test]
+    fn replaces_the_database_of_a_url() {
+        assert_eq!(
+            replace_database("postgres://u@h:5432/postgres?sslmode=disable", "x"),
+            "postgres://u@h:5432/x?sslmode=disable"
+        );
+        assert_eq!(replace_database("postgres://u@h", "x"), "postgres://u@h/x");
+    }
 }

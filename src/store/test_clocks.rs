@@ -1,13 +1,13 @@
 //! Test clocks, the customers attached to them, and deleting a clock with everything on it.
 
-use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect, Set, Statement};
+use sea_orm::sea_query::{Expr, LockType};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect, Set};
 
 use super::entities::{
     credit_application, credit_balance_transaction, credit_grant, customer, customer_balance,
     customer_balance_transaction, test_clock,
 };
-use super::{Connection, KeysetPage, backend_of, db_error, for_update, insert_row, keyset_page};
+use super::{Connection, KeysetPage, db_error, insert_row, keyset_page};
 use crate::domain::Tenant;
 use crate::domain::pagination::ListRequest;
 use crate::domain::test_clock::{ClockStatus, TestClock};
@@ -48,30 +48,18 @@ pub async fn find(conn: &impl Connection, tenant: &Tenant, id: &str) -> Result<O
         .transpose()
 }
 
-/// Locks the clock's row for the rest of the transaction (PostgreSQL); SQLite's single writer
-/// already serializes writes.
+/// Locks the clock's row for the rest of the transaction (PostgreSQL `FOR UPDATE`) and reads
+/// it: a locking read returns the row as the lock holder before us committed it. SeaORM leaves
+/// the lock clause out on SQLite, whose single writer already serializes writes.
 pub async fn lock(conn: &impl Connection, tenant: &Tenant, id: &str) -> Result<Option<TestClock>> {
-    let backend = backend_of(conn);
-    let sql = format!(
-        "SELECT id FROM test_clocks WHERE id = $1 AND account_id = $2 AND livemode = $3{}",
-        for_update(backend)
-    );
-    let row = conn
-        .query_one_raw(Statement::from_sql_and_values(
-            backend,
-            sql,
-            [
-                id.into(),
-                tenant.account_id.as_str().into(),
-                tenant.livemode.into(),
-            ],
-        ))
+    test_clock::Entity::find()
+        .filter(scoped(tenant).add(test_clock::Column::Id.eq(id)))
+        .lock(LockType::Update)
+        .one(conn)
         .await
-        .map_err(db_error)?;
-    if row.is_none() {
-        return Ok(None);
-    }
-    find(conn, tenant, id).await
+        .map_err(db_error)?
+        .map(to_domain)
+        .transpose()
 }
 
 /// The clock's frozen time (any tenant: the caller already holds the customer that names it).

@@ -15,7 +15,7 @@ use creditd::config::ServeConfig;
 use creditd::grpc::proto;
 use creditd::server::Server;
 use creditd::service::{Clock, ManualClock, RequestContext, Services, SystemClock};
-use creditd::store::{Db, DbOptions};
+use creditd::store::{Db, DbOptions, replace_database};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -32,7 +32,8 @@ pub enum Backend {
 }
 
 /// Runs each listed test once per backend: `sqlite::<name>` always, `postgres::<name>` when
-/// `CREDITD_TEST_POSTGRES_URL` is set (otherwise it says it was skipped and passes).
+/// `CREDITD_TEST_POSTGRES_URL` is set (otherwise it says it was skipped and passes, except
+/// under CI, where it fails: see [`postgres_url`]).
 #[macro_export]
 macro_rules! on_every_backend {
     ($(async fn $name:ident($app:ident) $body:block)*) => {
@@ -65,8 +66,33 @@ macro_rules! on_every_backend {
     };
 }
 
+/// The variable CI services set: under it the PostgreSQL half of the suite must run.
+pub const CI_ENV: &str = "CI";
+
+/// The PostgreSQL server to test against, or `None` to skip the PostgreSQL variant (the caller
+/// prints a note and passes). Under CI (`CI` set to anything but empty, `0` or `false`) a
+/// missing URL is a failure instead, so a pipeline that lost its database cannot pass on SQLite
+/// alone. A URL whose server cannot be reached fails everywhere, in [`TestDatabase::create`].
+pub fn postgres_url() -> Option<String> {
+    let url = std::env::var(POSTGRES_URL_ENV)
+        .ok()
+        .filter(|url| !url.is_empty());
+    assert!(
+        url.is_some() || !in_ci(),
+        "{CI_ENV} is set but {POSTGRES_URL_ENV} is not: under CI the PostgreSQL half of the \
+         suite must run, not be skipped (set it to a PostgreSQL server, e.g. \
+         postgres://postgres@127.0.0.1:5432/postgres)"
+    );
+    url
+}
+
+/// Whether the PostgreSQL variant runs; see [`postgres_url`].
 pub fn postgres_configured() -> bool {
-    std::env::var(POSTGRES_URL_ENV).is_ok_and(|url| !url.is_empty())
+    postgres_url().is_some()
+}
+
+fn in_ci() -> bool {
+    std::env::var(CI_ENV).is_ok_and(|value| !matches!(value.trim(), "" | "0" | "false"))
 }
 
 /// A fresh database: the temporary directory or PostgreSQL database lives as long as this.
@@ -89,7 +115,8 @@ impl TestDatabase {
                 }
             }
             Backend::Postgres => {
-                let admin_url = std::env::var(POSTGRES_URL_ENV).expect("postgres url");
+                let admin_url =
+                    postgres_url().unwrap_or_else(|| panic!("{POSTGRES_URL_ENV} is not set"));
                 let name = format!(
                     "creditd_test_{}",
                     creditd::domain::ids::random_base62(12).to_lowercase()
@@ -99,7 +126,12 @@ impl TestDatabase {
                     ..DbOptions::new(admin_url.clone())
                 })
                 .await
-                .expect("connect to the PostgreSQL admin database");
+                .unwrap_or_else(|error| {
+                    panic!(
+                        "{POSTGRES_URL_ENV} is set but its PostgreSQL server cannot be reached: \
+                         {error}"
+                    )
+                });
                 use sea_orm::ConnectionTrait;
                 admin
                     .reader()
@@ -147,23 +179,6 @@ impl Drop for TestDatabase {
         })
         .join();
     }
-}
-
-fn replace_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |index| index + 3);
-    let host_end = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |index| scheme_end + index);
-    let mut result = format!("{}/{}", &base[..host_end], database);
-    if let Some(query) = query {
-        result.push('?');
-        result.push_str(query);
-    }
-    result
 }
 
 /// A running server with a test-mode key for one account.

@@ -10,7 +10,7 @@ use creditd::grpc::proto::credit_balance_service_client::CreditBalanceServiceCli
 use creditd::grpc::proto::credit_grant_service_client::CreditGrantServiceClient;
 use creditd::grpc::proto::customer_balance_transaction_service_client::CustomerBalanceTransactionServiceClient;
 use creditd::grpc::proto::customer_service_client::CustomerServiceClient;
-use creditd::store::{Db, seed};
+use creditd::store::Db;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use rand::Rng;
@@ -18,6 +18,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::clients::{Grpc, Rest};
 use crate::runner::Op;
+use crate::seed;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Scenario {

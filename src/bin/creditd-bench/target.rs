@@ -12,8 +12,10 @@ use creditd::config::ServeConfig;
 use creditd::domain::Tenant;
 use creditd::server::Server;
 use creditd::service::Services;
-use creditd::store::{Db, DbOptions, seed};
+use creditd::store::{Db, DbOptions};
 use tokio::sync::oneshot;
+
+use crate::seed;
 
 /// A database made for this run, removed by [`Database::remove`] unless kept.
 pub struct Database {

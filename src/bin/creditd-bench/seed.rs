@@ -1,5 +1,6 @@
-//! Bulk seeding and database baselines for the load generator (`creditd-bench`); nothing in the
-//! service uses this module.
+//! Bulk seeding and database baselines for the load generator. They live in the bench, not in
+//! the library: the service never seeds in bulk, and this SQL goes around the store on purpose
+//! (it writes the tables directly, so it must keep their invariants itself; `--audit` checks).
 //!
 //! - [`seed_credit_history`] writes a credit grant with a long ledger straight into the tables
 //!   with multi-row INSERTs (a million entries through the API would take far too long), keeping
@@ -11,12 +12,11 @@
 //!   what the same driver and pool commit per second with nothing of creditd around them.
 //! - [`create_database`] / [`drop_database`] make and remove a throwaway PostgreSQL database.
 
+use creditd::domain::Tenant;
+use creditd::domain::ids::{IdKind, new_id};
+use creditd::error::{Error, Result};
+use creditd::store::{Db, DbOptions, commit, db_error, replace_database, rollback};
 use sea_orm::{ConnectionTrait, Statement};
-
-use super::{Db, DbOptions, commit, db_error, rollback};
-use crate::domain::Tenant;
-use crate::domain::ids::{IdKind, new_id};
-use crate::error::{Error, Result};
 
 /// The table the database baselines write to.
 pub const SCRATCH_TABLE: &str = "creditd_bench_scratch";
@@ -126,11 +126,8 @@ pub async fn scratch_read(db: &Db) -> Result<()> {
 /// What [`seed_credit_history`] wrote.
 #[derive(Debug, Clone)]
 pub struct SeededHistory {
-    pub grant_id: String,
     /// Ledger entries of the grant: one `credits_granted` and `entries - 1` `credits_applied`.
     pub entries: u64,
-    /// The grant's remainder after them.
-    pub remaining: i64,
     /// The ID at `cursor_depth` in the list order (newest first, 1-based), when the history is
     /// that deep: `starting_after` it gives the page below that depth.
     pub cursor_id: Option<String>,
@@ -252,12 +249,7 @@ pub async fn seed_credit_history(
         commit(tx).await?;
         written += batch;
     }
-    Ok(SeededHistory {
-        grant_id,
-        entries,
-        remaining: amount - applications as i64,
-        cursor_id,
-    })
+    Ok(SeededHistory { entries, cursor_id })
 }
 
 /// Creates the database `name` on the PostgreSQL server of `admin_url` and returns the URL of
@@ -313,36 +305,9 @@ fn check_database_name(name: &str) -> Result<()> {
     }
 }
 
-/// `url` with its database (path) replaced by `database`, keeping any query string.
-pub fn replace_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |index| index + 3);
-    let host_end = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |index| scheme_end + index);
-    let mut result = format!("{}/{}", &base[..host_end], database);
-    if let Some(query) = query {
-        result.push('?');
-        result.push_str(query);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn replaces_the_database_of_a_url() {
-        assert_eq!(
-            replace_database("postgres://u@h:5432/postgres?sslmode=disable", "x"),
-            "postgres://u@h:5432/x?sslmode=disable"
-        );
-        assert_eq!(replace_database("postgres://u@h", "x"), "postgres://u@h/x");
-    }
 
     #[test]
     fn database_names_are_plain() {
