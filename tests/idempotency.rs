@@ -108,6 +108,21 @@ fn grpc_error_type(status: &tonic::Status) -> String {
     info.metadata.get("type").cloned().unwrap_or_default()
 }
 
+/// A REST response header, if present.
+fn header<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
+    reply
+        .headers
+        .get(name)
+        .map(|value| value.to_str().expect("ASCII header"))
+}
+
+/// A gRPC response (or error status) metadata value, if present.
+fn metadata<'a>(metadata: &'a tonic::metadata::MetadataMap, name: &str) -> Option<&'a str> {
+    metadata
+        .get(name)
+        .map(|value| value.to_str().expect("ASCII metadata"))
+}
+
 fn grpc_error_reason(status: &tonic::Status) -> String {
     status
         .get_error_details()
@@ -546,6 +561,89 @@ on_every_backend! {
         app.request(reqwest::Method::GET, "/v1/customers", Some(&app.key), Some("fresh"), "").await.ok();
         let created = app.post_idempotent(&customer_transactions_path(&customer), "fresh", "amount=6&currency=usd").await.ok();
         assert_eq!(created["ending_balance"], 11);
+    }
+
+    async fn rest_responses_echo_the_key_and_say_when_they_were_replayed(app) {
+        let customer = app.create_customer("name=headers").await;
+        let path = customer_transactions_path(&customer);
+        let first = app.post_idempotent(&path, "h1", "amount=5&currency=usd").await;
+        assert_eq!(header(&first, "Idempotency-Key"), Some("h1"));
+        assert_eq!(header(&first, "Idempotent-Replayed"), None, "the first answer is not a replay");
+        let replay = app.post_idempotent(&path, "h1", "amount=5&currency=usd").await;
+        assert_eq!(header(&replay, "Idempotency-Key"), Some("h1"));
+        assert_eq!(header(&replay, "Idempotent-Replayed"), Some("true"));
+        assert_eq!(replay.body, first.ok());
+
+        let keyless = app.post(&path, "amount=5&currency=usd").await;
+        assert_eq!(header(&keyless, "Idempotency-Key"), None);
+        assert_eq!(header(&keyless, "Idempotent-Replayed"), None);
+        let listed = app.get(&path).await;
+        assert_eq!((header(&listed, "Idempotency-Key"), header(&listed, "Idempotent-Replayed")), (None, None));
+
+        // Errors echo the key too, and are never replays: the key reused with other
+        // parameters, a request that fails validation, a key held by a running request.
+        let mismatch = app.post_idempotent(&path, "h1", "amount=6&currency=usd").await;
+        mismatch.assert_error(400, "idempotency_error", None, None);
+        assert_eq!(header(&mismatch, "Idempotency-Key"), Some("h1"));
+        assert_eq!(header(&mismatch, "Idempotent-Replayed"), None);
+        let invalid = app.post_idempotent(&path, "h2", "currency=usd").await;
+        invalid.assert_error(400, "invalid_request_error", Some("parameter_missing"), Some("amount"));
+        assert_eq!(header(&invalid, "Idempotency-Key"), Some("h2"));
+        assert_eq!(header(&invalid, "Idempotent-Replayed"), None);
+        let ctx = app.context().await.with_idempotency_key(Some("held".into()));
+        let claim = app.services.idempotency.claim(&ctx, CREATE_TRANSACTION, &"x").expect("claim");
+        let in_use = app.post_idempotent(&path, "held", "amount=5&currency=usd").await;
+        assert_key_in_use(&in_use);
+        assert_eq!(header(&in_use, "Idempotency-Key"), Some("held"));
+        assert_eq!(header(&in_use, "Idempotent-Replayed"), None);
+        drop(claim);
+        // A GET ignores the key but still echoes it; nothing is replayed.
+        let get = app.request(reqwest::Method::GET, &path, Some(&app.key), Some("h1"), "").await;
+        assert_eq!(header(&get, "Idempotency-Key"), Some("h1"));
+        assert_eq!(header(&get, "Idempotent-Replayed"), None);
+
+        // A test clock's advance replays through its own path, and says so as well.
+        let now = app.now();
+        let clock = app.post("/v1/test_helpers/test_clocks", &format!("frozen_time={now}")).await.ok();
+        let advance_path = format!("/v1/test_helpers/test_clocks/{}/advance", clock["id"].as_str().unwrap());
+        let body = format!("frozen_time={}", now + 3600);
+        let advanced = app.post_idempotent(&advance_path, "tick", &body).await;
+        assert_eq!(header(&advanced, "Idempotent-Replayed"), None);
+        let again = app.post_idempotent(&advance_path, "tick", &body).await;
+        assert_eq!(header(&again, "Idempotency-Key"), Some("tick"));
+        assert_eq!(header(&again, "Idempotent-Replayed"), Some("true"));
+        assert_eq!(again.body, advanced.ok());
+    }
+
+    async fn grpc_responses_echo_the_key_and_say_when_they_were_replayed(app) {
+        let customer = app.create_customer("name=metadata").await;
+        let mut transactions = app.balance_transactions().await;
+        let create = |amount: i64, key: Option<&str>| {
+            common::grpc_request(create_request(&customer, amount), Some(&app.key), key)
+        };
+        let first = transactions.create_customer_balance_transaction(create(5, Some("m1"))).await.unwrap();
+        assert_eq!(metadata(first.metadata(), "idempotency-key"), Some("m1"));
+        assert_eq!(metadata(first.metadata(), "idempotent-replayed"), None);
+        let replay = transactions.create_customer_balance_transaction(create(5, Some("m1"))).await.unwrap();
+        assert_eq!(metadata(replay.metadata(), "idempotency-key"), Some("m1"));
+        assert_eq!(metadata(replay.metadata(), "idempotent-replayed"), Some("true"));
+        assert_eq!(replay.into_inner(), first.into_inner());
+
+        let keyless = transactions.create_customer_balance_transaction(create(5, None)).await.unwrap();
+        assert_eq!(metadata(keyless.metadata(), "idempotency-key"), None);
+        assert_eq!(metadata(keyless.metadata(), "idempotent-replayed"), None);
+
+        // An error status carries the echo too, and is never a replay.
+        let mismatch = transactions.create_customer_balance_transaction(create(6, Some("m1"))).await.unwrap_err();
+        assert_mismatch_over_grpc(&mismatch);
+        assert_eq!(metadata(mismatch.metadata(), "idempotency-key"), Some("m1"));
+        assert_eq!(metadata(mismatch.metadata(), "idempotent-replayed"), None);
+
+        // A key first used over REST is replayed over gRPC, and reported as such.
+        app.post_idempotent(&customer_transactions_path(&customer), "r1", "amount=7&currency=usd").await.ok();
+        let across = transactions.create_customer_balance_transaction(create(7, Some("r1"))).await.unwrap();
+        assert_eq!(metadata(across.metadata(), "idempotency-key"), Some("r1"));
+        assert_eq!(metadata(across.metadata(), "idempotent-replayed"), Some("true"));
     }
 }
 

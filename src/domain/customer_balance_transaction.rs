@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::pagination::TimeRangeFields;
 use super::text::{optional_text, text_update};
 use super::{Currency, Metadata, MetadataUpdate, TimeRange};
 use crate::error::{Error, Result};
@@ -123,10 +124,47 @@ impl UpdateBalanceTransaction {
     }
 }
 
+/// The longest invoice ID the `invoice` filter accepts (Stripe's limit for IDs).
+pub const MAX_INVOICE_ID_CHARS: usize = 5000;
+
+/// Which of a customer's balance transactions a list returns: Stripe's `created` and
+/// `invoice` filters, validated once here for both transports. The default filters nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TransactionFilter {
-    pub created: TimeRange,
-    pub invoice: Option<String>,
+pub struct CustomerBalanceTransactionFilter {
+    created: TimeRange,
+    invoice: Option<String>,
+}
+
+impl CustomerBalanceTransactionFilter {
+    pub fn parse(created: TimeRangeFields, invoice: Option<String>) -> Result<Self> {
+        let created = TimeRange::parse("created", created)?;
+        if let Some(invoice) = &invoice {
+            if invoice.is_empty() {
+                return Err(Error::invalid_param(
+                    "invoice",
+                    "You passed an empty string for 'invoice'. Pass an invoice ID, or leave the filter out.",
+                )
+                .with_code("parameter_invalid_empty"));
+            }
+            if invoice.chars().count() > MAX_INVOICE_ID_CHARS {
+                return Err(Error::invalid_param(
+                    "invoice",
+                    format!("Invalid invoice: must be at most {MAX_INVOICE_ID_CHARS} characters"),
+                ));
+            }
+        }
+        Ok(CustomerBalanceTransactionFilter { created, invoice })
+    }
+
+    /// Only transactions created within this range.
+    pub fn created(&self) -> &TimeRange {
+        &self.created
+    }
+
+    /// Only transactions related to this invoice.
+    pub fn invoice(&self) -> Option<&str> {
+        self.invoice.as_deref()
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +188,45 @@ mod tests {
         };
         let error = CreateBalanceTransaction::parse("cus_1".into(), no_currency).unwrap_err();
         assert_eq!(error.param.as_deref(), Some("currency"));
+    }
+
+    #[test]
+    fn the_list_filter_checks_its_time_range_and_invoice() {
+        let filter = CustomerBalanceTransactionFilter::parse(
+            TimeRangeFields {
+                gte: Some(10),
+                ..TimeRangeFields::default()
+            },
+            Some("in_123".into()),
+        )
+        .unwrap();
+        assert_eq!(filter.created().gte, Some(10));
+        assert_eq!(filter.invoice(), Some("in_123"));
+        assert_eq!(
+            CustomerBalanceTransactionFilter::parse(TimeRangeFields::default(), None).unwrap(),
+            CustomerBalanceTransactionFilter::default()
+        );
+
+        let empty = CustomerBalanceTransactionFilter::parse(
+            TimeRangeFields::default(),
+            Some(String::new()),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (empty.param.as_deref(), empty.code),
+            (Some("invoice"), Some("parameter_invalid_empty"))
+        );
+        let long = "i".repeat(MAX_INVOICE_ID_CHARS + 1);
+        assert!(
+            CustomerBalanceTransactionFilter::parse(TimeRangeFields::default(), Some(long))
+                .is_err()
+        );
+        let negative = TimeRangeFields {
+            gt: Some(-1),
+            ..TimeRangeFields::default()
+        };
+        let error = CustomerBalanceTransactionFilter::parse(negative, None).unwrap_err();
+        assert_eq!(error.param.as_deref(), Some("created[gt]"));
     }
 
     #[test]

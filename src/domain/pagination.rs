@@ -86,7 +86,8 @@ impl ListRequest {
     }
 }
 
-/// Bounds on `created` (Unix seconds), each optional.
+/// Bounds on `created` (Unix seconds), each optional. Built from a request by
+/// [`TimeRange::parse`], the one place a timestamp filter is validated for both transports.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimeRange {
     pub gt: Option<i64>,
@@ -95,7 +96,53 @@ pub struct TimeRange {
     pub lte: Option<i64>,
 }
 
+/// A timestamp filter as a request carries it, unvalidated: Stripe's plain-integer form
+/// (`created=<t>`, `exactly`) or its hash (`created[gt]=<t>`, ...).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRangeFields {
+    pub exactly: Option<i64>,
+    pub gt: Option<i64>,
+    pub gte: Option<i64>,
+    pub lt: Option<i64>,
+    pub lte: Option<i64>,
+}
+
 impl TimeRange {
+    /// Validates the filter named `param` (`created`): every time is a Unix timestamp (not
+    /// negative), and the exact form comes alone. Errors name the offending field
+    /// (`created[gt]`), on both transports.
+    pub fn parse(param: &str, fields: TimeRangeFields) -> Result<TimeRange> {
+        let bounds = [
+            ("gt", fields.gt),
+            ("gte", fields.gte),
+            ("lt", fields.lt),
+            ("lte", fields.lte),
+        ];
+        if let Some(at) = fields.exactly {
+            if bounds.iter().any(|(_, bound)| bound.is_some()) {
+                return Err(Error::invalid_param(
+                    param,
+                    format!(
+                        "Invalid {param}: pass either an integer or a hash of gt, gte, lt and lte, not both."
+                    ),
+                ));
+            }
+            check_timestamp(param, at)?;
+            return Ok(TimeRange::exactly(at));
+        }
+        for (name, bound) in bounds {
+            if let Some(at) = bound {
+                check_timestamp(&format!("{param}[{name}]"), at)?;
+            }
+        }
+        Ok(TimeRange {
+            gt: fields.gt,
+            gte: fields.gte,
+            lt: fields.lt,
+            lte: fields.lte,
+        })
+    }
+
     /// `created=<t>`: exactly that second.
     pub fn exactly(at: i64) -> TimeRange {
         TimeRange {
@@ -115,6 +162,16 @@ impl TimeRange {
             && self.lt.is_none_or(|bound| at < bound)
             && self.lte.is_none_or(|bound| at <= bound)
     }
+}
+
+fn check_timestamp(param: &str, at: i64) -> Result<()> {
+    if at < 0 {
+        return Err(Error::invalid_param(
+            param,
+            format!("Invalid {param}: must be a Unix timestamp (0 or greater), got {at}."),
+        ));
+    }
+    Ok(())
 }
 
 /// One page of a list, newest first.
@@ -211,5 +268,53 @@ mod tests {
             !range.contains(10) && range.contains(11) && range.contains(20) && !range.contains(21)
         );
         assert!(TimeRange::exactly(5).contains(5) && !TimeRange::exactly(5).contains(6));
+    }
+
+    #[test]
+    fn a_time_range_is_an_exact_time_or_bounds_never_negative() {
+        let exact = TimeRangeFields {
+            exactly: Some(7),
+            ..TimeRangeFields::default()
+        };
+        assert_eq!(
+            TimeRange::parse("created", exact).unwrap(),
+            TimeRange::exactly(7)
+        );
+        let bounds = TimeRangeFields {
+            gt: Some(1),
+            lte: Some(9),
+            ..TimeRangeFields::default()
+        };
+        let range = TimeRange::parse("created", bounds).unwrap();
+        assert_eq!(
+            (range.gt, range.gte, range.lt, range.lte),
+            (Some(1), None, None, Some(9))
+        );
+        assert!(
+            TimeRange::parse("created", TimeRangeFields::default())
+                .unwrap()
+                .is_unbounded()
+        );
+
+        let both = TimeRangeFields {
+            exactly: Some(7),
+            gt: Some(1),
+            ..TimeRangeFields::default()
+        };
+        let error = TimeRange::parse("created", both).unwrap_err();
+        assert_eq!(error.param.as_deref(), Some("created"));
+        let negative = TimeRangeFields {
+            lt: Some(-1),
+            ..TimeRangeFields::default()
+        };
+        let error = TimeRange::parse("created", negative).unwrap_err();
+        assert_eq!(error.param.as_deref(), Some("created[lt]"));
+        assert_eq!(error.code, Some("parameter_invalid"));
+        let negative_exact = TimeRangeFields {
+            exactly: Some(-5),
+            ..TimeRangeFields::default()
+        };
+        let error = TimeRange::parse("created", negative_exact).unwrap_err();
+        assert_eq!(error.param.as_deref(), Some("created"));
     }
 }

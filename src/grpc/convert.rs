@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use super::proto;
 use crate::domain::customer::Customer;
 use crate::domain::customer_balance_transaction::CustomerBalanceTransaction;
-use crate::domain::pagination::{ListRequest, TimeRange};
+use crate::domain::pagination::{ListRequest, TimeRange, TimeRangeFields};
 use crate::domain::{Metadata, MetadataUpdate};
 use crate::error::Result;
 
@@ -30,16 +30,21 @@ pub fn list_request(page: Option<proto::PageRequest>) -> Result<ListRequest> {
     )
 }
 
-pub fn time_range(filter: Option<proto::CreatedFilter>) -> TimeRange {
-    let Some(filter) = filter else {
-        return TimeRange::default();
-    };
-    let mut range = filter.eq.map(TimeRange::exactly).unwrap_or_default();
-    range.gt = filter.gt.or(range.gt);
-    range.gte = filter.gte.or(range.gte);
-    range.lt = filter.lt.or(range.lt);
-    range.lte = filter.lte.or(range.lte);
-    range
+/// A `created` filter, validated by [`TimeRange::parse`].
+pub fn time_range(filter: Option<proto::CreatedFilter>) -> Result<TimeRange> {
+    TimeRange::parse("created", created_fields(filter))
+}
+
+/// A `created` filter as sent, for a domain filter to validate.
+pub fn created_fields(filter: Option<proto::CreatedFilter>) -> TimeRangeFields {
+    let filter = filter.unwrap_or_default();
+    TimeRangeFields {
+        exactly: filter.eq,
+        gt: filter.gt,
+        gte: filter.gte,
+        lt: filter.lt,
+        lte: filter.lte,
+    }
 }
 
 impl From<Customer> for proto::Customer {

@@ -3,12 +3,13 @@
 use tonic::{Request, Response, Status};
 
 use super::context;
-use super::convert::{list_request, metadata_update, time_range};
+use super::convert::{created_fields, list_request, metadata_update};
 use super::proto::{
     self, customer_balance_transaction_service_server::CustomerBalanceTransactionService,
 };
 use crate::domain::customer_balance_transaction::{
-    CreateBalanceTransaction, TransactionFields, TransactionFilter, UpdateBalanceTransaction,
+    CreateBalanceTransaction, CustomerBalanceTransactionFilter, TransactionFields,
+    UpdateBalanceTransaction,
 };
 use crate::service::Services;
 
@@ -68,10 +69,10 @@ impl CustomerBalanceTransactionService for CustomerBalanceTransactionApi {
         let ctx = context(&self.services, &request).await?;
         let message = request.into_inner();
         let list = list_request(message.page)?;
-        let filter = TransactionFilter {
-            created: time_range(message.created),
-            invoice: message.invoice,
-        };
+        let filter = CustomerBalanceTransactionFilter::parse(
+            created_fields(message.created),
+            message.invoice,
+        )?;
         let page = self
             .services
             .list_customer_balance_transactions(&ctx, &message.customer, &filter, &list)

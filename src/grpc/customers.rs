@@ -61,7 +61,7 @@ impl CustomerService for CustomerApi {
         let message = request.into_inner();
         let list = list_request(message.page)?;
         let filter = CustomerFilter {
-            created: time_range(message.created),
+            created: time_range(message.created)?,
             email: message.email,
             test_clock: message.test_clock,
         };

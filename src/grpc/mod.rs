@@ -14,7 +14,10 @@ use tonic::{Request, Status};
 
 use crate::service::auth::key_from_authorization;
 use crate::service::idempotency::not_ascii;
-use crate::service::{RequestContext, Services};
+use crate::service::{ReplayFlag, RequestContext, Services};
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
 /// Generated code for `proto/creditd/v1`.
 pub mod proto {
@@ -106,7 +109,33 @@ pub async fn routes(
             TestClockServiceServer::new(TestClockApi::new(services))
                 .max_decoding_message_size(max_message_bytes),
         );
-    Ok(routes.routes())
+    let router = routes
+        .routes()
+        .into_axum_router()
+        .layer(axum::middleware::from_fn(idempotency_metadata));
+    Ok(tonic::service::Routes::from(router))
+}
+
+/// Around every call: a response (or error status) to a call that carried `idempotency-key`
+/// metadata echoes it, and one replayed from the key's stored result also carries
+/// `idempotent-replayed: true`. The service reports the replay through the [`ReplayFlag`]
+/// put here in the request's extensions, which [`context`] hands to it.
+async fn idempotency_metadata(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let key = request.headers().get(IDEMPOTENCY_KEY).cloned();
+    let replayed = ReplayFlag::default();
+    request.extensions_mut().insert(replayed.clone());
+    let mut response = next.run(request).await;
+    if let Some(key) = key {
+        let headers = response.headers_mut();
+        headers.insert(IDEMPOTENCY_KEY, key);
+        if replayed.is_set() {
+            headers.insert(IDEMPOTENT_REPLAYED, http::HeaderValue::from_static("true"));
+        }
+    }
+    response
 }
 
 /// Authenticates a call from its `authorization` metadata and picks up `idempotency-key`.
@@ -120,7 +149,7 @@ pub(crate) async fn context<T>(
         .and_then(|value| value.to_str().ok())
         .map(|value| key_from_authorization(value).unwrap_or_else(|| value.trim().to_string()));
     let caller = services.authenticate(presented.as_deref()).await?;
-    let idempotency_key = match metadata.get("idempotency-key") {
+    let idempotency_key = match metadata.get(IDEMPOTENCY_KEY) {
         None => None,
         Some(value) => Some(
             value
@@ -129,5 +158,12 @@ pub(crate) async fn context<T>(
                 .to_string(),
         ),
     };
-    Ok(RequestContext::new(caller.tenant).with_idempotency_key(idempotency_key))
+    let replayed = request
+        .extensions()
+        .get::<ReplayFlag>()
+        .cloned()
+        .unwrap_or_default();
+    Ok(RequestContext::new(caller.tenant)
+        .with_idempotency_key(idempotency_key)
+        .with_replay_flag(replayed))
 }

@@ -11,8 +11,8 @@ use super::form;
 use super::model::{CustomerBalanceTransactionJson, List};
 use crate::domain::customer::Customer;
 use crate::domain::customer_balance_transaction::{
-    CreateBalanceTransaction, CustomerBalanceTransaction, TransactionFields, TransactionFilter,
-    UpdateBalanceTransaction,
+    CreateBalanceTransaction, CustomerBalanceTransaction, CustomerBalanceTransactionFilter,
+    TransactionFields, UpdateBalanceTransaction,
 };
 use crate::error::Result;
 use crate::service::{RequestContext, Services};
@@ -104,12 +104,11 @@ pub async fn list(
 ) -> Result<Json<List<CustomerBalanceTransactionJson>>, RestError> {
     let mut params = form::parse(query.unwrap_or_default().as_bytes())?;
     let request = form::list_request(&mut params)?;
-    let filter = TransactionFilter {
-        created: form::created(&mut params)?,
-        invoice: params.take_str("invoice")?,
-    };
+    let created = form::created_fields(&mut params)?;
+    let invoice = params.take_str("invoice")?;
     let expand = Expand::parse(form::expand(&mut params)?, LIST_EXPANDABLE)?;
     form::finish(params)?;
+    let filter = CustomerBalanceTransactionFilter::parse(created, invoice)?;
     let page = services
         .list_customer_balance_transactions(&ctx, &customer, &filter, &request)
         .await?;

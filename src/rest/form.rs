@@ -1,9 +1,9 @@
 //! Reading Stripe parameters into domain inputs: the mapping of parser errors to Stripe's
 //! codes, and the parameters many endpoints share (metadata, pagination, `created`, `expand`).
 
-use super::params::{self, MapOrEmpty, ParamError, Params, StringMapOrEmpty};
+use super::params::{self, MapOrEmpty, ParamError, ParamValue, Params, StringMapOrEmpty};
 use crate::domain::MetadataUpdate;
-use crate::domain::pagination::{ListRequest, TimeRange};
+use crate::domain::pagination::{ListRequest, TimeRange, TimeRangeFields};
 use crate::error::{Error, ErrorKind, Result};
 
 impl From<ParamError> for Error {
@@ -51,30 +51,35 @@ pub fn list_request(params: &mut Params) -> Result<ListRequest> {
     ListRequest::parse(limit, starting_after, ending_before)
 }
 
-/// `created=<t>` or `created[gt|gte|lt|lte]=<t>`.
+/// `created=<t>` or `created[gt|gte|lt|lte]=<t>`, validated by [`TimeRange::parse`].
 pub fn created(params: &mut Params) -> Result<TimeRange> {
-    if !params.contains("created") {
-        return Ok(TimeRange::default());
-    }
-    if let Ok(Some(at)) = params.clone().take_i64("created") {
-        params.take("created");
-        return Ok(TimeRange::exactly(at));
-    }
-    match params.take_map("created")? {
-        None => Ok(TimeRange::default()),
-        Some(MapOrEmpty::Empty) => Err(Error::invalid_param(
-            "created",
+    TimeRange::parse("created", created_fields(params)?)
+}
+
+/// `created=<t>` or `created[gt|gte|lt|lte]=<t>` as read, for a domain filter to validate.
+pub fn created_fields(params: &mut Params) -> Result<TimeRangeFields> {
+    let param = params.param_path("created");
+    match params.take("created") {
+        None => Ok(TimeRangeFields::default()),
+        Some(ParamValue::Str(value)) if value.is_empty() => Err(Error::invalid_param(
+            param,
             "Invalid created: must be an integer or a hash of gt, gte, lt, lte.",
         )),
-        Some(MapOrEmpty::Map(mut bounds)) => {
-            let range = TimeRange {
+        Some(ParamValue::Str(value)) => Ok(TimeRangeFields {
+            exactly: Some(params::integer(&param, value)?),
+            ..TimeRangeFields::default()
+        }),
+        Some(value) => {
+            let mut bounds = value.into_params(param)?;
+            let fields = TimeRangeFields {
+                exactly: None,
                 gt: bounds.take_i64("gt")?,
                 gte: bounds.take_i64("gte")?,
                 lt: bounds.take_i64("lt")?,
                 lte: bounds.take_i64("lte")?,
             };
             bounds.finish()?;
-            Ok(range)
+            Ok(fields)
         }
     }
 }

@@ -242,13 +242,7 @@ impl Params {
         let Some(value) = self.take_scalar(key, "integer")? else {
             return Ok(None);
         };
-        match parse_i64(&value) {
-            Some(number) => Ok(Some(number)),
-            None => Err(ParamError::InvalidInteger {
-                param: self.param_path(key),
-                value,
-            }),
-        }
+        integer(&self.param_path(key), value).map(Some)
     }
 
     /// Takes `key` as a boolean: exactly `true` or `false`.
@@ -363,6 +357,17 @@ fn join_path(prefix: &str, key: &str) -> String {
         key.to_owned()
     } else {
         format!("{prefix}[{key}]")
+    }
+}
+
+/// Reads a leaf value (of the parameter at path `param`) as a Stripe integer.
+pub fn integer(param: &str, value: String) -> Result<i64, ParamError> {
+    match parse_i64(&value) {
+        Some(number) => Ok(number),
+        None => Err(ParamError::InvalidInteger {
+            param: param.to_owned(),
+            value,
+        }),
     }
 }
 

@@ -5,8 +5,8 @@
 use super::{RequestContext, Services, idempotent_write, page_after_cursor};
 use crate::domain::Tenant;
 use crate::domain::customer_balance_transaction::{
-    CreateBalanceTransaction, CustomerBalanceTransaction, TYPE_ADJUSTMENT, TransactionFilter,
-    UpdateBalanceTransaction, next_balance,
+    CreateBalanceTransaction, CustomerBalanceTransaction, CustomerBalanceTransactionFilter,
+    TYPE_ADJUSTMENT, UpdateBalanceTransaction, next_balance,
 };
 use crate::domain::ids::{IdKind, new_id};
 use crate::domain::pagination::{ListRequest, Page};
@@ -79,7 +79,7 @@ impl Services {
         &self,
         ctx: &RequestContext,
         customer_id: &str,
-        filter: &TransactionFilter,
+        filter: &CustomerBalanceTransactionFilter,
         request: &ListRequest,
     ) -> Result<Page<CustomerBalanceTransaction>> {
         let conn = self.db.reader();

@@ -7,8 +7,12 @@
 //! as the write. The same key with other parameters is an `idempotency_error`. Records older
 //! than 24 hours are treated as absent and pruned. Failed requests store nothing, so their
 //! retries run again.
+//!
+//! Whether an answer was replayed is reported back through the request's [`ReplayFlag`], so
+//! each transport can say so (`Idempotent-Replayed: true`) in one place.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -18,13 +22,31 @@ use sha2::{Digest, Sha256};
 use super::RequestContext;
 use crate::domain::Tenant;
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::{self, Connection, entities::idempotency_record};
+use crate::store::idempotency::StoredResponse;
+use crate::store::{self, Connection};
 
 pub const MAX_KEY_CHARS: usize = 255;
 /// How long a stored result is replayed.
 pub const RETENTION_SECONDS: i64 = 24 * 60 * 60;
 
 type Slot = (String, bool, String);
+
+/// Set by the service when a request's answer is the stored result of an earlier one; read by
+/// the transport once the call has returned. Clones share one flag, so the transport keeps a
+/// clone and hands another to the service in the [`RequestContext`].
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFlag(Arc<AtomicBool>);
+
+impl ReplayFlag {
+    /// Whether the answer was replayed.
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
 
 /// Keys currently being executed by this process.
 #[derive(Clone, Default)]
@@ -72,6 +94,7 @@ impl IdempotencyKeys {
                 key,
                 operation,
                 request_hash: request_hash(operation, params),
+                replayed: ctx.replayed.clone(),
             }),
         })
     }
@@ -113,6 +136,7 @@ struct HeldKey {
     key: String,
     operation: &'static str,
     request_hash: String,
+    replayed: ReplayFlag,
 }
 
 impl Drop for HeldKey {
@@ -126,6 +150,13 @@ impl Drop for HeldKey {
 }
 
 impl Claim {
+    /// Reports that the request is answered with the stored result (once that is certain).
+    pub(crate) fn mark_replayed(&self) {
+        if let Some(held) = &self.held {
+            held.replayed.set();
+        }
+    }
+
     /// Inside the write transaction, before writing: the stored result to replay, if any.
     pub async fn replay<T: DeserializeOwned>(
         &self,
@@ -171,20 +202,16 @@ impl Claim {
         let Some(held) = &self.held else {
             return Ok(());
         };
-        let response = serde_json::to_string(result).map_err(Error::internal)?;
-        let row = idempotency_record::Model {
-            account_id: held.tenant.account_id.clone(),
-            livemode: held.tenant.livemode,
-            key: held.key.clone(),
+        let stored = StoredResponse {
             operation: held.operation.to_string(),
             request_hash: held.request_hash.clone(),
-            response,
+            response: serde_json::to_string(result).map_err(Error::internal)?,
             created: now,
         };
-        match store::idempotency::insert(tx, row).await {
-            Ok(()) => Ok(()),
-            Err(error) if store::is_unique_violation(&error) => Err(in_use(&held.key)),
-            Err(error) => Err(error),
+        if store::idempotency::insert(tx, &held.tenant, &held.key, &stored).await? {
+            Ok(())
+        } else {
+            Err(in_use(&held.key))
         }
     }
 }
@@ -214,6 +241,22 @@ mod tests {
         assert_eq!(second.code, Some("idempotency_key_in_use"));
         drop(first);
         assert!(keys.claim(&ctx("k"), "op", &1).is_ok());
+    }
+
+    #[test]
+    fn a_replay_is_reported_through_the_requests_flag() {
+        let keys = IdempotencyKeys::default();
+        let ctx = ctx("k");
+        let claim = keys.claim(&ctx, "op", &1).unwrap();
+        assert!(!ctx.replayed.is_set());
+        claim.mark_replayed();
+        assert!(ctx.replayed.is_set(), "the context's clone sees the mark");
+        let unkeyed = RequestContext::new(ctx.tenant.clone());
+        keys.claim(&unkeyed, "op", &1).unwrap().mark_replayed();
+        assert!(
+            !unkeyed.replayed.is_set(),
+            "without a key nothing is replayed"
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::error::Result;
 use crate::store::{self, Db, Transaction};
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use idempotency::IdempotencyKeys;
+pub use idempotency::{IdempotencyKeys, ReplayFlag};
 
 /// Who is calling and how: produced by authentication, passed to every service call.
 #[derive(Debug, Clone)]
@@ -33,6 +33,8 @@ pub struct RequestContext {
     pub tenant: Tenant,
     /// The caller's idempotency key for this write, if any.
     pub idempotency_key: Option<String>,
+    /// Set when the answer is replayed from the key's stored result.
+    pub replayed: ReplayFlag,
 }
 
 impl RequestContext {
@@ -40,11 +42,18 @@ impl RequestContext {
         RequestContext {
             tenant,
             idempotency_key: None,
+            replayed: ReplayFlag::default(),
         }
     }
 
     pub fn with_idempotency_key(mut self, key: Option<String>) -> Self {
         self.idempotency_key = key;
+        self
+    }
+
+    /// Reports replays through `flag` (a clone the transport keeps to read after the call).
+    pub fn with_replay_flag(mut self, flag: ReplayFlag) -> Self {
+        self.replayed = flag;
         self
     }
 }
@@ -156,6 +165,7 @@ impl Services {
             Ok(None) => Ok(Write::Run(tx, now)),
             Ok(Some(result)) => {
                 store::rollback(tx).await?;
+                claim.mark_replayed();
                 Ok(Write::Replay(result))
             }
             Err(error) => {

@@ -8,7 +8,9 @@ use super::{
     Connection, KeysetPage, db_error, insert_row, keyset_page, metadata_from_json,
     metadata_to_json, time_condition,
 };
-use crate::domain::customer_balance_transaction::{CustomerBalanceTransaction, TransactionFilter};
+use crate::domain::customer_balance_transaction::{
+    CustomerBalanceTransaction, CustomerBalanceTransactionFilter,
+};
 use crate::domain::pagination::ListRequest;
 use crate::domain::{Currency, Tenant};
 use crate::error::{Error, Result};
@@ -90,13 +92,15 @@ pub async fn list(
     conn: &impl Connection,
     tenant: &Tenant,
     customer_id: &str,
-    filter: &TransactionFilter,
+    filter: &CustomerBalanceTransactionFilter,
     request: &ListRequest,
 ) -> Result<KeysetPage<CustomerBalanceTransaction>> {
+    // The filter narrows the rows; the keyset on the ID pages within them, and a cursor
+    // outside the filter is still a valid position (the service checks that it exists).
     let mut condition =
-        scoped(tenant, customer_id).add(time_condition(entry::Column::Created, &filter.created));
-    if let Some(invoice) = &filter.invoice {
-        condition = condition.add(entry::Column::Invoice.eq(invoice.as_str()));
+        scoped(tenant, customer_id).add(time_condition(entry::Column::Created, filter.created()));
+    if let Some(invoice) = filter.invoice() {
+        condition = condition.add(entry::Column::Invoice.eq(invoice));
     }
     keyset_page::<entry::Entity>(conn, condition, entry::Column::Id, request)
         .await?

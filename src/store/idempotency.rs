@@ -1,26 +1,66 @@
-//! Stored first results of idempotent requests.
+//! Stored first results of idempotent requests. The service sees them as [`StoredResponse`]
+//! values; the entity stays here.
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Statement};
 
 use super::entities::idempotency_record as record;
-use super::{Connection, backend_of, db_error, insert_row};
+use super::{Connection, backend_of, db_error, insert_row, is_unique_violation};
 use crate::domain::Tenant;
 use crate::error::Result;
+
+/// The first result of an idempotent request under one key of one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// The operation the key was first used for (`customer.create`, ...).
+    pub operation: String,
+    /// SHA-256 of the operation and its parameters, hex.
+    pub request_hash: String,
+    /// The result, as JSON.
+    pub response: String,
+    /// When it was stored (Unix seconds).
+    pub created: i64,
+}
 
 pub async fn find(
     conn: &impl Connection,
     tenant: &Tenant,
     key: &str,
-) -> Result<Option<record::Model>> {
-    record::Entity::find_by_id((tenant.account_id.clone(), tenant.livemode, key.to_string()))
-        .one(conn)
-        .await
-        .map_err(db_error)
+) -> Result<Option<StoredResponse>> {
+    let row =
+        record::Entity::find_by_id((tenant.account_id.clone(), tenant.livemode, key.to_string()))
+            .one(conn)
+            .await
+            .map_err(db_error)?;
+    Ok(row.map(|row| StoredResponse {
+        operation: row.operation,
+        request_hash: row.request_hash,
+        response: row.response,
+        created: row.created,
+    }))
 }
 
-pub async fn insert(conn: &impl Connection, row: record::Model) -> Result<()> {
-    insert_row(conn, record::ActiveModel::from(row)).await?;
-    Ok(())
+/// Stores the first result under `key`. `Ok(false)` when the key already has one (another
+/// replica stored it first); the transaction must then be rolled back.
+pub async fn insert(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    key: &str,
+    stored: &StoredResponse,
+) -> Result<bool> {
+    let row = record::ActiveModel::from(record::Model {
+        account_id: tenant.account_id.clone(),
+        livemode: tenant.livemode,
+        key: key.to_string(),
+        operation: stored.operation.clone(),
+        request_hash: stored.request_hash.clone(),
+        response: stored.response.clone(),
+        created: stored.created,
+    });
+    match insert_row(conn, row).await {
+        Ok(()) => Ok(true),
+        Err(error) if is_unique_violation(&error) => Ok(false),
+        Err(error) => Err(error),
+    }
 }
 
 /// Removes one record (a stale one being replaced).
