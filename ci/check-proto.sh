@@ -16,23 +16,30 @@ buf lint proto
 echo "buf lint: ok"
 
 against="${PROTO_BREAKING_AGAINST:-}"
+label="$against"
 if [[ -z "$against" ]]; then
   branch="$(git symbolic-ref --quiet --short HEAD || true)"
   if [[ -n "$branch" && "$branch" != main ]] && git rev-parse --verify --quiet main >/dev/null; then
     against="$(git merge-base HEAD main)"
+    label="main (where ${branch} forked from it)"
   elif ! git diff --quiet HEAD -- proto; then
     against=HEAD
   else
     against=HEAD~1
   fi
+  label="${label:-$against}"
 fi
 
 if ! commit="$(git rev-parse --verify --quiet "${against}^{commit}")"; then
-  echo "buf breaking: skipped: no commit ${against} to compare with (single-commit or shallow clone)"
+  if [[ -n "${PROTO_BREAKING_AGAINST:-}" ]]; then
+    echo "buf breaking: PROTO_BREAKING_AGAINST=${PROTO_BREAKING_AGAINST} is not a commit" >&2
+    exit 2
+  fi
+  echo "buf breaking: skipped: no commit ${label} to compare with (single-commit or shallow clone)"
   exit 0
 fi
 if ! git cat-file -e "${commit}:proto" 2>/dev/null; then
-  echo "buf breaking: skipped: ${against} has no proto/"
+  echo "buf breaking: skipped: ${label} has no proto/"
   exit 0
 fi
 
@@ -42,4 +49,4 @@ git archive "$commit" proto | tar -x -C "$old"
 # The old tree may predate proto/buf.yaml; judge it by today's breaking rules either way.
 cp proto/buf.yaml "$old/proto/buf.yaml"
 buf breaking proto --against "$old/proto"
-echo "buf breaking: ok against ${against} ($(git rev-parse --short "$commit"))"
+echo "buf breaking: ok against ${label} ($(git rev-parse --short "$commit"))"
