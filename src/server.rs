@@ -67,12 +67,20 @@ impl Server {
         })
     }
 
+    #[allow(
+        clippy::expect_used,
+        reason = "a bound TCP listener always has a local address"
+    )]
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_listener
             .local_addr()
             .expect("bound listener has an address")
     }
 
+    #[allow(
+        clippy::expect_used,
+        reason = "a bound TCP listener always has a local address"
+    )]
     pub fn http_addr(&self) -> SocketAddr {
         self.http_listener
             .local_addr()

@@ -2,6 +2,11 @@
 //! audits clean; each corruption written straight into the database is reported as exactly the
 //! findings it causes, naming the right object; the CLI exits 1 and prints them (or JSON); the
 //! RPC only sees the caller's account and mode.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

@@ -1,5 +1,10 @@
 //! Authentication (no key, malformed, unknown and revoked keys; Basic and Bearer) and tenancy
 //! (accounts and test/live modes never see each other's objects), over REST and gRPC.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

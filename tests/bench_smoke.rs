@@ -3,6 +3,11 @@
 //! `CREDITD_TEST_POSTGRES_URL` is set, as it must be under CI). Every scenario must print a JSON
 //! result line with successful calls and latencies, the ratios must come out, and the seeded
 //! ledger (a bulk-SQL history included) must pass the audit.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

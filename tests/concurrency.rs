@@ -1,6 +1,11 @@
 //! Writes for one customer are serialized: under 200 concurrent balance transactions the
 //! `ending_balance` chain has no gap or repeat and the balance equals the sum of amounts, and
 //! SQLite never surfaces "database is locked".
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

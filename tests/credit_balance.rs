@@ -2,6 +2,11 @@
 //! effective dates and expiry (before and after the background sweeper), currencies, the
 //! credit balance transaction list and retrieve, and a ledger invariant checked throughout:
 //! a grant's entries always sum to what the summary reports for it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

@@ -2,6 +2,11 @@
 //! for random sequences of grants, applications, re-applications, expiries, voids,
 //! reinstatements, sweeps and clock moves, every grant's remainder equals the signed sum of
 //! its entries and stays within 0..=amount, and the summary equals the sum of remainders.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

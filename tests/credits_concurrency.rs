@@ -1,6 +1,11 @@
 //! Credits under contention: hundreds of concurrent ApplyCredits calls for one customer, spread
 //! over 64 HTTP/2 connections, never apply more than was granted, never lose or duplicate an
 //! application, never overdraw a grant, and leave a ledger that adds up.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

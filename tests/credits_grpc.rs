@@ -2,6 +2,11 @@
 //! eligible for a line, applying by invoice line exactly once, giving credits back when an
 //! invoice is voided (also to grants that expired or were voided meanwhile), the same ledger
 //! over REST and gRPC, and the status codes for bad input.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

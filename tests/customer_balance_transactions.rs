@@ -1,5 +1,10 @@
 //! The customer balance ledger over REST and gRPC: running balances, currencies, updates,
 //! pagination, expand and every kind of bad input.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

@@ -1,4 +1,9 @@
 //! Customers over REST and gRPC: happy paths, pagination and every kind of bad input.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

@@ -1,5 +1,10 @@
 //! gRPC serves health (`grpc.health.v1`) and reflection (v1 and v1alpha) so that grpcurl,
 //! buf curl and Kubernetes probes work without local protos.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

@@ -1,6 +1,11 @@
 //! Idempotency keys over REST (`Idempotency-Key` header) and gRPC (`idempotency-key`
 //! metadata): replays, mismatches, keys in flight (in this process and, on PostgreSQL, in
 //! another replica), scoping per account and mode, failed requests, key length and GETs.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

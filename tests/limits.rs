@@ -1,6 +1,11 @@
 //! Protective limits: oversized bodies, per-key rate limits, load shedding past the
 //! concurrency limit and request timeouts all answer at once, in Stripe's error shape (REST)
 //! or with RESOURCE_EXHAUSTED / a deadline status (gRPC), and never lose data.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

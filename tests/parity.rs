@@ -1,5 +1,10 @@
 //! The same scenario through gRPC and through REST leaves the same ledger: both transports
 //! call the same service functions.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

@@ -1,5 +1,10 @@
 //! The README's configuration table cannot drift from the code: every `serve` flag and its
 //! environment variable must have a row, and every row must name a real flag and variable.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 use clap::CommandFactory;
 use creditd::config::Cli;

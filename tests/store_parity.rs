@@ -6,6 +6,11 @@
 //! grants, with grants of several kinds, on a test clock, with an applied invoice line, and
 //! missing (or another tenant's), so the function cannot drift from the query. A last test
 //! checks that the plain row locks (`customers::lock`, `test_clocks::lock`) really lock.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

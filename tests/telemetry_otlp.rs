@@ -1,6 +1,11 @@
 //! Traces and metrics reach an OTLP/gRPC collector, and a caller's W3C trace continues into
 //! creditd (REST `traceparent` header and gRPC metadata) down to its database spans. Spans
 //! never carry the API key.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

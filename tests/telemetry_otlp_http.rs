@@ -1,5 +1,10 @@
 //! The same over OTLP/HTTP (protobuf). A separate test binary: a process has one global
 //! tracing subscriber.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

@@ -1,5 +1,10 @@
 //! A crash between the two steps of an advance leaves the clock `advancing`; resuming it
 //! (at start-up or on any replica's sweep) finishes the work exactly once.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

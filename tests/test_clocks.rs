@@ -4,6 +4,11 @@
 //! time order while the real-time sweeper leaves clock grants alone, deleting a clock with
 //! everything of its customers, the customer list's clock filter, attaching an existing
 //! customer, idempotent advances, and the same lifecycle over gRPC.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

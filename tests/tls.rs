@@ -1,6 +1,11 @@
 //! TLS on both listeners (`--tls-cert`/`--tls-key`) and mutual TLS (`--tls-client-ca`):
 //! certificates made with rcgen into a temporary directory, real servers, and small clients of
 //! our own (the harness's REST helper speaks plain HTTP).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

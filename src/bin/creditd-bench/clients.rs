@@ -176,15 +176,17 @@ impl Rest {
         match &self.connections {
             Connections::Http1(slots) => {
                 let mut slot = slots[worker % slots.len()].lock().await;
-                if slot.as_ref().is_none_or(|sender| sender.is_closed()) {
-                    *slot = None;
-                    *slot = Some(
-                        connect_http1(&self.authority)
-                            .await
-                            .map_err(|error| format!("{error:#}"))?,
-                    );
-                }
-                let sender = slot.as_mut().expect("connected above");
+                let sender = match slot.as_mut() {
+                    Some(sender) if !sender.is_closed() => sender,
+                    _ => {
+                        *slot = None;
+                        slot.insert(
+                            connect_http1(&self.authority)
+                                .await
+                                .map_err(|error| format!("{error:#}"))?,
+                        )
+                    }
+                };
                 sender.ready().await.map_err(|error| error.to_string())?;
                 let response = sender
                     .send_request(request(path.to_string(), true)?)
