@@ -8,7 +8,7 @@ use crate::domain::credit_grant::CreditGrant;
 use crate::domain::ids::{IdKind, new_id};
 use crate::domain::ledger::{EntryDraft, GrantChange};
 use crate::error::Result;
-use crate::store::{self, Connection};
+use crate::store::{self, Transaction};
 
 /// The stored form of `drafts` for `grant`, each with a new (time-ordered) ID. Call it when the
 /// step happens, so IDs follow the order of the steps.
@@ -41,13 +41,13 @@ pub(crate) fn entries_of(
 
 /// Writes a new grant and its entries.
 pub(crate) async fn insert_new_grant(
-    conn: &impl Connection,
+    tx: &Transaction,
     tenant: &Tenant,
     change: GrantChange,
 ) -> Result<CreditGrant> {
-    store::credit_grants::insert(conn, tenant, &change.grant).await?;
+    store::credit_grants::insert(tx, tenant, &change.grant).await?;
     insert_entries(
-        conn,
+        tx,
         tenant,
         &entries_of(tenant, &change.grant, &change.entries),
     )
@@ -58,34 +58,34 @@ pub(crate) async fn insert_new_grant(
 /// Writes one change of an existing grant: its entries, then its new state (guarded by the
 /// remainder it had when read). Returns the grant and the written entries.
 pub(crate) async fn save_change(
-    conn: &impl Connection,
+    tx: &Transaction,
     tenant: &Tenant,
     change: GrantChange,
 ) -> Result<(CreditGrant, Vec<CreditBalanceTransaction>)> {
     let entries = entries_of(tenant, &change.grant, &change.entries);
-    insert_entries(conn, tenant, &entries).await?;
-    save_grant(conn, tenant, &change.grant, change.previous_remaining).await?;
+    insert_entries(tx, tenant, &entries).await?;
+    save_grant(tx, tenant, &change.grant, change.previous_remaining).await?;
     Ok((change.grant, entries))
 }
 
 /// Writes a grant's new state; `previous_remaining` is what the row must still hold.
 pub(crate) async fn save_grant(
-    conn: &impl Connection,
+    tx: &Transaction,
     tenant: &Tenant,
     grant: &CreditGrant,
     previous_remaining: i64,
 ) -> Result<()> {
-    store::credit_grants::save(conn, tenant, grant, previous_remaining).await
+    store::credit_grants::save(tx, tenant, grant, previous_remaining).await
 }
 
 /// Writes entries already given IDs by [`entries_of`], and counts them.
 pub(crate) async fn insert_entries(
-    conn: &impl Connection,
+    tx: &Transaction,
     tenant: &Tenant,
     entries: &[CreditBalanceTransaction],
 ) -> Result<()> {
     for entry in entries {
-        store::credit_balance_transactions::insert(conn, tenant, entry).await?;
+        store::credit_balance_transactions::insert(tx, tenant, entry).await?;
     }
     count_entries(entries);
     Ok(())
