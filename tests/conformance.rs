@@ -146,6 +146,27 @@ impl Pools {
         }
     }
 
+    /// Drops the ID a `resource_missing` error names (a deleted clock takes its customers
+    /// along), so later requests use objects that still exist.
+    fn forget_missing(&mut self, received: &Received) {
+        let Ok(body) = serde_json::from_str::<Value>(&received.text) else {
+            return;
+        };
+        let error = &body["error"];
+        if error["code"] != "resource_missing" {
+            return;
+        }
+        let Some(missing) = error["message"]
+            .as_str()
+            .and_then(|message| message.split('\'').nth(1))
+        else {
+            return;
+        };
+        for ids in self.ids.values_mut() {
+            ids.retain(|id| id != missing);
+        }
+    }
+
     /// Collects every object with an `id` and a known `object` anywhere in `body`.
     fn harvest(&mut self, body: &Value) {
         match body {
@@ -335,10 +356,15 @@ fn learn_unsupported(
     let Ok(body) = serde_json::from_str::<Value>(&received.text) else {
         return;
     };
-    if body["error"]["code"] != "parameter_unknown" {
+    let error = &body["error"];
+    let refused = error["code"] == "parameter_unknown"
+        || error["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("does not support"));
+    if !refused {
         return;
     }
-    if let Some(param) = body["error"]["param"].as_str() {
+    if let Some(param) = error["param"].as_str() {
         let top = param.split('[').next().unwrap_or(param).to_string();
         unsupported.insert((operation, top));
     }
@@ -520,6 +546,9 @@ async fn run(app: &TestApp) {
             if let Ok(body) = serde_json::from_str::<Value>(&received.text) {
                 pools.harvest(&body);
             }
+        }
+        if received.status == 404 || received.status == 400 {
+            pools.forget_missing(&received);
         }
         if !case.fuzz && received.status == 400 {
             learn_unsupported(&received, case.operation, &mut unsupported);

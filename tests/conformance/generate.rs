@@ -327,12 +327,20 @@ fn fields(
         .iter()
         .map(|(name, schema, required)| {
             let name = name.clone();
-            // About two optional fields per request, however many the operation has.
-            let optional = (2.0 / fields.len() as f64).min(0.3);
-            let probability = match (*required, ctx.fuzz) {
-                (true, false) => 1.0,
-                (true, true) => 0.9,
-                (false, _) => optional,
+            // About two optional fields per request, however many the operation has; nested
+            // objects (an amount, a scope) are worth filling.
+            let optional = if top {
+                (2.0 / fields.len() as f64).min(0.3)
+            } else {
+                0.5
+            };
+            let probability = match (*required, ctx.fuzz, name.as_str()) {
+                (true, false, _) => 1.0,
+                (true, true, _) => 0.9,
+                // Stripe makes `customer` optional next to `customer_account`, which creditd
+                // does not support: without it, most billing requests could not succeed.
+                (false, false, "customer") => 0.9,
+                (false, _, _) => optional,
             };
             maybe(
                 probability,
@@ -345,8 +353,16 @@ fn fields(
         (true, true) => 0.15,
         (true, false) => 0.05,
     };
-    (chosen, maybe(unknown_probability, unknown_field()))
-        .prop_map(|(chosen, unknown)| chosen.into_iter().flatten().chain(unknown).collect())
+    let entries = (chosen, maybe(unknown_probability, unknown_field()))
+        .prop_map(|(chosen, unknown)| chosen.into_iter().flatten().chain(unknown).collect());
+    if top || ctx.fuzz || fields.is_empty() {
+        return entries.boxed();
+    }
+    // An empty nested object encodes to nothing, which is the object left out.
+    entries
+        .prop_filter("a nested object has a field", |entries: &Vec<_>| {
+            !entries.is_empty()
+        })
         .boxed()
 }
 
@@ -440,10 +456,10 @@ fn valid(schema: &Json, name: &str, ctx: &Context, depth: u32) -> BoxedStrategy<
             // Pagination cursors: usually an object of the listed kind.
             ("starting_after" | "ending_before", Some(subject)) => prop_oneof![
                 4 => id(subject),
-                1 => string(name, schema["maxLength"].as_u64()),
+                1 => string(name, schema["maxLength"].as_u64(), ctx.fuzz),
             ]
             .boxed(),
-            _ => string(name, schema["maxLength"].as_u64()),
+            _ => string(name, schema["maxLength"].as_u64(), ctx.fuzz),
         },
     }
 }
@@ -462,7 +478,7 @@ fn map_entries(values: &Json, ctx: &Context, depth: u32) -> BoxedStrategy<Param>
     let item = if values.is_object() {
         value(values, "value", ctx, depth + 1)
     } else {
-        string("value", None)
+        string("value", None, ctx.fuzz)
     };
     proptest::collection::vec((key, item), 0..4)
         .prop_map(Param::Map)
@@ -485,12 +501,13 @@ fn id(pool: Pool) -> BoxedStrategy<Param> {
 }
 
 /// A plausible string, chosen by the parameter's name where that says what it holds.
-fn string(name: &str, max_length: Option<u64>) -> BoxedStrategy<Param> {
+fn string(name: &str, max_length: Option<u64>, fuzz: bool) -> BoxedStrategy<Param> {
     let plain = word(1, max_length.map_or(20, |m| m.clamp(1, 20) as usize)).prop_map(text);
     let hinted: Option<BoxedStrategy<Param>> = match name {
         "customer" => Some(id(Pool::Customer)),
         "test_clock" => Some(id(Pool::TestClock)),
         "credit_grant" => Some(id(Pool::CreditGrant)),
+        "currency" if !fuzz => Some(select(vec!["usd", "eur"]).prop_map(text).boxed()),
         "currency" => Some(
             select(vec!["usd", "eur", "jpy", "USD", "xxx", "us"])
                 .prop_map(text)
@@ -511,6 +528,11 @@ fn string(name: &str, max_length: Option<u64>) -> BoxedStrategy<Param> {
             ])
             .prop_map(text)
             .boxed(),
+        ),
+        "expand" if !fuzz => Some(
+            select(vec!["customer", "data.customer"])
+                .prop_map(text)
+                .boxed(),
         ),
         "expand" => Some(
             select(vec![
