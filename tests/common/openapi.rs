@@ -61,6 +61,8 @@ const HTTP_METHODS: [&str; 8] = [
 /// Stripe's OpenAPI contract with compiled (and cached) response validators.
 pub struct OpenApi {
     source: String,
+    /// The OpenAPI document as read (request shapes, for generators of requests).
+    document: Value,
     /// Converted `components.schemas`, placed under `$defs` of every compiled document.
     defs: Value,
     /// path template -> lower-case method -> response key ("200", "default", ...) -> schema.
@@ -186,6 +188,7 @@ impl OpenApi {
 
         Ok(OpenApi {
             source: source.to_string(),
+            document: spec.clone(),
             defs: Value::Object(defs),
             operations,
             components,
@@ -197,6 +200,11 @@ impl OpenApi {
     /// Where the contract was loaded from.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The unconverted OpenAPI document (parameters and request bodies are not converted).
+    pub fn document(&self) -> &Value {
+        &self.document
     }
 
     /// Every `(METHOD, path template)` pair in the contract, e.g. `("GET", "/v1/customers")`.
