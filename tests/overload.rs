@@ -118,7 +118,7 @@ async fn rest_client(
     let mut n = 0u64;
     while Instant::now() < until {
         n += 1;
-        let request = if n % 2 == 0 {
+        let request = if n.is_multiple_of(2) {
             http.post(format!("{base}/v1/customers"))
                 .form(&[("name", "flood")])
         } else {
@@ -153,7 +153,7 @@ async fn grpc_client(channel: Channel, key: String, until: Instant, tally: Arc<T
     let mut n = 0u64;
     while Instant::now() < until {
         n += 1;
-        let result = if n % 2 == 0 {
+        let result = if n.is_multiple_of(2) {
             let request = proto::CreateCustomerRequest {
                 name: Some("flood".into()),
                 ..Default::default()
@@ -210,7 +210,7 @@ async fn flood_then_recover(backend: Backend) {
             rest.clone(),
         )));
         // A few HTTP/2 connections, each multiplexing many calls.
-        let channel = if n % 12 == 0 {
+        let channel = if n.is_multiple_of(12) {
             Channel::from_shared(served.grpc.clone())
                 .unwrap()
                 .connect()
