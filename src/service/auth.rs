@@ -259,8 +259,12 @@ impl Services {
         if current || (row.hash_scheme == SCHEME_HMAC_SHA256 && pepper.is_none()) {
             return Ok(());
         }
-        let new_hash = key.hash(scheme, pepper).ok_or_else(invalid_key)?;
-        store::accounts::upgrade_api_key(
+        let Some(new_hash) = key.hash(scheme, pepper) else {
+            return Ok(());
+        };
+        // Best effort: the key has verified, so a failed rewrite (a busy writer) must not fail
+        // the request; the next verification tries again.
+        match store::accounts::upgrade_api_key(
             self.db.writer(),
             &row.id,
             &row.key_hash,
@@ -268,8 +272,15 @@ impl Services {
             scheme,
             key.hint(),
         )
-        .await?;
-        tracing::info!(key_id = %row.id, hash_scheme = scheme, "api key storage upgraded");
+        .await
+        {
+            Ok(()) => {
+                tracing::info!(key_id = %row.id, hash_scheme = scheme, "api key storage upgraded")
+            }
+            Err(err) => {
+                tracing::warn!(key_id = %row.id, error = %err, "api key storage upgrade failed; retried at next verification")
+            }
+        }
         Ok(())
     }
 
