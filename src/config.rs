@@ -50,6 +50,8 @@ pub enum KeysCommand {
         /// The account the key belongs to; a new account when omitted.
         #[arg(long)]
         account: Option<String>,
+        #[command(flatten)]
+        hashing: ApiKeyHashingConfig,
     },
     /// List keys (IDs, accounts, modes; never the secrets).
     List {
@@ -91,6 +93,55 @@ impl DatabaseConfig {
     }
 }
 
+/// The server-side secret API keys are hashed with. Every process that creates or verifies
+/// keys on one database (each replica, `creditd keys create`) must use the same pepper.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ApiKeyHashingConfig {
+    /// Secret (at least 32 bytes) API keys are hashed with (HMAC-SHA256), so a database dump
+    /// alone cannot check a guessed key. Without it keys are stored as plain SHA-256.
+    #[arg(
+        long,
+        env = "CREDITD_API_KEY_PEPPER",
+        hide_env_values = true,
+        conflicts_with = "api_key_pepper_file"
+    )]
+    pub api_key_pepper: Option<String>,
+    /// File holding the pepper (a trailing newline is ignored), instead of --api-key-pepper.
+    #[arg(long, env = "CREDITD_API_KEY_PEPPER_FILE")]
+    pub api_key_pepper_file: Option<std::path::PathBuf>,
+}
+
+/// A pepper shorter than this is refused: it must not be guessable either.
+pub const MIN_PEPPER_BYTES: usize = 32;
+
+impl ApiKeyHashingConfig {
+    /// The configured pepper, read and checked; `None` when there is none.
+    pub fn pepper(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        let pepper = match (&self.api_key_pepper, &self.api_key_pepper_file) {
+            (Some(pepper), _) => pepper.as_bytes().to_vec(),
+            (None, Some(path)) => {
+                let mut bytes = std::fs::read(path).map_err(|err| {
+                    anyhow::anyhow!(
+                        "cannot read --api-key-pepper-file {}: {err}",
+                        path.display()
+                    )
+                })?;
+                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    bytes.pop();
+                }
+                bytes
+            }
+            (None, None) => return Ok(None),
+        };
+        if pepper.len() < MIN_PEPPER_BYTES {
+            anyhow::bail!(
+                "the API key pepper (--api-key-pepper / CREDITD_API_KEY_PEPPER or its file) must be at least {MIN_PEPPER_BYTES} bytes, e.g. `head -c 32 /dev/urandom | base64`"
+            );
+        }
+        Ok(Some(pepper))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// JSON when stdout is not a terminal, pretty otherwise.
@@ -117,6 +168,8 @@ pub struct ServeConfig {
         hide_env_values = true
     )]
     pub api_keys: Vec<String>,
+    #[command(flatten)]
+    pub api_key_hashing: ApiKeyHashingConfig,
     /// Do not create and print a test key when the database has no keys.
     #[arg(long, env = "CREDITD_NO_BOOTSTRAP_KEY")]
     pub no_bootstrap_key: bool,
@@ -174,6 +227,7 @@ impl ServeConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             api_keys: Vec::new(),
+            api_key_hashing: ApiKeyHashingConfig::default(),
             no_bootstrap_key: true,
             expiry_sweep_interval_seconds: 0,
             request_timeout_seconds: 30,

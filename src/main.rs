@@ -1,5 +1,7 @@
 //! The `creditd` binary: `serve`, `migrate`, `keys` and `audit`.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 
 use creditd::config::{Cli, Command, KeysCommand, LogFormat};
@@ -7,9 +9,32 @@ use creditd::server::{Server, shutdown_signal};
 use creditd::service::Services;
 use creditd::store::Db;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Errors end the process with one line per cause and exit status 1, never a backtrace (which
+/// `anyhow` would print from `main` returning `Result` whenever `RUST_BACKTRACE` is set).
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return report(&anyhow::Error::from(err)),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => report(&err),
+    }
+}
+
+fn report(err: &anyhow::Error) -> ExitCode {
+    eprintln!("creditd: error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    ExitCode::FAILURE
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(config) => {
             let telemetry = creditd::telemetry::init(config.log_format);
@@ -64,7 +89,13 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     db.migrate().await?;
     let services = Services::new(db);
     match command {
-        KeysCommand::Create { live, account, .. } => {
+        KeysCommand::Create {
+            live,
+            account,
+            hashing,
+            ..
+        } => {
+            let services = services.with_api_key_pepper(hashing.pepper()?);
             let account = match account {
                 Some(account) => account,
                 None => services.create_account().await?,
@@ -82,8 +113,10 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
                     "active"
                 };
                 println!(
-                    "{}\t{}\t{mode}\t{state}\t{}…",
-                    key.id, key.account_id, key.lookup_prefix
+                    "{}\t{}\t{mode}\t{state}\t{}",
+                    key.id,
+                    key.account_id,
+                    creditd::service::auth::display_hint(&key)
                 );
             }
         }

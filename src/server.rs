@@ -29,11 +29,13 @@ impl Server {
     pub async fn build(config: &ServeConfig) -> anyhow::Result<Server> {
         // A bad TLS configuration stops startup before the database is touched.
         crate::tls::ServerTls::from_config(config)?;
+        let pepper = config.api_key_hashing.pepper()?;
         let db = Db::connect(&config.database.options()).await?;
         db.migrate().await?;
         let services = Services::new(db)
             .with_rate_limit(config.rate_limit_per_key)
-            .with_key_cache(Duration::from_secs(config.api_key_cache_seconds));
+            .with_key_cache(Duration::from_secs(config.api_key_cache_seconds))
+            .with_api_key_pepper(pepper);
         services.ensure_api_keys(&config.api_keys).await?;
         if !config.no_bootstrap_key
             && let Some(key) = services.bootstrap_test_key().await?

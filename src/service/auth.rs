@@ -1,6 +1,11 @@
 //! API keys: creation, injection and verification. A key is `sk_test_…` or `sk_live_…`
-//! followed by 32 random base62 characters. Only its SHA-256 is stored, with a short lookup
-//! prefix to find the row; the hash is compared in constant time. Keys are never logged.
+//! followed by 32 random base62 characters (about 190 bits). No secret character is stored:
+//! a row keeps the key's hash (found by that hash, unique), how it was hashed, and the last four
+//! characters as a display hint. With a pepper configured the hash is HMAC-SHA256 keyed with
+//! it, so a database dump alone cannot even check a guess; without one it is SHA-256, which the
+//! keys' entropy alone makes infeasible to invert. Rows written before migration 7 (SHA-256 plus
+//! 12 secret characters in clear) are rewritten at their next successful verification. Keys are
+//! never logged.
 
 use std::fmt;
 
@@ -17,8 +22,20 @@ use crate::store::accounts::ApiKeyRecord;
 const TEST_PREFIX: &str = "sk_test_";
 const LIVE_PREFIX: &str = "sk_live_";
 const SECRET_CHARS: usize = 32;
-/// Characters of the secret part kept in clear to find the row.
-const LOOKUP_CHARS: usize = 12;
+/// Presented keys shorter than this are malformed. Older versions accepted injected keys of
+/// this length, so they must keep working; new injected keys need `MIN_INJECTED_SECRET_CHARS`.
+const MIN_PRESENTED_SECRET_CHARS: usize = 20;
+/// An operator-supplied key needs as many characters as a generated one (~190 bits)...
+pub const MIN_INJECTED_SECRET_CHARS: usize = SECRET_CHARS;
+/// ...and that many distinct ones, which a random 32-character key has with overwhelming
+/// probability (about 25 on average) and `aaaa…` or `abab…` does not.
+const MIN_INJECTED_DISTINCT_CHARS: usize = 16;
+/// Characters of the key kept in clear, for display only.
+const HINT_CHARS: usize = 4;
+
+/// How a stored `key_hash` was made.
+pub const SCHEME_SHA256: &str = "sha256";
+pub const SCHEME_HMAC_SHA256: &str = "hmac-sha256";
 
 /// A plaintext API key. Its `Debug` and `Display` never show the secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -36,10 +53,23 @@ impl ApiKey {
             .strip_prefix(TEST_PREFIX)
             .or_else(|| raw.strip_prefix(LIVE_PREFIX))
             .ok_or_else(invalid_key)?;
-        if secret.len() < LOOKUP_CHARS + 8 || !secret.chars().all(|c| c.is_ascii_alphanumeric()) {
+        if secret.len() < MIN_PRESENTED_SECRET_CHARS
+            || !secret.chars().all(|c| c.is_ascii_alphanumeric())
+        {
             return Err(invalid_key());
         }
         Ok(ApiKey(raw.to_string()))
+    }
+
+    /// Whether an operator may introduce this key: long and varied enough to be as hard to
+    /// guess as a generated one.
+    pub fn is_strong(&self) -> bool {
+        let secret = self.secret();
+        let distinct = secret
+            .bytes()
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        secret.len() >= MIN_INJECTED_SECRET_CHARS && distinct >= MIN_INJECTED_DISTINCT_CHARS
     }
 
     pub fn livemode(&self) -> bool {
@@ -51,17 +81,60 @@ impl ApiKey {
         &self.0
     }
 
-    fn lookup_prefix(&self) -> &str {
-        &self.0[..TEST_PREFIX.len() + LOOKUP_CHARS]
+    fn secret(&self) -> &str {
+        &self.0[TEST_PREFIX.len()..]
+    }
+
+    /// The last characters, stored for display (as Stripe shows `sk_live_…abcd`).
+    fn hint(&self) -> &str {
+        &self.0[self.0.len() - HINT_CHARS..]
     }
 
     fn digest(&self) -> [u8; 32] {
         Sha256::digest(self.0.as_bytes()).into()
     }
 
-    fn hash(&self) -> String {
-        hex::encode(self.digest())
+    /// The stored form under `scheme`; `None` when that needs a pepper and there is none.
+    fn hash(&self, scheme: &str, pepper: Option<&[u8]>) -> Option<String> {
+        match scheme {
+            SCHEME_SHA256 => Some(hex::encode(self.digest())),
+            SCHEME_HMAC_SHA256 => {
+                pepper.map(|pepper| hex::encode(hmac_sha256(pepper, self.0.as_bytes())))
+            }
+            _ => None,
+        }
     }
+}
+
+/// The scheme new rows get: keyed when a pepper is configured.
+fn current_scheme(pepper: Option<&[u8]>) -> &'static str {
+    if pepper.is_some() {
+        SCHEME_HMAC_SHA256
+    } else {
+        SCHEME_SHA256
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104) over `sha2`, so no second digest-trait version enters the tree.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut block_key = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        block_key[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block_key[..key.len()].copy_from_slice(key);
+    }
+    let inner_pad = block_key.map(|b| b ^ 0x36);
+    let outer_pad = block_key.map(|b| b ^ 0x5c);
+    let inner = Sha256::new()
+        .chain_update(inner_pad)
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(outer_pad)
+        .chain_update(inner)
+        .finalize()
+        .into()
 }
 
 impl fmt::Debug for ApiKey {
@@ -74,6 +147,28 @@ fn invalid_key() -> Error {
     Error::unauthenticated(
         "Invalid API Key provided. An API key looks like sk_test_… or sk_live_….",
     )
+}
+
+fn weak_injected_key() -> Error {
+    Error::invalid_param(
+        "api_keys",
+        format!(
+            "An injected API key must be sk_test_ or sk_live_ followed by at least {MIN_INJECTED_SECRET_CHARS} random letters and digits (e.g. from `creditd keys create`, or `head -c 48 /dev/urandom | base64 | tr -dc A-Za-z0-9 | head -c 32`)."
+        ),
+    )
+}
+
+/// How a stored key is shown: mode prefix and the last characters, never more.
+pub fn display_hint(record: &ApiKeyRecord) -> String {
+    let prefix = if record.livemode {
+        LIVE_PREFIX
+    } else {
+        TEST_PREFIX
+    };
+    match &record.key_hint {
+        Some(hint) => format!("{prefix}…{hint}"),
+        None => format!("{prefix}…"),
+    }
 }
 
 /// What a verified key may act as.
@@ -114,15 +209,15 @@ impl Services {
         Ok(caller)
     }
 
-    /// Checks a key against its stored row: known, same hash, same mode, not revoked.
+    /// Checks a key against its stored row: known, same hash, same mode, not revoked. A row
+    /// not in the current form (legacy plaintext prefix, or plain SHA-256 while a pepper is
+    /// configured) is rewritten once the key has verified.
     async fn verify_stored_key(&self, key: &ApiKey) -> Result<Caller> {
-        let row = store::accounts::find_api_key_by_prefix(self.db.reader(), key.lookup_prefix())
-            .await?
-            .ok_or_else(invalid_key)?;
-        let matches: bool = row.key_hash.as_bytes().ct_eq(key.hash().as_bytes()).into();
-        if !matches || row.livemode != key.livemode() {
+        let row = self.find_stored_key(key).await?.ok_or_else(invalid_key)?;
+        if row.livemode != key.livemode() {
             return Err(invalid_key());
         }
+        self.upgrade_stored_key(key, &row).await?;
         if row.revoked_at.is_some() {
             return Err(Error::unauthenticated("This API key has been revoked."));
         }
@@ -133,6 +228,60 @@ impl Services {
             },
             key_id: row.id,
         })
+    }
+
+    /// The row of this exact key, looked up by each hash the server can make of it and then
+    /// checked (in constant time) under the scheme the row says it uses.
+    async fn find_stored_key(&self, key: &ApiKey) -> Result<Option<ApiKeyRecord>> {
+        let pepper = self.api_key_pepper.as_deref();
+        let candidates = [SCHEME_SHA256, SCHEME_HMAC_SHA256]
+            .into_iter()
+            .filter_map(|scheme| key.hash(scheme, pepper))
+            .collect::<Vec<_>>();
+        let Some(row) =
+            store::accounts::find_api_key_by_hash(self.db.reader(), &candidates).await?
+        else {
+            return Ok(None);
+        };
+        let matches = key
+            .hash(&row.hash_scheme, pepper)
+            .is_some_and(|expected| bool::from(row.key_hash.as_bytes().ct_eq(expected.as_bytes())));
+        Ok(matches.then_some(row))
+    }
+
+    async fn upgrade_stored_key(&self, key: &ApiKey, row: &ApiKeyRecord) -> Result<()> {
+        let pepper = self.api_key_pepper.as_deref();
+        let scheme = current_scheme(pepper);
+        let current = row.legacy_lookup_prefix.is_none()
+            && row.key_hint.is_some()
+            && row.hash_scheme == scheme;
+        // A keyed row is never downgraded when a process runs without the pepper.
+        if current || (row.hash_scheme == SCHEME_HMAC_SHA256 && pepper.is_none()) {
+            return Ok(());
+        }
+        let Some(new_hash) = key.hash(scheme, pepper) else {
+            return Ok(());
+        };
+        // Best effort: the key has verified, so a failed rewrite (a busy writer) must not fail
+        // the request; the next verification tries again.
+        match store::accounts::upgrade_api_key(
+            self.db.writer(),
+            &row.id,
+            &row.key_hash,
+            &new_hash,
+            scheme,
+            key.hint(),
+        )
+        .await
+        {
+            Ok(()) => {
+                tracing::info!(key_id = %row.id, hash_scheme = scheme, "api key storage upgraded")
+            }
+            Err(err) => {
+                tracing::warn!(key_id = %row.id, error = %err, "api key storage upgrade failed; retried at next verification")
+            }
+        }
+        Ok(())
     }
 
     pub async fn create_account(&self) -> Result<String> {
@@ -152,6 +301,8 @@ impl Services {
         if !store::accounts::account_exists(self.db.reader(), account_id).await? {
             return Err(Error::resource_missing("account", account_id, "account"));
         }
+        let pepper = self.api_key_pepper.as_deref();
+        let scheme = current_scheme(pepper);
         let tx = self.db.begin().await?;
         store::accounts::insert_api_key(
             &tx,
@@ -159,8 +310,10 @@ impl Services {
                 id: new_id(IdKind::ApiKey, key.livemode()),
                 account_id: account_id.to_string(),
                 livemode: key.livemode(),
-                lookup_prefix: key.lookup_prefix().to_string(),
-                key_hash: key.hash(),
+                legacy_lookup_prefix: None,
+                key_hash: key.hash(scheme, pepper).ok_or_else(invalid_key)?,
+                hash_scheme: scheme.to_string(),
+                key_hint: Some(key.hint().to_string()),
                 created: self.clock.now(),
                 revoked_at: None,
             },
@@ -194,25 +347,18 @@ impl Services {
                 Some((account, key)) => (Some(account.to_string()), key),
                 None => (None, entry),
             };
-            let key = ApiKey::parse(raw_key).map_err(|_| {
-                Error::invalid_param("api_keys", "An injected API key must look like sk_test_… or sk_live_… followed by at least 20 letters or digits.")
-            })?;
-            if let Some(existing) =
-                store::accounts::find_api_key_by_prefix(self.db.reader(), key.lookup_prefix())
-                    .await?
-            {
-                let same: bool = existing
-                    .key_hash
-                    .as_bytes()
-                    .ct_eq(key.hash().as_bytes())
-                    .into();
-                if !same {
-                    return Err(Error::invalid_param(
-                        "api_keys",
-                        "An injected API key collides with a different stored key; generate another.",
-                    ));
+            let key = ApiKey::parse(raw_key).map_err(|_| weak_injected_key())?;
+            if let Some(existing) = self.find_stored_key(&key).await? {
+                if !key.is_strong() {
+                    // Stored by an older version, which accepted 20 characters: refusing it
+                    // now would lock its users out. Its hash no longer sits beside a
+                    // plaintext prefix, but it should still be replaced.
+                    tracing::warn!(key_id = %existing.id, "an injected API key is shorter than {MIN_INJECTED_SECRET_CHARS} random characters; replace it and revoke this one");
                 }
                 continue;
+            }
+            if !key.is_strong() {
+                return Err(weak_injected_key());
             }
             let account_id = match account {
                 Some(id) => {
@@ -253,6 +399,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hmac_matches_rfc_4231() {
+        // Test cases 2 (short key) and 6 (key longer than a block).
+        assert_eq!(
+            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(
+            hex::encode(hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn injected_keys_need_generated_key_strength() {
+        assert!(ApiKey::generate(true).is_strong());
+        for weak in [
+            format!("sk_live_{}", random_base62(20)),
+            format!("sk_live_{}", random_base62(31)),
+            format!("sk_live_{}", "ab".repeat(20)),
+            format!("sk_live_{}", "a".repeat(40)),
+        ] {
+            assert!(!ApiKey::parse(&weak).unwrap().is_strong(), "{weak}");
+        }
+    }
+
+    #[test]
     fn generated_keys_parse_and_carry_their_mode() {
         let test = ApiKey::generate(false);
         let live = ApiKey::generate(true);
@@ -274,6 +449,7 @@ mod tests {
             "sk_test_",
             "pk_test_abcdefghijklmnopqrstuvwxyz",
             "sk_test_short",
+            "sk_test_abcdefghijklmnopqrs",
             "sk_test_abcdefghijklmnopqrstuv!",
         ] {
             assert!(ApiKey::parse(bad).is_err(), "{bad}");

@@ -68,6 +68,8 @@ pub struct Services {
     pub rate_limiter: Option<Arc<rate_limit::RateLimiter>>,
     /// Recently verified API keys, when caching is on.
     pub key_cache: Option<Arc<key_cache::KeyCache>>,
+    /// The server-side secret API keys are hashed with (HMAC-SHA256), when configured.
+    pub api_key_pepper: Option<Arc<[u8]>>,
 }
 
 impl Services {
@@ -82,6 +84,7 @@ impl Services {
             idempotency: IdempotencyKeys::default(),
             rate_limiter: None,
             key_cache: None,
+            api_key_pepper: None,
         }
     }
 
@@ -89,6 +92,12 @@ impl Services {
     pub fn with_rate_limit(mut self, per_second: u32) -> Self {
         self.rate_limiter =
             (per_second > 0).then(|| Arc::new(rate_limit::RateLimiter::new(per_second)));
+        self
+    }
+
+    /// Hashes API keys with `pepper` (HMAC-SHA256) instead of plain SHA-256.
+    pub fn with_api_key_pepper(mut self, pepper: Option<Vec<u8>>) -> Self {
+        self.api_key_pepper = pepper.map(Arc::from);
         self
     }
 

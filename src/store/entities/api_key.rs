@@ -7,10 +7,15 @@ pub struct Model {
     pub id: String,
     pub account_id: String,
     pub livemode: bool,
-    /// The key's first characters: enough to find the row, not enough to use the key.
+    /// The key's own ID (non-secret). Rows written before migration 7 held `sk_…` plus 12
+    /// secret characters here; the migration and the lazy upgrade overwrite them.
     pub lookup_prefix: String,
-    /// SHA-256 of the whole key, hex.
+    /// Hex digest of the whole key, made as `hash_scheme` says; unique, rows are found by it.
     pub key_hash: String,
+    /// `sha256` or `hmac-sha256` (keyed with the server's pepper).
+    pub hash_scheme: String,
+    /// The last four characters of the key, for display; `None` on rows not yet upgraded.
+    pub key_hint: Option<String>,
     pub created: i64,
     pub revoked_at: Option<i64>,
 }
