@@ -14,6 +14,11 @@
 //!
 //! Known server bugs that other changes are fixing are listed in [`KNOWN_FINDINGS`]: a response
 //! that matches one is counted and reported, not failed. Remove an entry once its fix lands.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 #[path = "conformance/generate.rs"]

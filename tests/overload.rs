@@ -3,6 +3,11 @@
 //! 429s and RESOURCE_EXHAUSTED, never answer 5xx or another gRPC error, keep its memory bounded,
 //! and serve normally as soon as the flood stops. (`tests/limits.rs` checks each limit's shape on
 //! one request; this checks them under load.)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

@@ -377,6 +377,8 @@ def test_serve_args_config_and_credentials(value_set: str) -> None:
     keys_ref = env["CREDITD_API_KEYS"]["valueFrom"]["secretKeyRef"]
     assert url_ref == {"name": secret_name, "key": "CREDITD_DATABASE_URL"}
     assert keys_ref == {"name": secret_name, "key": "CREDITD_API_KEYS", "optional": True}
+    pepper_ref = env["CREDITD_API_KEY_PEPPER"]["valueFrom"]["secretKeyRef"]
+    assert pepper_ref == {"name": secret_name, "key": "CREDITD_API_KEY_PEPPER", "optional": True}
     grace = int(data["CREDITD_SHUTDOWN_GRACE_SECONDS"])
     assert d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > grace
 
@@ -396,7 +398,7 @@ def test_numbers_render_as_plain_digits() -> None:
 
 
 def test_chart_made_secret_from_values() -> None:
-    key = "sk_live_" + "A1b2C3d4E5f6G7h8I9j0K1"
+    key = "sk_live_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6"
     docs = render({"database": {"url": "postgres://creditd:pw@pg.db:5432/creditd"}, "apiKeys": [key]})
     secrets = {s["metadata"]["name"]: s for s in objects(docs, "Secret")}
     made = secrets[f"{RELEASE}-credentials"]
@@ -406,10 +408,11 @@ def test_chart_made_secret_from_values() -> None:
 
 
 def test_existing_secret_is_used_as_is() -> None:
-    values = {"existingSecret": "creditd-db", "existingSecretKeys": {"databaseUrl": "url", "apiKeys": "keys"}}
+    values = {"existingSecret": "creditd-db", "existingSecretKeys": {"databaseUrl": "url", "apiKeys": "keys", "apiKeyPepper": "pepper"}}
     docs = render(values)
     assert objects(docs, "Secret") == []
     env = env_of(container(one(docs, "Deployment")))
+    assert env["CREDITD_API_KEY_PEPPER"]["valueFrom"]["secretKeyRef"] == {"name": "creditd-db", "key": "pepper", "optional": True}
     assert env["CREDITD_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "creditd-db", "key": "url"}
     assert env["CREDITD_API_KEYS"]["valueFrom"]["secretKeyRef"]["key"] == "keys"
     job_env = env_of(container(one(docs, "Job")))
@@ -508,7 +511,7 @@ def test_migration_can_be_disabled() -> None:
         ({"extraEnv": [{"name": "FOO", "value": "bar"}]}, True),
         ({"otel": {"endpoint": "http://collector:4317"}}, True),
         ({"database": {"url": "postgres://creditd@other:5432/creditd"}}, True),
-        ({"apiKeys": ["sk_test_" + "a" * 24]}, True),
+        ({"apiKeys": ["sk_test_" + "a" * 32]}, True),
         ({"replicaCount": 5}, False),
         ({"resources": {"limits": {"cpu": "2", "memory": "1Gi"}}}, False),
     ],
@@ -672,13 +675,14 @@ def test_schema_describes_every_value() -> None:
         {"config": {"logFormat": "xml"}},
         {"config": {"dbMaxConnections": 0}},
         {"apiKeys": ["not-a-key"]},
+        {"apiKeys": ["sk_live_" + "a1" * 12]},
         {"containerPorts": {"grpc": 70000}},
         {"securityContext": {"allowPrivilegeEscalation": True}},
         {"podSecurityContext": {"runAsNonRoot": False}},
         {"probes": {"liveness": {"successThreshold": 2}}},
         {"image": {"pullPolicy": "Sometimes"}},
     ],
-    ids=["top-level-typo", "nested-typo", "log-format", "zero-connections", "api-key-shape", "port-range", "privilege-escalation", "root", "liveness-success", "pull-policy"],
+    ids=["top-level-typo", "nested-typo", "log-format", "zero-connections", "api-key-shape", "api-key-too-short", "port-range", "privilege-escalation", "root", "liveness-success", "pull-policy"],
 )
 def test_schema_rejects_bad_values(bad: dict[str, Any]) -> None:
     with pytest.raises(helm.HelmValuesError):
