@@ -61,6 +61,17 @@ impl ErrorKind {
         }
     }
 
+    /// How long a client should wait before retrying the same request (with the same
+    /// idempotency key): REST `Retry-After`, gRPC `google.rpc.RetryInfo`. Only for the kinds
+    /// that are retryable as they are: the database unavailable or its connection lost (the
+    /// write either did not happen or is settled by the idempotency key), and rate limits.
+    pub fn retry_after_seconds(self) -> Option<u32> {
+        match self {
+            ErrorKind::Unavailable | ErrorKind::RateLimited => Some(1),
+            _ => None,
+        }
+    }
+
     pub fn grpc_code(self) -> tonic::Code {
         match self {
             ErrorKind::InvalidRequest => tonic::Code::InvalidArgument,

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod credits;
+pub mod faults;
 pub mod openapi;
 pub mod otlp;
 
