@@ -7,7 +7,8 @@
 //! key succeeds once, creditd recovers without a restart, and the audit is clean.
 //!
 //! PostgreSQL only: an embedded SQLite database has no connection to lose (each test says so
-//! and passes on SQLite-only runs, as the other PostgreSQL variants do).
+//! and passes on SQLite-only runs, as the other PostgreSQL variants do). The load lasts 3 s;
+//! `CREDITD_SOAK_SECONDS` makes it longer.
 
 mod common;
 
@@ -343,8 +344,15 @@ async fn writers_see_only_success_or_retryable_errors_while_backends_are_termina
     let ledger_customer = app.create_customer("name=Ledger").await;
     let credit_customer = app.create_customer("name=Credits").await;
     let terminator = Terminator::new(&app.database.url).await;
-    const LOAD: Duration = Duration::from_secs(3);
-    const OPS_PER_WORKER: u64 = 400;
+    // `CREDITD_SOAK_SECONDS` makes this a soak (see the README's failure contract).
+    let load = Duration::from_secs(
+        std::env::var("CREDITD_SOAK_SECONDS")
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(3),
+    );
+    let ops_per_worker = 150 * load.as_secs().max(1);
+    let max_kill_rounds = load.as_millis() as u64 / 100 + 1;
     let started = Instant::now();
 
     // Terminates every backend of the test database every 100 ms while the load runs.
@@ -353,7 +361,7 @@ async fn writers_see_only_success_or_retryable_errors_while_backends_are_termina
         let stop = stop.clone();
         tokio::spawn(async move {
             let (mut rounds, mut terminated) = (0u64, 0u64);
-            while !stop.load(Ordering::SeqCst) && started.elapsed() < LOAD && rounds < 100 {
+            while !stop.load(Ordering::SeqCst) && started.elapsed() < load && rounds < max_kill_rounds {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 terminated += terminator.terminate_all().await;
                 rounds += 1;
@@ -376,7 +384,7 @@ async fn writers_see_only_success_or_retryable_errors_while_backends_are_termina
             let mut acknowledged = Vec::new();
             let mut retries = Retries::default();
             let mut op = 0;
-            while started.elapsed() < LOAD && op < OPS_PER_WORKER {
+            while started.elapsed() < load && op < ops_per_worker {
                 op += 1;
                 let key = format!("w{worker}-op{op}");
                 let amount = -((worker * 1000 + op) as i64);
