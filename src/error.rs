@@ -235,6 +235,9 @@ mod tests {
             assert_eq!(kind.stripe_type(), stripe_type, "{kind:?}");
         }
         assert_eq!(ErrorKind::NotFound.grpc_code(), tonic::Code::NotFound);
+        assert_eq!(ErrorKind::Unavailable.retry_after_seconds(), Some(1));
+        assert_eq!(ErrorKind::RateLimited.retry_after_seconds(), Some(1));
+        assert_eq!(ErrorKind::Internal.retry_after_seconds(), None);
     }
 
     #[test]

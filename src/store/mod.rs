@@ -524,7 +524,115 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::replace_database;
+    use std::borrow::Cow;
+    use std::sync::Arc;
+
+    use sea_orm::sqlx;
+    use sea_orm::{ConnAcquireErr, DbErr, RuntimeErr};
+
+    use super::{CommitOutcomeUnknown, Retry, db_error, replace_database, retry_class};
+    use crate::error::{Error, ErrorKind};
+
+    /// A server error with a SQLSTATE, as PostgreSQL or SQLite would report it.
+    #[derive(Debug)]
+    struct Sqlstate(&'static str);
+
+    impl std::fmt::Display for Sqlstate {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Sqlstate {}
+
+    impl sqlx::error::DatabaseError for Sqlstate {
+        fn message(&self) -> &str {
+            "test"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn query(error: sqlx::Error) -> DbErr {
+        DbErr::Query(RuntimeErr::SqlxError(Arc::new(error)))
+    }
+
+    fn sqlstate(code: &'static str) -> DbErr {
+        query(sqlx::Error::Database(Box::new(Sqlstate(code))))
+    }
+
+    fn classified(error: DbErr) -> (ErrorKind, Option<Retry>) {
+        let error = db_error(error);
+        (error.kind, retry_class(&error))
+    }
+
+    #[test]
+    fn a_lost_connection_is_unavailable_and_rerun_before_commit() {
+        let lost = [
+            query(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into())),
+            query(sqlx::Error::Io(std::io::ErrorKind::UnexpectedEof.into())),
+            query(sqlx::Error::Protocol("unexpected message".into())),
+            query(sqlx::Error::WorkerCrashed),
+            sqlstate("57P01"),
+            sqlstate("57P02"),
+            sqlstate("57P03"),
+            sqlstate("08006"),
+            sqlstate("08003"),
+            DbErr::Conn(RuntimeErr::Internal("connection closed".into())),
+        ];
+        for error in lost {
+            let shown = error.to_string();
+            assert_eq!(
+                classified(error),
+                (ErrorKind::Unavailable, Some(Retry::Reconnect)),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn conflicts_are_rerun_and_an_exhausted_pool_is_unavailable_without_rerun() {
+        assert_eq!(classified(sqlstate("40001")).1, Some(Retry::Conflict));
+        assert_eq!(classified(sqlstate("40P01")).1, Some(Retry::Conflict));
+        for pool in [
+            DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
+            DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
+            query(sqlx::Error::PoolTimedOut),
+        ] {
+            assert_eq!(classified(pool), (ErrorKind::Unavailable, None));
+        }
+    }
+
+    #[test]
+    fn other_database_errors_stay_internal() {
+        assert_eq!(classified(sqlstate("23505")), (ErrorKind::Internal, None));
+        assert_eq!(classified(sqlstate("42P01")), (ErrorKind::Internal, None));
+        assert_eq!(
+            classified(query(sqlx::Error::RowNotFound)),
+            (ErrorKind::Internal, None)
+        );
+    }
+
+    #[test]
+    fn a_commit_without_an_answer_is_unavailable_and_never_rerun() {
+        let lost = query(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into()));
+        let error = Error::unavailable("x", CommitOutcomeUnknown(lost));
+        assert_eq!(error.kind, ErrorKind::Unavailable);
+        assert_eq!(retry_class(&error), None);
+    }
 
     #[test]
     fn replaces_the_database_of_a_url() {
