@@ -361,7 +361,10 @@ async fn writers_see_only_success_or_retryable_errors_while_backends_are_termina
         let stop = stop.clone();
         tokio::spawn(async move {
             let (mut rounds, mut terminated) = (0u64, 0u64);
-            while !stop.load(Ordering::SeqCst) && started.elapsed() < load && rounds < max_kill_rounds {
+            while !stop.load(Ordering::SeqCst)
+                && started.elapsed() < load
+                && rounds < max_kill_rounds
+            {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 terminated += terminator.terminate_all().await;
                 rounds += 1;
