@@ -61,6 +61,17 @@ impl ErrorKind {
         }
     }
 
+    /// How long a client should wait before retrying the same request (with the same
+    /// idempotency key): REST `Retry-After`, gRPC `google.rpc.RetryInfo`. Only for the kinds
+    /// that are retryable as they are: the database unavailable or its connection lost (the
+    /// write either did not happen or is settled by the idempotency key), and rate limits.
+    pub fn retry_after_seconds(self) -> Option<u32> {
+        match self {
+            ErrorKind::Unavailable | ErrorKind::RateLimited => Some(1),
+            _ => None,
+        }
+    }
+
     pub fn grpc_code(self) -> tonic::Code {
         match self {
             ErrorKind::InvalidRequest => tonic::Code::InvalidArgument,
@@ -224,6 +235,9 @@ mod tests {
             assert_eq!(kind.stripe_type(), stripe_type, "{kind:?}");
         }
         assert_eq!(ErrorKind::NotFound.grpc_code(), tonic::Code::NotFound);
+        assert_eq!(ErrorKind::Unavailable.retry_after_seconds(), Some(1));
+        assert_eq!(ErrorKind::RateLimited.retry_after_seconds(), Some(1));
+        assert_eq!(ErrorKind::Internal.retry_after_seconds(), None);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Errors as gRPC statuses: the code comes from the shared error table; the details carry
-//! `google.rpc.ErrorInfo` (Stripe's type and code) and, for a bad field, `google.rpc.BadRequest`.
+//! `google.rpc.ErrorInfo` (Stripe's type and code), for a bad field `google.rpc.BadRequest`, and
+//! for UNAVAILABLE and RESOURCE_EXHAUSTED (rate limited) `google.rpc.RetryInfo` (the REST
+//! `Retry-After`).
 
 use tonic::Status;
 use tonic_types::{ErrorDetails, StatusExt};
@@ -8,8 +10,10 @@ use crate::error::{Error, ErrorKind};
 
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
-        if error.kind == ErrorKind::Internal {
-            tracing::error!(error = %error, "internal error");
+        match error.kind {
+            ErrorKind::Internal => tracing::error!(error = %error, "internal error"),
+            ErrorKind::Unavailable => tracing::warn!(error = %error, "dependency unavailable"),
+            _ => {}
         }
         let mut details = ErrorDetails::new();
         let mut info = std::collections::HashMap::new();
@@ -27,6 +31,9 @@ impl From<Error> for Status {
             && matches!(error.kind, ErrorKind::InvalidRequest | ErrorKind::NotFound)
         {
             details.add_bad_request_violation(param.clone(), error.message.clone());
+        }
+        if let Some(seconds) = error.kind.retry_after_seconds() {
+            details.set_retry_info(Some(std::time::Duration::from_secs(u64::from(seconds))));
         }
         Status::with_error_details(error.kind.grpc_code(), error.message, details)
     }

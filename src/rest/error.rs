@@ -1,5 +1,6 @@
 //! Errors in Stripe's envelope: `{"error": {"type", "code", "param", "message"}}` with the
-//! status from the shared error table.
+//! status from the shared error table. Answers a client should retry later (503: the database
+//! is unavailable or the connection was lost; 429: rate limited) say when, in `Retry-After`.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -52,7 +53,13 @@ impl IntoResponse for RestError {
                 message: &error.message,
             },
         };
-        (status, Json(envelope)).into_response()
+        let mut response = (status, Json(envelope)).into_response();
+        if let Some(seconds) = error.kind.retry_after_seconds() {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

@@ -167,25 +167,39 @@ impl Db {
         self.writer.begin().await.map_err(db_error)
     }
 
-    /// Runs `attempt` (which opens, uses and commits its own transaction) again when the
-    /// database reports a serialization failure or deadlock, so callers never see them.
+    /// Runs `attempt` (which opens, uses and commits its own transaction) again when it failed
+    /// in a way that certainly left nothing behind: a serialization failure or deadlock, or a
+    /// connection lost before COMMIT (the server rolled the transaction back). Attempts and
+    /// their backoff are bounded; a connection lost during COMMIT is never retried here (see
+    /// [`commit`]): the caller gets 503 and retries with its idempotency key.
     pub async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        const MAX_ATTEMPTS: u32 = 8;
+        // Conflicts clear in milliseconds; a lost connection needs a new one, and a restarting
+        // server a little longer: about a second and a half in all before answering 503.
+        const MAX_CONFLICT_ATTEMPTS: u32 = 8;
+        const MAX_RECONNECT_ATTEMPTS: u32 = 5;
         let mut tries = 0;
         loop {
             tries += 1;
-            match attempt().await {
-                Err(error) if tries < MAX_ATTEMPTS && is_retryable(&error) => {
+            let error = match attempt().await {
+                Err(error) => error,
+                ok => return ok,
+            };
+            let backoff = match retry_class(&error) {
+                Some(Retry::Conflict) if tries < MAX_CONFLICT_ATTEMPTS => {
                     tracing::debug!(tries, "retrying a transaction after a transient conflict");
-                    let backoff = Duration::from_millis(2u64 << tries.min(6));
-                    tokio::time::sleep(backoff).await;
+                    Duration::from_millis(2u64 << tries.min(6))
                 }
-                other => return other,
-            }
+                Some(Retry::Reconnect) if tries < MAX_RECONNECT_ATTEMPTS => {
+                    tracing::info!(tries, error = %error, "retrying a transaction that lost its database connection before commit");
+                    Duration::from_millis(50u64 << tries.min(4))
+                }
+                _ => return Err(error),
+            };
+            tokio::time::sleep(backoff).await;
         }
     }
 
@@ -274,10 +288,28 @@ pub struct PoolStats {
     pub idle: u32,
 }
 
-/// Commits, mapping the error.
+/// Commits, mapping the error. A connection lost while COMMIT was on its way leaves the outcome
+/// unknown (the server may have committed before the connection dropped): that is 503 like any
+/// lost connection, but marked [`CommitOutcomeUnknown`] so [`Db::retrying`] never runs the
+/// transaction again on its own; the client's retry with its idempotency key settles it (the
+/// stored result is replayed if the commit happened). A COMMIT the server refused (a
+/// serialization failure, say) certainly did not commit and is classified as usual.
 pub async fn commit(tx: DatabaseTransaction) -> Result<()> {
-    tx.commit().await.map_err(db_error)
+    tx.commit().await.map_err(|error| {
+        if is_connection_lost(&error) {
+            Error::unavailable(UNAVAILABLE_MESSAGE, CommitOutcomeUnknown(error))
+        } else {
+            db_error(error)
+        }
+    })
 }
+
+/// The source of a 503 for a COMMIT that got no answer: it may or may not have committed.
+#[derive(Debug, thiserror::Error)]
+#[error("the connection was lost during COMMIT; the transaction may have committed: {0}")]
+pub struct CommitOutcomeUnknown(#[source] pub DbErr);
+
+const UNAVAILABLE_MESSAGE: &str = "The database is unavailable; please retry.";
 
 /// Database error codes that mean "try the transaction again".
 const RETRYABLE_CODES: &[&str] = &[
@@ -288,41 +320,90 @@ const RETRYABLE_CODES: &[&str] = &[
     "517",   // SQLITE_BUSY_SNAPSHOT
 ];
 
-fn database_code(error: &DbErr) -> Option<String> {
-    let runtime = match error {
-        DbErr::Exec(runtime) | DbErr::Query(runtime) | DbErr::Conn(runtime) => runtime,
-        _ => return None,
-    };
-    match runtime {
-        RuntimeErr::SqlxError(sqlx_error) => match sqlx_error.as_ref() {
-            sea_orm::sqlx::Error::Database(database) => {
-                database.code().map(|code| code.into_owned())
-            }
-            _ => None,
-        },
+fn sqlx_error(error: &DbErr) -> Option<&sea_orm::sqlx::Error> {
+    match error {
+        DbErr::Exec(RuntimeErr::SqlxError(sqlx_error))
+        | DbErr::Query(RuntimeErr::SqlxError(sqlx_error))
+        | DbErr::Conn(RuntimeErr::SqlxError(sqlx_error)) => Some(sqlx_error.as_ref()),
         _ => None,
     }
 }
 
-/// Maps a database error to the caller's error: timeouts and lost connections are
-/// `Unavailable`, everything else is internal. Retryable conflicts keep their code in the
-/// source so [`Db::retrying`] can recognise them.
-pub fn db_error(error: DbErr) -> Error {
-    match &error {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
-            Error::unavailable("The database is unavailable; please retry.", error)
-        }
-        _ => Error::internal(error),
+fn database_code(error: &DbErr) -> Option<String> {
+    match sqlx_error(error)? {
+        sea_orm::sqlx::Error::Database(database) => database.code().map(|code| code.into_owned()),
+        _ => None,
     }
 }
 
-fn is_retryable(error: &Error) -> bool {
-    error
-        .source
-        .as_ref()
-        .and_then(|source| source.downcast_ref::<DbErr>())
-        .and_then(database_code)
-        .is_some_and(|code| RETRYABLE_CODES.contains(&code.as_str()))
+/// SQLSTATEs (and classes) that mean the session is gone or the server cannot take it now:
+/// `08…` connection exceptions, `57P01` admin shutdown (`pg_terminate_backend`, a fast
+/// shutdown), `57P02` crash shutdown, `57P03` cannot connect now (starting up or in recovery),
+/// `57P05` idle session timeout, `53300` too many connections, `25P03` idle-in-transaction
+/// timeout. Whatever the transaction did is rolled back.
+fn is_lost_session_code(code: &str) -> bool {
+    code.starts_with("08")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "57P05" | "53300" | "25P03"
+        )
+}
+
+/// `true` when the error says the connection to the database is gone (or never came): I/O and
+/// TLS failures, protocol desynchronization after a dropped connection, a crashed SQLite
+/// worker, a closed pool, or a session-ending SQLSTATE ([`is_lost_session_code`]).
+fn is_connection_lost(error: &DbErr) -> bool {
+    use sea_orm::sqlx::Error as Sqlx;
+    if let DbErr::ConnectionAcquire(_) = error {
+        return true;
+    }
+    if let DbErr::Conn(RuntimeErr::Internal(_)) = error {
+        return true;
+    }
+    match sqlx_error(error) {
+        Some(Sqlx::Io(_) | Sqlx::Tls(_) | Sqlx::Protocol(_) | Sqlx::WorkerCrashed) => true,
+        Some(Sqlx::PoolTimedOut | Sqlx::PoolClosed) => true,
+        Some(Sqlx::Database(database)) => database.code().is_some_and(|c| is_lost_session_code(&c)),
+        _ => false,
+    }
+}
+
+/// Maps a database error to the caller's error: a lost or unobtainable connection (see
+/// [`is_connection_lost`]), a pool timeout and any failure to open a connection are
+/// `Unavailable` (503, UNAVAILABLE: retry); everything else is internal. The `DbErr` stays in
+/// the source so [`Db::retrying`] can recognise what may be re-run.
+pub fn db_error(error: DbErr) -> Error {
+    if is_connection_lost(&error) || matches!(error, DbErr::Conn(_)) {
+        Error::unavailable(UNAVAILABLE_MESSAGE, error)
+    } else {
+        Error::internal(error)
+    }
+}
+
+/// Why a failed transaction may be run again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// A serialization failure or deadlock: the database rolled it back; run it again soon.
+    Conflict,
+    /// The connection was lost (or could not be had) before COMMIT: the server rolled the
+    /// transaction back, so it can run again on a new connection.
+    Reconnect,
+}
+
+/// Whether (and how) the transaction that failed with `error` may be re-run. A COMMIT
+/// without an answer ([`CommitOutcomeUnknown`]) may not; nor may a pool that timed out (it
+/// already waited the acquire timeout) or was closed (the server is shutting down).
+fn retry_class(error: &Error) -> Option<Retry> {
+    let db_error = error.source.as_ref()?.downcast_ref::<DbErr>()?;
+    if database_code(db_error).is_some_and(|code| RETRYABLE_CODES.contains(&code.as_str())) {
+        return Some(Retry::Conflict);
+    }
+    let pool_gave_up = matches!(db_error, DbErr::ConnectionAcquire(_))
+        || matches!(
+            sqlx_error(db_error),
+            Some(sea_orm::sqlx::Error::PoolTimedOut | sea_orm::sqlx::Error::PoolClosed)
+        );
+    (is_connection_lost(db_error) && !pool_gave_up).then_some(Retry::Reconnect)
 }
 
 /// `true` when the error came from a unique-key violation in the database.
@@ -443,7 +524,115 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::replace_database;
+    use std::borrow::Cow;
+    use std::sync::Arc;
+
+    use sea_orm::sqlx;
+    use sea_orm::{ConnAcquireErr, DbErr, RuntimeErr};
+
+    use super::{CommitOutcomeUnknown, Retry, db_error, replace_database, retry_class};
+    use crate::error::{Error, ErrorKind};
+
+    /// A server error with a SQLSTATE, as PostgreSQL or SQLite would report it.
+    #[derive(Debug)]
+    struct Sqlstate(&'static str);
+
+    impl std::fmt::Display for Sqlstate {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Sqlstate {}
+
+    impl sqlx::error::DatabaseError for Sqlstate {
+        fn message(&self) -> &str {
+            "test"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn query(error: sqlx::Error) -> DbErr {
+        DbErr::Query(RuntimeErr::SqlxError(Arc::new(error)))
+    }
+
+    fn sqlstate(code: &'static str) -> DbErr {
+        query(sqlx::Error::Database(Box::new(Sqlstate(code))))
+    }
+
+    fn classified(error: DbErr) -> (ErrorKind, Option<Retry>) {
+        let error = db_error(error);
+        (error.kind, retry_class(&error))
+    }
+
+    #[test]
+    fn a_lost_connection_is_unavailable_and_rerun_before_commit() {
+        let lost = [
+            query(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into())),
+            query(sqlx::Error::Io(std::io::ErrorKind::UnexpectedEof.into())),
+            query(sqlx::Error::Protocol("unexpected message".into())),
+            query(sqlx::Error::WorkerCrashed),
+            sqlstate("57P01"),
+            sqlstate("57P02"),
+            sqlstate("57P03"),
+            sqlstate("08006"),
+            sqlstate("08003"),
+            DbErr::Conn(RuntimeErr::Internal("connection closed".into())),
+        ];
+        for error in lost {
+            let shown = error.to_string();
+            assert_eq!(
+                classified(error),
+                (ErrorKind::Unavailable, Some(Retry::Reconnect)),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn conflicts_are_rerun_and_an_exhausted_pool_is_unavailable_without_rerun() {
+        assert_eq!(classified(sqlstate("40001")).1, Some(Retry::Conflict));
+        assert_eq!(classified(sqlstate("40P01")).1, Some(Retry::Conflict));
+        for pool in [
+            DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
+            DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
+            query(sqlx::Error::PoolTimedOut),
+        ] {
+            assert_eq!(classified(pool), (ErrorKind::Unavailable, None));
+        }
+    }
+
+    #[test]
+    fn other_database_errors_stay_internal() {
+        assert_eq!(classified(sqlstate("23505")), (ErrorKind::Internal, None));
+        assert_eq!(classified(sqlstate("42P01")), (ErrorKind::Internal, None));
+        assert_eq!(
+            classified(query(sqlx::Error::RowNotFound)),
+            (ErrorKind::Internal, None)
+        );
+    }
+
+    #[test]
+    fn a_commit_without_an_answer_is_unavailable_and_never_rerun() {
+        let lost = query(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into()));
+        let error = Error::unavailable("x", CommitOutcomeUnknown(lost));
+        assert_eq!(error.kind, ErrorKind::Unavailable);
+        assert_eq!(retry_class(&error), None);
+    }
 
     #[test]
     fn replaces_the_database_of_a_url() {

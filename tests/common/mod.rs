@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod credits;
+pub mod faults;
 pub mod openapi;
 pub mod otlp;
 
@@ -259,18 +260,7 @@ impl TestApp {
             .expect("key")
             .reveal()
             .to_string();
-        let server = Server::bind(&config, services.clone()).await.expect("bind");
-        let http_base = format!("http://{}", server.http_addr());
-        let grpc_addr = server.grpc_addr();
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(async move {
-            server
-                .run_until(async move {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("server run");
-        });
+        let (http_base, grpc_addr, shutdown, handle) = serve(&config, services.clone()).await;
         TestApp {
             backend,
             http_base,
@@ -281,6 +271,36 @@ impl TestApp {
             clock,
             http: reqwest::Client::new(),
             database,
+            shutdown: Some(shutdown),
+            server: Some(handle),
+        }
+    }
+
+    /// A second server on this app's database, as another replica would be: its own pool,
+    /// listeners and in-process idempotency registry; the same account, key and clock. The
+    /// database stays the first app's (dropped with it).
+    pub async fn spawn_replica(&self) -> TestApp {
+        let config = ServeConfig::ephemeral(self.database.url.clone());
+        let db = Db::connect(&config.database.options())
+            .await
+            .expect("connect");
+        let services = Services::with_clock(db, self.clock.clone())
+            .with_key_cache(std::time::Duration::from_secs(config.api_key_cache_seconds));
+        let (http_base, grpc_addr, shutdown, handle) = serve(&config, services.clone()).await;
+        TestApp {
+            backend: self.backend,
+            http_base,
+            grpc_addr,
+            key: self.key.clone(),
+            account_id: self.account_id.clone(),
+            services,
+            clock: self.clock.clone(),
+            http: reqwest::Client::new(),
+            database: TestDatabase {
+                url: self.database.url.clone(),
+                _dir: None,
+                postgres: None,
+            },
             shutdown: Some(shutdown),
             server: Some(handle),
         }
@@ -429,6 +449,32 @@ impl TestApp {
             self.channel().await,
         )
     }
+}
+
+/// Binds and runs a server for `services`; returns its HTTP base URL, gRPC address, and how to
+/// stop it.
+async fn serve(
+    config: &ServeConfig,
+    services: Services,
+) -> (
+    String,
+    SocketAddr,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let server = Server::bind(config, services).await.expect("bind");
+    let http_base = format!("http://{}", server.http_addr());
+    let grpc_addr = server.grpc_addr();
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        server
+            .run_until(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server run");
+    });
+    (http_base, grpc_addr, shutdown, handle)
 }
 
 pub fn grpc_request<T>(
