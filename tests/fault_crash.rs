@@ -10,6 +10,11 @@
 //! SQLite always; PostgreSQL when configured. `CREDITD_SOAK_ROUNDS` (default 3) sets the number
 //! of crash rounds per backend, for a longer soak:
 //! `CREDITD_SOAK_ROUNDS=50 cargo test --test fault_crash -- --nocapture`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

@@ -9,6 +9,11 @@
 //! PostgreSQL only: an embedded SQLite database has no connection to lose (each test says so
 //! and passes on SQLite-only runs, as the other PostgreSQL variants do). The load lasts 3 s;
 //! `CREDITD_SOAK_SECONDS` makes it longer.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

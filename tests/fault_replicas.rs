@@ -6,6 +6,11 @@
 //!
 //! PostgreSQL only: SQLite serializes writes inside one process, so two processes are not the
 //! deployment it is for.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 
