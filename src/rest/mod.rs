@@ -12,6 +12,7 @@ mod expand;
 mod form;
 mod model;
 pub mod params;
+mod path;
 mod test_clocks;
 
 use axum::Router;
