@@ -107,7 +107,8 @@ impl Server {
                     .layer(crate::telemetry::RequestTelemetryLayer::new("grpc"))
                     .layer(crate::grpc::ShedExceptHealthLayer::new(
                         limits.max_concurrent_requests,
-                    )),
+                    ))
+                    .layer(crate::grpc::oversized_message_layer(limits.max_body_bytes)),
             )
             .add_routes(grpc_routes);
         let http_router = crate::rest::router_with_limits(self.services.clone(), limits);
