@@ -28,6 +28,37 @@ fn assert_invalid_field(status: &tonic::Status, field: &str) {
     );
 }
 
+/// Sends `request` as raw bytes (clients refuse to build such requests) and returns the
+/// response's status and JSON body.
+async fn raw_http(app: &TestApp, request: String) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let addr = app.http_base.trim_start_matches("http://").to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        // The server may answer and close before it has read everything.
+        let _ = stream.write_all(request.as_bytes());
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        let text = String::from_utf8_lossy(&response).to_string();
+        let status = text
+            .get(9..12)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body)
+            .unwrap_or("");
+        let json = serde_json::from_str(body)
+            .unwrap_or(serde_json::Value::String(text.chars().take(300).collect()));
+        (status, json)
+    })
+    .await
+    .unwrap()
+}
+
 on_every_backend! {
     async fn a_nul_character_anywhere_in_a_rest_request_is_parameter_invalid(app) {
         let customer = app.create_customer("name=ok").await;
@@ -232,6 +263,23 @@ on_every_backend! {
         app.request(reqwest::Method::DELETE, "/v1/customers", Some(&app.key), None, "")
             .await
             .assert_error(404, "invalid_request_error", None, None);
+    }
+
+    async fn the_http_parsers_own_refusals_come_in_stripe_envelope(app) {
+        let long_uri = format!("GET /v1/customers?email={} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70_000));
+        let (status, body) = raw_http(&app, long_uri).await;
+        assert_eq!(status, 414, "{body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+        let many_headers: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+        let (status, body) = raw_http(&app, format!("GET /v1/customers HTTP/1.1\r\nhost: x\r\n{many_headers}\r\n")).await;
+        assert_eq!(status, 431, "{body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+        let huge_header = format!("GET /v1/customers HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "b".repeat(500_000));
+        let (status, body) = raw_http(&app, huge_header).await;
+        assert_eq!(status, 431, "{body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+        // The connection still serves ordinary requests.
+        app.get("/v1/customers").await.ok();
     }
 
     async fn an_oversized_grpc_message_is_resource_exhausted(_app) {

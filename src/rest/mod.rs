@@ -14,6 +14,7 @@ mod model;
 pub mod params;
 mod path;
 mod test_clocks;
+pub mod transport;
 
 use axum::Router;
 use axum::http::{HeaderValue, Method, Uri};
