@@ -161,7 +161,7 @@ fn form_body(rng: &mut StdRng, ids: &[String]) -> String {
                 .unwrap_or(0);
             body.insert_str(
                 at,
-                &["%00", "%FF", "&", "=", "[", "]", "%", "+"][rng.random_range(0..8)],
+                ["%00", "%FF", "&", "=", "[", "]", "%", "+"][rng.random_range(0..8)],
             );
         }
         return body;

@@ -45,7 +45,7 @@ pub fn max_input_chars(param: &str) -> usize {
         // Keys and values have their own limits, in `MetadataUpdate::parse`.
         return MAX_TEXT_CHARS;
     }
-    let leaf = names.last().unwrap_or(first);
+    let leaf = names.next_back().unwrap_or(first);
     if ID_PARAMS.contains(&leaf) {
         MAX_ID_CHARS
     } else {
