@@ -117,7 +117,8 @@ impl Server {
                     .layer(crate::telemetry::RequestTelemetryLayer::new("grpc"))
                     .layer(crate::grpc::ShedExceptHealthLayer::new(
                         limits.max_concurrent_requests,
-                    )),
+                    ))
+                    .layer(crate::grpc::oversized_message_layer(limits.max_body_bytes)),
             )
             .add_routes(grpc_routes);
         let http_router = crate::rest::router_with_limits(self.services.clone(), limits);
@@ -135,7 +136,9 @@ impl Server {
                     tls.grpc_incoming(self.grpc_listener),
                     stopped(stop_rx.clone()),
                 );
-                let http = axum::serve(tls.http_listener(self.http_listener), http_router)
+                let http_listener =
+                    crate::rest::transport::EnvelopeListener(tls.http_listener(self.http_listener));
+                let http = axum::serve(http_listener, http_router)
                     .with_graceful_shutdown(stopped(stop_rx.clone()));
                 (Box::pin(grpc), Box::pin(async move { http.await }))
             }
@@ -151,8 +154,11 @@ impl Server {
                     axum::serve::ListenerExt::tap_io(self.http_listener, |stream| {
                         let _ = stream.set_nodelay(true);
                     });
-                let http = axum::serve(http_listener, http_router)
-                    .with_graceful_shutdown(stopped(stop_rx.clone()));
+                let http = axum::serve(
+                    crate::rest::transport::EnvelopeListener(http_listener),
+                    http_router,
+                )
+                .with_graceful_shutdown(stopped(stop_rx.clone()));
                 (Box::pin(grpc), Box::pin(async move { http.await }))
             }
         };

@@ -86,7 +86,7 @@ impl CreditTransactionFilter {
     ) -> Result<CreditTransactionFilter> {
         Ok(CreditTransactionFilter {
             customer_id: required_id(customer, "customer")?,
-            credit_grant_id: optional_id(credit_grant),
+            credit_grant_id: optional_id(credit_grant, "credit_grant")?,
         })
     }
 }

@@ -81,7 +81,9 @@ impl MetadataUpdate {
             ));
         }
         for (key, value) in &entries {
+            super::text::check_param_name(key)?;
             let param = format!("metadata[{key}]");
+            super::text::check_input(&param, value)?;
             if key.is_empty() {
                 return Err(Error::invalid_param(
                     "metadata",

@@ -69,8 +69,8 @@ impl ListRequest {
             }
             Some(value) => value as u64,
         };
-        let starting_after = starting_after.filter(|id| !id.is_empty());
-        let ending_before = ending_before.filter(|id| !id.is_empty());
+        let starting_after = super::text::optional_id(starting_after, "starting_after")?;
+        let ending_before = super::text::optional_id(ending_before, "ending_before")?;
         let cursor = match (starting_after, ending_before) {
             (Some(_), Some(_)) => {
                 return Err(Error::invalid_param(

@@ -90,7 +90,7 @@ impl CreditGrantService for CreditGrantApi {
         let ctx = context(&self.services, &request).await?;
         let message = request.into_inner();
         let list = list_request(message.page)?;
-        let customer = optional_id(message.customer);
+        let customer = optional_id(message.customer, "customer")?;
         let page = self
             .services
             .list_credit_grants(&ctx, customer.as_deref(), &list)

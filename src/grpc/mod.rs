@@ -6,6 +6,8 @@ mod convert;
 mod credits;
 mod customer_balance_transactions;
 mod customers;
+pub mod guard;
+mod oversize;
 mod shedding;
 mod status;
 mod test_clocks;
@@ -33,6 +35,7 @@ pub use admin::AdminApi;
 pub use credits::{CreditBalanceApi, CreditGrantApi};
 pub use customer_balance_transactions::CustomerBalanceTransactionApi;
 pub use customers::CustomerApi;
+pub use oversize::oversized_message_layer;
 pub use shedding::ShedExceptHealthLayer;
 pub use test_clocks::TestClockApi;
 
@@ -139,7 +142,10 @@ async fn idempotency_metadata(
 }
 
 /// Authenticates a call from its `authorization` metadata and picks up `idempotency-key`.
-pub(crate) async fn context<T>(
+///
+/// It also applies the rule for string inputs to every string of the message (see [`guard`]),
+/// so no handler can forget it.
+pub(crate) async fn context<T: prost::Message>(
     services: &Services,
     request: &Request<T>,
 ) -> Result<RequestContext, Status> {
@@ -149,6 +155,7 @@ pub(crate) async fn context<T>(
         .and_then(|value| value.to_str().ok())
         .map(|value| key_from_authorization(value).unwrap_or_else(|| value.trim().to_string()));
     let caller = services.authenticate(presented.as_deref()).await?;
+    guard::check_message(request.get_ref())?;
     let idempotency_key = match metadata.get(IDEMPOTENCY_KEY) {
         None => None,
         Some(value) => Some(

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
+
+use super::path::Path;
 
 use super::RestError;
 use super::context::Ctx;

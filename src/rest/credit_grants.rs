@@ -2,7 +2,9 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
+
+use super::path::Path;
 
 use super::RestError;
 use super::body::FormBody;
@@ -180,7 +182,7 @@ pub async fn list(
 ) -> Result<Json<List<CreditGrantJson>>, RestError> {
     let mut params = form::parse(query.unwrap_or_default().as_bytes())?;
     let request = form::list_request(&mut params)?;
-    let customer = optional_id(params.take_str("customer")?);
+    let customer = optional_id(params.take_str("customer")?, "customer")?;
     form::refuse_customer_account(&mut params)?;
     let expand = Expand::parse(form::expand(&mut params)?, LIST_EXPANDABLE)?;
     form::finish(params)?;

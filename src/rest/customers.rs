@@ -1,7 +1,9 @@
 //! `/v1/customers`.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
+
+use super::path::Path;
 
 use super::RestError;
 use super::body::FormBody;

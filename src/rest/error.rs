@@ -68,3 +68,17 @@ impl From<super::params::ParamError> for RestError {
         RestError(error.into())
     }
 }
+
+/// The JSON body of an error in Stripe's envelope, for responses built outside axum (the HTTP
+/// parser's own refusals, see `rest::transport`).
+pub(crate) fn envelope_body(error: &Error) -> Vec<u8> {
+    let envelope = Envelope {
+        error: Body {
+            kind: error.kind.stripe_type(),
+            code: error.code,
+            param: error.param.as_deref(),
+            message: &error.message,
+        },
+    };
+    serde_json::to_vec(&envelope).unwrap_or_default()
+}

@@ -12,7 +12,9 @@ mod expand;
 mod form;
 mod model;
 pub mod params;
+mod path;
 mod test_clocks;
+pub mod transport;
 
 use axum::Router;
 use axum::http::{HeaderValue, Method, Uri};

@@ -61,6 +61,10 @@ pub enum ParamError {
     /// The encoded input itself could not be understood.
     #[error("{}", malformed_message(param, reason))]
     Malformed { param: String, reason: String },
+    /// A name or value breaks the rule every string input obeys
+    /// ([`crate::domain::text::check_input`]: no NUL, a maximum length).
+    #[error("{message}")]
+    Invalid { param: String, message: String },
 }
 
 fn malformed_message(param: &str, reason: &str) -> String {
@@ -80,7 +84,8 @@ impl ParamError {
             ParamError::InvalidInteger { param, .. }
             | ParamError::InvalidBoolean { param, .. }
             | ParamError::InvalidType { param, .. }
-            | ParamError::Malformed { param, .. } => param,
+            | ParamError::Malformed { param, .. }
+            | ParamError::Invalid { param, .. } => param,
         }
     }
 
@@ -95,7 +100,8 @@ impl ParamError {
             ParamError::InvalidInteger { .. } => "parameter_invalid_integer",
             ParamError::InvalidBoolean { .. }
             | ParamError::InvalidType { .. }
-            | ParamError::Malformed { .. } => "parameter_invalid",
+            | ParamError::Malformed { .. }
+            | ParamError::Invalid { .. } => "parameter_invalid",
         }
     }
 
@@ -433,6 +439,10 @@ pub fn parse(raw: &[u8]) -> Result<Params, ParamError> {
             .map_err(|()| ParamError::malformed(decode_lossy(raw_key), "key is not valid UTF-8"))?;
         let value = decode(raw_value)
             .map_err(|()| ParamError::malformed(key.clone(), "value is not valid UTF-8"))?;
+        crate::domain::text::check_input(&key, &value).map_err(|error| ParamError::Invalid {
+            param: error.param.unwrap_or_default(),
+            message: error.message,
+        })?;
         let segments = split_key(&key)?;
         root.insert(&segments, value, &key)?;
     }
