@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod idempotency_headers;
 pub mod rest;
 pub mod server;
 pub mod service;

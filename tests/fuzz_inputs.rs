@@ -7,6 +7,11 @@
 //! (`CREDITD_FUZZ_CASES` per target, default 120). A long campaign:
 //! `CREDITD_FUZZ_SEED=$RANDOM CREDITD_FUZZ_CASES=20000 cargo test --test fuzz_inputs`.
 //! The cargo-fuzz targets in `fuzz/` cover the pure parsers with coverage guidance.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

@@ -4,6 +4,11 @@
 //! field (gRPC), never a 500 on one backend and a stored value on the other. Transport-level
 //! refusals (an undecodable path, an unknown route, a wrong method, an oversized gRPC message)
 //! come in Stripe's envelope or with the documented gRPC code.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod common;
 

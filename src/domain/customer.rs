@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::pagination::TimeRangeFields;
 use super::text::{optional_text, text_update};
 use super::{Currency, Metadata, MetadataUpdate, TimeRange};
 use crate::error::{Error, Result};
@@ -139,6 +140,22 @@ pub struct CustomerFilter {
     pub email: Option<String>,
     /// Only customers on this clock; without it, customers on clocks are left out.
     pub test_clock: Option<String>,
+}
+
+impl CustomerFilter {
+    /// The customer list's filters as a transport received them; an empty `email` or
+    /// `test_clock` counts as absent.
+    pub fn parse(
+        created: TimeRangeFields,
+        email: Option<String>,
+        test_clock: Option<String>,
+    ) -> Result<CustomerFilter> {
+        Ok(CustomerFilter {
+            created: TimeRange::parse("created", created)?,
+            email: super::text::optional_id(email, "email")?,
+            test_clock: super::text::optional_id(test_clock, "test_clock")?,
+        })
+    }
 }
 
 fn check_email(email: &str) -> Result<()> {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use super::proto;
 use crate::domain::customer::Customer;
 use crate::domain::customer_balance_transaction::CustomerBalanceTransaction;
-use crate::domain::pagination::{ListRequest, TimeRange, TimeRangeFields};
+use crate::domain::pagination::{ListRequest, TimeRangeFields};
 use crate::domain::{Metadata, MetadataUpdate};
 use crate::error::Result;
 
@@ -28,11 +28,6 @@ pub fn list_request(page: Option<proto::PageRequest>) -> Result<ListRequest> {
         page.starting_after,
         page.ending_before,
     )
-}
-
-/// A `created` filter, validated by [`TimeRange::parse`].
-pub fn time_range(filter: Option<proto::CreatedFilter>) -> Result<TimeRange> {
-    TimeRange::parse("created", created_fields(filter))
 }
 
 /// A `created` filter as sent, for a domain filter to validate.

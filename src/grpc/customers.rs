@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::context;
-use super::convert::{list_request, metadata_update, time_range};
+use super::convert::{created_fields, list_request, metadata_update};
 use super::proto::{self, customer_service_server::CustomerService};
 use crate::domain::customer::{CreateCustomer, CustomerFields, CustomerFilter, UpdateCustomer};
 use crate::service::Services;
@@ -60,11 +60,11 @@ impl CustomerService for CustomerApi {
         let ctx = context(&self.services, &request).await?;
         let message = request.into_inner();
         let list = list_request(message.page)?;
-        let filter = CustomerFilter {
-            created: time_range(message.created)?,
-            email: message.email,
-            test_clock: message.test_clock,
-        };
+        let filter = CustomerFilter::parse(
+            created_fields(message.created),
+            message.email,
+            message.test_clock,
+        )?;
         let page = self.services.list_customers(&ctx, &filter, &list).await?;
         Ok(Response::new(proto::ListCustomersResponse {
             object: "list".to_string(),

@@ -43,6 +43,10 @@ struct MessageSchema {
     map_entry: bool,
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "the descriptor set is compiled into the binary by build.rs and every gRPC test decodes it"
+)]
 fn schema() -> &'static Schema {
     static SCHEMA: OnceLock<Schema> = OnceLock::new();
     SCHEMA.get_or_init(|| {

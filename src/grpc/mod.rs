@@ -18,8 +18,7 @@ use crate::service::auth::key_from_authorization;
 use crate::service::idempotency::not_ascii;
 use crate::service::{ReplayFlag, RequestContext, Services};
 
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
-const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+use crate::idempotency_headers::IDEMPOTENCY_KEY;
 
 /// Generated code for `proto/creditd/v1`.
 pub mod proto {
@@ -115,30 +114,8 @@ pub async fn routes(
     let router = routes
         .routes()
         .into_axum_router()
-        .layer(axum::middleware::from_fn(idempotency_metadata));
+        .layer(axum::middleware::from_fn(crate::idempotency_headers::echo));
     Ok(tonic::service::Routes::from(router))
-}
-
-/// Around every call: a response (or error status) to a call that carried `idempotency-key`
-/// metadata echoes it, and one replayed from the key's stored result also carries
-/// `idempotent-replayed: true`. The service reports the replay through the [`ReplayFlag`]
-/// put here in the request's extensions, which [`context`] hands to it.
-async fn idempotency_metadata(
-    mut request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let key = request.headers().get(IDEMPOTENCY_KEY).cloned();
-    let replayed = ReplayFlag::default();
-    request.extensions_mut().insert(replayed.clone());
-    let mut response = next.run(request).await;
-    if let Some(key) = key {
-        let headers = response.headers_mut();
-        headers.insert(IDEMPOTENCY_KEY, key);
-        if replayed.is_set() {
-            headers.insert(IDEMPOTENT_REPLAYED, http::HeaderValue::from_static("true"));
-        }
-    }
-    response
 }
 
 /// Authenticates a call from its `authorization` metadata and picks up `idempotency-key`.

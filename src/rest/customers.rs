@@ -104,11 +104,11 @@ pub async fn list(
 ) -> Result<Json<List<CustomerJson>>, RestError> {
     let mut params = form::parse(query.unwrap_or_default().as_bytes())?;
     let request = form::list_request(&mut params)?;
-    let filter = CustomerFilter {
-        created: form::created(&mut params)?,
-        email: params.take_str("email")?,
-        test_clock: params.take_str("test_clock")?,
-    };
+    let filter = CustomerFilter::parse(
+        form::created_fields(&mut params)?,
+        params.take_str("email")?,
+        params.take_str("test_clock")?,
+    )?;
     let expand = Expand::parse(form::expand(&mut params)?, LIST_EXPANDABLE)?;
     form::finish(params)?;
     let page = services.list_customers(&ctx, &filter, &request).await?;

@@ -3,7 +3,7 @@
 
 use super::params::{self, MapOrEmpty, ParamError, ParamValue, Params, StringMapOrEmpty};
 use crate::domain::MetadataUpdate;
-use crate::domain::pagination::{ListRequest, TimeRange, TimeRangeFields};
+use crate::domain::pagination::{ListRequest, TimeRangeFields};
 use crate::error::{Error, ErrorKind, Result};
 
 impl From<ParamError> for Error {
@@ -49,11 +49,6 @@ pub fn list_request(params: &mut Params) -> Result<ListRequest> {
     let starting_after = params.take_str("starting_after")?;
     let ending_before = params.take_str("ending_before")?;
     ListRequest::parse(limit, starting_after, ending_before)
-}
-
-/// `created=<t>` or `created[gt|gte|lt|lte]=<t>`, validated by [`TimeRange::parse`].
-pub fn created(params: &mut Params) -> Result<TimeRange> {
-    TimeRange::parse("created", created_fields(params)?)
 }
 
 /// `created=<t>` or `created[gt|gte|lt|lte]=<t>` as read, for a domain filter to validate.

@@ -134,7 +134,7 @@ pub fn router(services: Services) -> Router {
         .fallback(unrecognized_url)
         .method_not_allowed_fallback(unrecognized_url)
         .layer(axum::middleware::map_response(stripe_headers))
-        .layer(axum::middleware::from_fn(context::idempotency_headers))
+        .layer(axum::middleware::from_fn(crate::idempotency_headers::echo))
         .with_state(services)
 }
 
