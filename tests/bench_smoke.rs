@@ -30,12 +30,16 @@ const SCENARIOS: [&str; 10] = [
 ];
 
 fn run_bench(extra: &[&str]) -> Vec<Value> {
+    run_bench_with(&["--json", "--audit"], extra)
+}
+
+fn run_bench_with(base: &[&str], extra: &[&str]) -> Vec<Value> {
     let output = Command::new(env!("CARGO_BIN_EXE_creditd-bench"))
         .args(["--creditd-bin", env!("CARGO_BIN_EXE_creditd")])
         .args(["--customers", "20", "--history-entries", "2000"])
         .args(["--duration", "1s", "--warmup", "0s"])
         .args(["--concurrency", "4", "--connections", "1"])
-        .args(["--json", "--audit"])
+        .args(base)
         .args(extra)
         .env_remove("RUST_LOG")
         .output()
@@ -86,6 +90,9 @@ fn check(lines: &[Value]) {
             result["peak_rss_kib"].as_u64().unwrap_or(0) > 0,
             "the server's memory: {result}"
         );
+        if !SCENARIOS[7..].contains(&result["scenario"].as_str().unwrap_or_default()) {
+            assert_cpu(result);
+        }
     }
     let cases: BTreeSet<&str> = results
         .iter()
@@ -133,4 +140,71 @@ fn every_scenario_runs_on_postgres() {
         return;
     };
     check(&run_bench(&["--database-url", &url]));
+}
+
+/// The server's and the load generator's CPU per call: present and positive. (The database
+/// baselines run in the load generator alone, so the server's CPU there may round to zero.)
+fn assert_cpu(result: &Value) {
+    for field in ["server_cpu_us_per_op", "bench_cpu_us_per_op"] {
+        assert!(
+            result[field].as_f64().is_some_and(|us| us > 0.0),
+            "{field}: {result}"
+        );
+    }
+}
+
+/// The open loop at a low fixed rate, and --rate-fraction (a closed-loop peak, then an open
+/// loop at half of it), with CPU per call and p99.9; and the fixed-count closed loop.
+#[test]
+fn open_loop_and_fixed_count() {
+    let lines = run_bench_with(
+        &["--json"],
+        &[
+            "--scenario",
+            "summary",
+            "--scenario",
+            "noop",
+            "--rate",
+            "50",
+        ],
+    );
+    let results: Vec<&Value> = lines.iter().filter(|l| l["type"] == "result").collect();
+    assert_eq!(results.len(), 2, "{lines:?}");
+    for result in results {
+        assert_eq!(result["load"], "open", "{result}");
+        assert_eq!(result["rate_per_s"], 50.0, "{result}");
+        assert_eq!(result["errors"], 0, "{result}");
+        // 50 calls scheduled in the second (± one at the edges).
+        let ops = result["ops"].as_u64().unwrap_or(0);
+        assert!((45..=51).contains(&ops), "{result}");
+        assert!(result["behind_schedule"].as_u64().is_some(), "{result}");
+        assert!(
+            result["p999_us"].as_f64().is_some_and(|us| us > 0.0),
+            "{result}"
+        );
+        assert_cpu(result);
+    }
+
+    let lines = run_bench_with(
+        &["--json"],
+        &["--scenario", "apply", "--rate-fraction", "0.5"],
+    );
+    let results: Vec<&Value> = lines.iter().filter(|l| l["type"] == "result").collect();
+    assert_eq!(results.len(), 2, "{lines:?}");
+    assert_eq!(results[0]["load"], "closed", "{lines:?}");
+    assert_eq!(results[1]["load"], "open", "{lines:?}");
+    let peak = results[0]["ops_per_s"].as_f64().unwrap_or(0.0);
+    let rate = results[1]["rate_per_s"].as_f64().unwrap_or(0.0);
+    assert!(peak > 0.0 && (rate - peak / 2.0).abs() < 1.0, "{lines:?}");
+    for result in results {
+        assert_eq!(result["errors"], 0, "{result}");
+        assert!(result["ops"].as_u64().unwrap_or(0) > 0, "{result}");
+        assert_cpu(result);
+    }
+
+    let lines = run_bench_with(&["--json"], &["--scenario", "noop", "--requests", "200"]);
+    let results: Vec<&Value> = lines.iter().filter(|l| l["type"] == "result").collect();
+    assert_eq!(results.len(), 1, "{lines:?}");
+    assert_eq!(results[0]["load"], "count", "{lines:?}");
+    assert_eq!(results[0]["ops"], 200, "{lines:?}");
 }

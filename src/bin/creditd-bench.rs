@@ -17,6 +17,8 @@
 
 #[path = "creditd-bench/clients.rs"]
 mod clients;
+#[path = "creditd-bench/instructions.rs"]
+mod instructions;
 #[path = "creditd-bench/runner.rs"]
 mod runner;
 #[path = "creditd-bench/scenarios.rs"]
@@ -66,9 +68,27 @@ struct Cli {
     /// Unmeasured calls before each measurement.
     #[arg(long, default_value = "1s", value_parser = runner::parse_duration)]
     warmup: Duration,
-    /// Calls in flight at once (closed loop: each task calls again as soon as it has an answer).
+    /// Calls in flight at once (closed loop: each task calls again as soon as it has an answer;
+    /// open loop: the most calls in flight, beyond which calls fall behind schedule).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Open loop: this many calls per second on a fixed schedule, latency measured from each
+    /// call's scheduled send time (instead of the closed loop).
+    #[arg(long, conflicts_with_all = ["rate_fraction", "requests"])]
+    rate: Option<f64>,
+    /// Measure each scenario's closed-loop peak first, then run it open loop at this fraction
+    /// of the peak (e.g. 0.5); both measurements are reported.
+    #[arg(long, conflicts_with = "requests")]
+    rate_fraction: Option<f64>,
+    /// Closed loop over a fixed number of measured calls instead of --duration (after the
+    /// warm-up), e.g. for instructions per call.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// With --requests: count the server's instructions over the measured calls with
+    /// `perf stat -e instructions -p <server pid>` (needs perf and a CPU counter; needs the
+    /// server's process ID: --server process or --server-pid).
+    #[arg(long, requires = "requests")]
+    count_instructions: bool,
     /// HTTP/2 connections the gRPC calls are spread over (and REST calls with --rest-protocol http2).
     #[arg(long, default_value_t = 2)]
     connections: usize,
@@ -136,6 +156,8 @@ struct Measurement {
     case: Option<String>,
     detail: Option<String>,
     sample: Sample,
+    /// Instructions the server retired during the measured calls (--count-instructions).
+    instructions: Option<u64>,
     peak_rss_kib: Option<u64>,
     /// `VmHWM` (reset before the measurement) or `sampled VmRSS`.
     peak_rss_source: Option<&'static str>,
@@ -143,9 +165,20 @@ struct Measurement {
 
 impl Measurement {
     fn label(&self) -> String {
-        match &self.case {
+        let name = match &self.case {
             Some(case) => format!("{}:{case}", self.scenario.name()),
             None => self.scenario.name().to_string(),
+        };
+        match self.sample.load {
+            runner::Load::Open { rate } => format!("{name} @{rate:.0}/s"),
+            _ => name,
+        }
+    }
+
+    fn instructions_per_op(&self) -> Option<f64> {
+        match self.instructions {
+            Some(count) if self.sample.ops > 0 => Some(count as f64 / self.sample.ops as f64),
+            _ => None,
         }
     }
 }
@@ -330,6 +363,21 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     if cli.concurrency == 0 || cli.connections == 0 {
         bail!("--concurrency and --connections must be at least 1");
     }
+    if cli
+        .rate
+        .is_some_and(|rate| !(rate.is_finite() && rate > 0.0))
+    {
+        bail!("--rate must be a positive number of calls per second");
+    }
+    if cli
+        .rate_fraction
+        .is_some_and(|fraction| !(fraction.is_finite() && fraction > 0.0))
+    {
+        bail!("--rate-fraction must be positive");
+    }
+    if cli.requests == Some(0) {
+        bail!("--requests must be at least 1");
+    }
     let out = Out { json: cli.json };
     let mut scenarios = if cli.scenarios.is_empty() {
         Scenario::ALL.to_vec()
@@ -372,9 +420,13 @@ async fn measure_all(
     if cfg!(debug_assertions) {
         out.text("  a debug build: the numbers mean nothing; build with --release to measure");
     }
+    let length = match cli.requests {
+        Some(requests) => format!("{requests} calls"),
+        None => humanize(cli.duration),
+    };
     out.text(&format!(
         "  {} per measurement after {} warm-up, concurrency {}, {} gRPC connection(s), REST over {}",
-        humanize(cli.duration),
+        length,
         humanize(cli.warmup),
         cli.concurrency,
         cli.connections,
@@ -392,6 +444,11 @@ async fn measure_all(
         "warmup_s": cli.warmup.as_secs_f64(),
         "concurrency": cli.concurrency,
         "connections": cli.connections,
+        "rate_per_s": cli.rate,
+        "rate_fraction": cli.rate_fraction,
+        "requests": cli.requests,
+        "server_pid": server_pid(setup),
+        "clock_ticks_per_s": runner::clock_ticks_per_second(),
         "rest_protocol": cli.rest_protocol.as_str(),
         "idempotency_keys": cli.idempotency_keys,
         "memory_scope": setup.memory.as_ref().map(MemoryProbe::scope),
@@ -513,29 +570,40 @@ async fn measure_all(
                 scenario.name(),
                 case.as_deref().map(|c| format!(":{c}")).unwrap_or_default()
             );
-            let watch = setup.memory.map(PeakWatch::start);
-            let sample = runner::run(op, cli.concurrency, cli.warmup, cli.duration).await;
-            let (peak_rss_kib, peak_rss_source) = match watch {
-                Some(watch) => watch.finish().await.unzip(),
-                None => (None, None),
+            let mut loads = match (cli.rate, cli.requests) {
+                (Some(rate), _) => vec![runner::Load::Open { rate }],
+                (None, Some(requests)) => vec![runner::Load::Count { requests }],
+                (None, None) => vec![runner::Load::Closed],
             };
-            let measurement = Measurement {
-                scenario,
-                case,
-                detail,
-                sample,
-                peak_rss_kib,
-                peak_rss_source,
-            };
-            if let Some(error) = &measurement.sample.first_error {
-                eprintln!(
-                    "  {} errors in {}; the first: {error}",
-                    measurement.sample.errors,
-                    measurement.label()
-                );
+            if cli.rate_fraction.is_some() {
+                loads = vec![runner::Load::Closed];
             }
-            out.record(result_json(&measurement, cli));
-            measurements.push(measurement);
+            while let Some(load) = loads.pop() {
+                let measurement =
+                    measure(cli, setup, scenario, &case, &detail, op.clone(), load).await?;
+                if let Some(error) = &measurement.sample.first_error {
+                    eprintln!(
+                        "  {} errors in {}; the first: {error}",
+                        measurement.sample.errors,
+                        measurement.label()
+                    );
+                }
+                out.record(result_json(&measurement, cli));
+                if let (Some(fraction), runner::Load::Closed) =
+                    (cli.rate_fraction, measurement.sample.load)
+                {
+                    let rate = measurement.sample.ops_per_second() * fraction;
+                    if rate > 0.0 {
+                        eprintln!(
+                            "running {} open loop at {fraction} × {:.0} = {rate:.0} calls/s …",
+                            measurement.label(),
+                            measurement.sample.ops_per_second()
+                        );
+                        loads.push(runner::Load::Open { rate });
+                    }
+                }
+                measurements.push(measurement);
+            }
         }
     }
     report(out, cli, setup, &measurements, history.as_ref());
@@ -543,6 +611,66 @@ async fn measure_all(
 }
 
 type Case = (Option<String>, Option<String>, Arc<dyn Op>);
+
+/// The server's process ID, when the bench knows it (a child process or --server-pid).
+fn server_pid(setup: &Setup) -> Option<u32> {
+    setup
+        .memory
+        .as_ref()
+        .filter(|memory| !memory.shared)
+        .and_then(|memory| memory.pid)
+}
+
+/// One measurement of `op` under `load`, with the server's peak memory, CPU and (with
+/// --count-instructions) instructions.
+async fn measure(
+    cli: &Cli,
+    setup: &Setup,
+    scenario: Scenario,
+    case: &Option<String>,
+    detail: &Option<String>,
+    op: Arc<dyn Op>,
+    load: runner::Load,
+) -> anyhow::Result<Measurement> {
+    let cpu = runner::CpuProbe::new(server_pid(setup));
+    let watch = setup.memory.map(PeakWatch::start);
+    let (sample, instructions) = match (cli.count_instructions, server_pid(setup)) {
+        (true, Some(pid)) => {
+            // The warm-up on its own, so that perf counts the measured calls only.
+            runner::run(
+                op.clone(),
+                runner::Load::Closed,
+                cli.concurrency,
+                Duration::ZERO,
+                cli.warmup,
+                cpu,
+            )
+            .await;
+            let perf = instructions::Perf::attach(pid)?;
+            let sample =
+                runner::run(op, load, cli.concurrency, Duration::ZERO, cli.duration, cpu).await;
+            (sample, perf.finish())
+        }
+        (true, None) => bail!("--count-instructions needs the server's process ID"),
+        (false, _) => (
+            runner::run(op, load, cli.concurrency, cli.warmup, cli.duration, cpu).await,
+            None,
+        ),
+    };
+    let (peak_rss_kib, peak_rss_source) = match watch {
+        Some(watch) => watch.finish().await.unzip(),
+        None => (None, None),
+    };
+    Ok(Measurement {
+        scenario,
+        case: case.clone(),
+        detail: detail.clone(),
+        sample,
+        instructions,
+        peak_rss_kib,
+        peak_rss_source,
+    })
+}
 
 /// The measurements of a scenario: one, or the history's four.
 fn ops(
@@ -656,8 +784,23 @@ fn result_json(m: &Measurement, cli: &Cli) -> serde_json::Value {
         "p50_us": us(m.sample.quantile_us(0.50)),
         "p90_us": us(m.sample.quantile_us(0.90)),
         "p99_us": us(m.sample.quantile_us(0.99)),
+        "p999_us": us(m.sample.quantile_us(0.999)),
         "max_us": us(m.sample.max_us()),
         "mean_us": us(m.sample.mean_us()),
+        "load": m.sample.load.name(),
+        "rate_per_s": match m.sample.load {
+            runner::Load::Open { rate } => Some(round(rate, 1)),
+            _ => None,
+        },
+        "behind_schedule": matches!(m.sample.load, runner::Load::Open { .. }).then_some(m.sample.behind),
+        "max_lag_us": matches!(m.sample.load, runner::Load::Open { .. })
+            .then(|| round(m.sample.max_lag.as_secs_f64() * 1e6, 1)),
+        "server_cpu_s": m.sample.server_cpu.map(|cpu| round(cpu.as_secs_f64(), 3)),
+        "server_cpu_us_per_op": us(m.sample.server_cpu_us_per_op()),
+        "bench_cpu_s": m.sample.bench_cpu.map(|cpu| round(cpu.as_secs_f64(), 3)),
+        "bench_cpu_us_per_op": us(m.sample.bench_cpu_us_per_op()),
+        "server_instructions": m.instructions,
+        "server_instructions_per_op": m.instructions_per_op().map(|v| round(v, 0)),
         "concurrency": cli.concurrency,
         "connections": cli.connections,
         "peak_rss_kib": m.peak_rss_kib,
@@ -691,27 +834,64 @@ fn report(
 ) {
     out.text("");
     out.text(&format!(
-        "{:<22} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>11}",
-        "scenario", "ops/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "peak RSS"
+        "{:<28} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>11} {:>10} {:>10}",
+        "scenario",
+        "ops/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "errors",
+        "peak RSS",
+        "srv µs/op",
+        "gen µs/op"
     ));
+    let cpu = |value: Option<f64>| value.map_or_else(|| "-".to_string(), |us| format!("{us:.1}"));
     for m in measurements {
         out.text(&format!(
-            "{:<22} {:>10.1} {:>9} {:>9} {:>9} {:>9} {:>7} {:>11}",
+            "{:<28} {:>10.1} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>11} {:>10} {:>10}",
             m.label(),
             m.sample.ops_per_second(),
             ms(m.sample.quantile_us(0.50)),
             ms(m.sample.quantile_us(0.90)),
             ms(m.sample.quantile_us(0.99)),
+            ms(m.sample.quantile_us(0.999)),
             ms(m.sample.max_us()),
             m.sample.errors,
             m.peak_rss_kib.map_or_else(|| "-".to_string(), mib),
+            cpu(m.sample.server_cpu_us_per_op()),
+            cpu(m.sample.bench_cpu_us_per_op()),
         ));
+    }
+    out.text("  srv / gen µs/op: CPU time (user + system) of the server / load generator process per successful call");
+    for m in measurements {
+        if let runner::Load::Open { rate } = m.sample.load {
+            out.text(&format!(
+                "  {}: open loop at {rate:.1}/s, latency from the scheduled send time; {} of {} calls fell behind schedule (largest lag {})",
+                m.label(),
+                m.sample.behind,
+                m.sample.ops + m.sample.errors,
+                ms(Some(m.sample.max_lag.as_secs_f64() * 1e6)),
+            ));
+        }
+        if let Some(per_op) = m.instructions_per_op() {
+            out.text(&format!(
+                "  {}: {per_op:.0} server instructions per call (perf stat, {} calls)",
+                m.label(),
+                m.sample.ops
+            ));
+        }
     }
 
     let find = |scenario: Scenario, case: Option<&str>| {
         measurements
             .iter()
-            .find(|m| m.scenario == scenario && m.case.as_deref() == case)
+            .find(|m| {
+                m.scenario == scenario
+                    && m.case.as_deref() == case
+                    && !matches!(m.sample.load, runner::Load::Open { .. })
+            })
             .map(|m| &m.sample)
     };
     let throughput = |a: Option<&Sample>, b: Option<&Sample>| match (a, b) {
