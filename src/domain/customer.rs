@@ -30,6 +30,9 @@ pub struct Customer {
     pub balances: BTreeMap<Currency, i64>,
     pub metadata: Metadata,
     pub test_clock: Option<String>,
+    /// Deleted customers keep their ledger; they read as Stripe's `deleted_customer` stub and
+    /// every write treats them as missing.
+    pub deleted: bool,
 }
 
 impl Customer {
@@ -200,6 +203,7 @@ mod tests {
             .collect(),
             metadata: Metadata::default(),
             test_clock: None,
+            deleted: false,
         }
     }
 

@@ -75,6 +75,23 @@ impl CustomerService for CustomerApi {
     }
 
     #[tracing::instrument(skip_all, err)]
+    async fn delete_customer(
+        &self,
+        request: Request<proto::DeleteCustomerRequest>,
+    ) -> Result<Response<proto::DeletedCustomer>, Status> {
+        let ctx = context(&self.services, &request).await?;
+        let id = self
+            .services
+            .delete_customer(&ctx, &request.get_ref().id)
+            .await?;
+        Ok(Response::new(proto::DeletedCustomer {
+            id,
+            object: "customer".to_string(),
+            deleted: true,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, err)]
     async fn update_customer(
         &self,
         request: Request<proto::UpdateCustomerRequest>,
