@@ -33,6 +33,7 @@ impl CustomerService for CustomerApi {
             description: message.description,
             phone: message.phone,
             metadata: metadata_update(false, message.metadata)?,
+            balance: message.balance,
         };
         let command = CreateCustomer::parse(fields, message.test_clock)?;
         let customer = self.services.create_customer(&ctx, command).await?;
@@ -104,6 +105,7 @@ impl CustomerService for CustomerApi {
             description: message.description,
             phone: message.phone,
             metadata: metadata_update(message.clear_metadata, message.metadata)?,
+            balance: message.balance,
         };
         let command = UpdateCustomer::parse(fields)?;
         let customer = self

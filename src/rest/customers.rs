@@ -46,6 +46,7 @@ fn customer_fields(params: &mut Params, allow_clear_metadata: bool) -> Result<Cu
         description: params.take_str("description")?,
         phone: params.take_str("phone")?,
         metadata: form::metadata(params, allow_clear_metadata)?,
+        balance: params.take_i64("balance")?,
     })
 }
 

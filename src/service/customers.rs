@@ -1,5 +1,6 @@
 //! Customers.
 
+use super::customer_balance_transactions::NewEntry;
 use super::{RequestContext, Services, idempotent_write, page_after_cursor};
 use crate::domain::Tenant;
 use crate::domain::customer::{CreateCustomer, Customer, CustomerFilter, UpdateCustomer};
@@ -102,15 +103,26 @@ impl Services {
             .idempotency
             .claim(ctx, "customer.update", &(id, &command))?;
         idempotent_write!(self, &claim, |tx, now| {
-            if store::customers::lock(&tx, &ctx.tenant, id)
+            let locked = store::customers::lock(&tx, &ctx.tenant, id)
                 .await?
-                .is_none()
-            {
-                return Err(Error::resource_missing("customer", id, "id"));
-            }
+                .ok_or_else(|| Error::resource_missing("customer", id, "id"))?;
             let current = find_customer(&tx, &ctx.tenant, id, "id").await?;
-            let updated = command.apply_to(&current)?;
+            let mut updated = command.apply_to(&current)?;
+            // `balance` is absolute: the ledger gets one entry for the difference, or none.
+            let adjustment = command.balance_adjustment(&current)?;
             store::customers::update_details(&tx, &ctx.tenant, &updated).await?;
+            if let Some((currency, amount)) = adjustment {
+                let entry = NewEntry {
+                    currency: &currency,
+                    amount,
+                    description: None,
+                    metadata: Default::default(),
+                };
+                let written = self
+                    .append_balance_entry(&tx, &ctx.tenant, id, &locked, entry, now)
+                    .await?;
+                updated.balances.insert(currency, written.ending_balance);
+            }
             Ok(updated)
         })
     }
