@@ -272,6 +272,69 @@ on_every_backend! {
             .unwrap_err();
         assert_eq!(unauthenticated.code(), Code::Unauthenticated);
     }
+
+    async fn balance_on_update_is_absolute_and_writes_one_adjustment_for_the_difference(app) {
+        let customer = app.create_customer("name=Ada&balance=0").await;
+        let txns = format!("/v1/customers/{customer}/balance_transactions");
+        let path = format!("/v1/customers/{customer}");
+        // Without a currency the balance can only stay 0.
+        app.post(&path, "balance=100").await
+            .assert_error(400, "invalid_request_error", Some("parameter_invalid"), Some("balance"));
+        assert_eq!(app.post(&path, "balance=0").await.ok()["balance"], 0);
+        assert_eq!(app.get(&txns).await.ok()["data"].as_array().unwrap().len(), 0);
+
+        app.post(&txns, "amount=-500&currency=usd").await.ok();
+        let updated = app.post(&path, "balance=-800").await.ok();
+        assert_eq!(updated["balance"], -800);
+        assert_eq!(updated["invoice_credit_balance"]["usd"], 800);
+        let listed = app.get(&txns).await.ok();
+        let data = listed["data"].as_array().unwrap();
+        assert_eq!(data.len(), 2);
+        assert_eq!(data[0]["amount"], -300);
+        assert_eq!(data[0]["ending_balance"], -800);
+        assert_eq!(data[0]["type"], "adjustment");
+        assert_eq!(data[0]["currency"], "usd");
+
+        // The same value, or no balance at all, writes nothing.
+        assert_eq!(app.post(&path, "balance=-800").await.ok()["balance"], -800);
+        assert_eq!(app.post(&path, "name=Grace").await.ok()["balance"], -800);
+        assert_eq!(app.get(&txns).await.ok()["data"].as_array().unwrap().len(), 2);
+
+        // Over gRPC too.
+        let updated = app
+            .customers()
+            .await
+            .update_customer(app.grpc(proto::UpdateCustomerRequest {
+                id: customer.clone(),
+                balance: Some(250),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(updated.balance, 250);
+        let listed = app.get(&txns).await.ok();
+        let data = listed["data"].as_array().unwrap();
+        assert_eq!(data.len(), 3);
+        assert_eq!(data[0]["amount"], 1050);
+        assert_eq!(data[0]["ending_balance"], 250);
+    }
+
+    async fn a_new_customer_can_only_start_at_balance_zero(app) {
+        app.post("/v1/customers", "balance=-100").await
+            .assert_error(400, "invalid_request_error", Some("parameter_invalid"), Some("balance"));
+        app.post("/v1/customers", "balance=x").await
+            .assert_error(400, "invalid_request_error", Some("parameter_invalid_integer"), Some("balance"));
+        let status = app
+            .customers()
+            .await
+            .create_customer(app.grpc(proto::CreateCustomerRequest { balance: Some(-100), ..Default::default() }))
+            .await
+            .expect_err("a nonzero starting balance");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let created = app.post("/v1/customers", "balance=0").await.ok();
+        assert_eq!(created["balance"], 0);
+    }
 }
 
 #[test]

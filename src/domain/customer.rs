@@ -30,6 +30,9 @@ pub struct Customer {
     pub balances: BTreeMap<Currency, i64>,
     pub metadata: Metadata,
     pub test_clock: Option<String>,
+    /// Deleted customers keep their ledger; they read as Stripe's `deleted_customer` stub and
+    /// every write treats them as missing.
+    pub deleted: bool,
 }
 
 impl Customer {
@@ -59,6 +62,8 @@ pub struct CustomerFields {
     pub description: Option<String>,
     pub phone: Option<String>,
     pub metadata: MetadataUpdate,
+    /// Stripe's `balance`: the absolute balance in minor units, negative = credit.
+    pub balance: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -76,6 +81,11 @@ impl CreateCustomer {
         let email = optional_text(fields.email, "email", MAX_EMAIL_CHARS)?;
         if let Some(email) = &email {
             check_email(email)?;
+        }
+        // The balance lives in the customer's currency, which only a balance transaction sets;
+        // a new customer has none, so the only balance it can start with is 0.
+        if fields.balance.is_some_and(|balance| balance != 0) {
+            return Err(no_currency_for_balance());
         }
         Ok(CreateCustomer {
             name: optional_text(fields.name, "name", MAX_NAME_CHARS)?,
@@ -96,6 +106,8 @@ pub struct UpdateCustomer {
     pub description: Option<Option<String>>,
     pub phone: Option<Option<String>>,
     pub metadata: MetadataUpdate,
+    /// The new absolute balance (not a delta), written through the ledger.
+    pub balance: Option<i64>,
 }
 
 impl UpdateCustomer {
@@ -110,7 +122,28 @@ impl UpdateCustomer {
             description: text_update(fields.description, "description", MAX_DESCRIPTION_CHARS)?,
             phone: text_update(fields.phone, "phone", MAX_PHONE_CHARS)?,
             metadata: fields.metadata,
+            balance: fields.balance,
         })
+    }
+
+    /// The one ledger entry that setting `balance` writes: its currency and amount (new − old),
+    /// or `None` when nothing changes. The balance is in the customer's currency; without one it
+    /// can only be set to 0.
+    pub fn balance_adjustment(&self, customer: &Customer) -> Result<Option<(Currency, i64)>> {
+        let Some(target) = self.balance else {
+            return Ok(None);
+        };
+        let Some(currency) = &customer.currency else {
+            return match target {
+                0 => Ok(None),
+                _ => Err(no_currency_for_balance()),
+            };
+        };
+        let current = customer.balances.get(currency).copied().unwrap_or(0);
+        let amount = target.checked_sub(current).ok_or_else(|| {
+            Error::invalid_param("balance", "The balance change is out of range.")
+        })?;
+        Ok((amount != 0).then(|| (currency.clone(), amount)))
     }
 
     /// The customer after this update, with metadata limits checked on the merged result.
@@ -178,6 +211,13 @@ fn check_email(email: &str) -> Result<()> {
     }
 }
 
+fn no_currency_for_balance() -> Error {
+    Error::invalid_param(
+        "balance",
+        "This customer has no currency yet, so its balance can only be 0. Create a customer balance transaction with a currency first.",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +240,7 @@ mod tests {
             .collect(),
             metadata: Metadata::default(),
             test_clock: None,
+            deleted: false,
         }
     }
 
@@ -235,5 +276,45 @@ mod tests {
             };
             assert!(CreateCustomer::parse(fields, None).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn balance_is_absolute_and_changes_write_the_difference_in_the_customers_currency() {
+        let set = |balance| {
+            UpdateCustomer::parse(CustomerFields {
+                balance: Some(balance),
+                ..CustomerFields::default()
+            })
+            .unwrap()
+        };
+        let usd = Currency::parse("usd", "c").unwrap();
+        assert_eq!(
+            set(-800).balance_adjustment(&customer()).unwrap(),
+            Some((usd.clone(), -300))
+        );
+        assert_eq!(set(-500).balance_adjustment(&customer()).unwrap(), None);
+        let unchanged = UpdateCustomer::parse(CustomerFields::default()).unwrap();
+        assert_eq!(unchanged.balance_adjustment(&customer()).unwrap(), None);
+
+        let mut no_currency = customer();
+        no_currency.currency = None;
+        assert_eq!(set(0).balance_adjustment(&no_currency).unwrap(), None);
+        assert!(set(100).balance_adjustment(&no_currency).is_err());
+
+        let mut far = customer();
+        far.balances.insert(usd, i64::MIN);
+        assert!(set(1).balance_adjustment(&far).is_err());
+
+        let create = |balance| {
+            CreateCustomer::parse(
+                CustomerFields {
+                    balance: Some(balance),
+                    ..CustomerFields::default()
+                },
+                None,
+            )
+        };
+        assert!(create(0).is_ok());
+        assert!(create(-100).is_err());
     }
 }

@@ -44,7 +44,16 @@ pub fn created_fields(filter: Option<proto::CreatedFilter>) -> TimeRangeFields {
 
 impl From<Customer> for proto::Customer {
     fn from(customer: Customer) -> Self {
+        if customer.deleted {
+            return proto::Customer {
+                id: customer.id,
+                object: "customer".to_string(),
+                deleted: true,
+                ..Default::default()
+            };
+        }
         proto::Customer {
+            deleted: false,
             object: "customer".to_string(),
             balance: customer.balance(),
             invoice_credit_balance: customer.invoice_credit_balance().into_iter().collect(),

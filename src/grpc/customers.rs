@@ -33,6 +33,7 @@ impl CustomerService for CustomerApi {
             description: message.description,
             phone: message.phone,
             metadata: metadata_update(false, message.metadata)?,
+            balance: message.balance,
         };
         let command = CreateCustomer::parse(fields, message.test_clock)?;
         let customer = self.services.create_customer(&ctx, command).await?;
@@ -75,6 +76,23 @@ impl CustomerService for CustomerApi {
     }
 
     #[tracing::instrument(skip_all, err)]
+    async fn delete_customer(
+        &self,
+        request: Request<proto::DeleteCustomerRequest>,
+    ) -> Result<Response<proto::DeletedCustomer>, Status> {
+        let ctx = context(&self.services, &request).await?;
+        let id = self
+            .services
+            .delete_customer(&ctx, &request.get_ref().id)
+            .await?;
+        Ok(Response::new(proto::DeletedCustomer {
+            id,
+            object: "customer".to_string(),
+            deleted: true,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, err)]
     async fn update_customer(
         &self,
         request: Request<proto::UpdateCustomerRequest>,
@@ -87,6 +105,7 @@ impl CustomerService for CustomerApi {
             description: message.description,
             phone: message.phone,
             metadata: metadata_update(message.clear_metadata, message.metadata)?,
+            balance: message.balance,
         };
         let command = UpdateCustomer::parse(fields)?;
         let customer = self

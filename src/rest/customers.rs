@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
 
 use super::path::Path;
 
@@ -10,7 +11,7 @@ use super::body::FormBody;
 use super::context::Ctx;
 use super::expand::Expand;
 use super::form;
-use super::model::{CustomerJson, Expandable, List};
+use super::model::{CustomerJson, DeletedJson, Expandable, List};
 use super::params::Params;
 use crate::domain::customer::Customer;
 use crate::domain::customer::{CreateCustomer, CustomerFields, CustomerFilter, UpdateCustomer};
@@ -45,6 +46,7 @@ fn customer_fields(params: &mut Params, allow_clear_metadata: bool) -> Result<Cu
         description: params.take_str("description")?,
         phone: params.take_str("phone")?,
         metadata: form::metadata(params, allow_clear_metadata)?,
+        balance: params.take_i64("balance")?,
     })
 }
 
@@ -70,14 +72,38 @@ pub async fn retrieve(
     Ctx(ctx): Ctx,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
-) -> Result<Json<CustomerJson>, RestError> {
+) -> Result<Response, RestError> {
     let mut params = form::parse(query.unwrap_or_default().as_bytes())?;
     let expand = Expand::parse(form::expand(&mut params)?, EXPANDABLE)?;
     form::finish(params)?;
     let customer = services.get_customer(&ctx, &id).await?;
-    Ok(Json(
-        render(&services, &ctx, customer, expand.has("test_clock")).await?,
-    ))
+    // Stripe answers 200 with the `deleted_customer` stub for a deleted customer.
+    if customer.deleted {
+        return Ok(Json(deleted_customer(customer.id)).into_response());
+    }
+    Ok(Json(render(&services, &ctx, customer, expand.has("test_clock")).await?).into_response())
+}
+
+pub async fn delete(
+    State(services): State<Services>,
+    Ctx(ctx): Ctx,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    FormBody(body): FormBody,
+) -> Result<Json<DeletedJson>, RestError> {
+    // The request schema is empty with `additionalProperties: false`: any parameter is unknown.
+    form::finish(form::parse(query.unwrap_or_default().as_bytes())?)?;
+    form::finish(form::parse(&body)?)?;
+    let id = services.delete_customer(&ctx, &id).await?;
+    Ok(Json(deleted_customer(id)))
+}
+
+fn deleted_customer(id: String) -> DeletedJson {
+    DeletedJson {
+        id,
+        object: "customer",
+        deleted: true,
+    }
 }
 
 pub async fn update(

@@ -79,7 +79,9 @@ pub fn router(services: Services) -> Router {
         )
         .route(
             "/v1/customers/{customer}",
-            get(customers::retrieve).post(customers::update),
+            get(customers::retrieve)
+                .post(customers::update)
+                .delete(customers::delete),
         )
         .route(
             "/v1/customers/{customer}/balance_transactions",

@@ -148,7 +148,7 @@ impl Services {
                 let now = self.clock.now();
                 let tx = self.db.begin().await?;
                 let outcome = async {
-                    if store::customers::lock(&tx, &due.tenant, &due.customer_id)
+                    if store::customers::lock_including_deleted(&tx, &due.tenant, &due.customer_id)
                         .await?
                         .is_none()
                     {
@@ -182,7 +182,7 @@ pub(crate) async fn locked_grant(
     let grant = store::credit_grants::find(tx, tenant, id)
         .await?
         .ok_or_else(|| Error::resource_missing("credit grant", id, "id"))?;
-    store::customers::lock(tx, tenant, &grant.customer_id).await?;
+    store::customers::lock_including_deleted(tx, tenant, &grant.customer_id).await?;
     store::credit_grants::find(tx, tenant, id)
         .await?
         .ok_or_else(|| Error::resource_missing("credit grant", id, "id"))

@@ -3,15 +3,23 @@
 //! step at a time: `ending_balance` never skips or repeats.
 
 use super::{RequestContext, Services, idempotent_write, page_after_cursor};
-use crate::domain::Tenant;
 use crate::domain::customer_balance_transaction::{
     CreateBalanceTransaction, CustomerBalanceTransaction, CustomerBalanceTransactionFilter,
     TYPE_ADJUSTMENT, UpdateBalanceTransaction, next_balance,
 };
 use crate::domain::ids::{IdKind, new_id};
 use crate::domain::pagination::{ListRequest, Page};
+use crate::domain::{Currency, Metadata, Tenant};
 use crate::error::{Error, Result};
 use crate::store::{self, Connection};
+
+/// What one new customer balance entry says.
+pub(crate) struct NewEntry<'a> {
+    pub currency: &'a Currency,
+    pub amount: i64,
+    pub description: Option<String>,
+    pub metadata: Metadata,
+}
 
 impl Services {
     pub async fn create_customer_balance_transaction(
@@ -27,43 +35,63 @@ impl Services {
             let locked = store::customers::lock(&tx, &ctx.tenant, customer_id)
                 .await?
                 .ok_or_else(|| Error::resource_missing("customer", customer_id, "customer"))?;
-            let now = self
-                .customer_now(&tx, locked.test_clock.as_deref(), now)
-                .await?;
-            let (balance, count) = store::customers::balance(&tx, customer_id, &command.currency)
-                .await?
-                .unwrap_or((0, 0));
-            let transaction = CustomerBalanceTransaction {
-                id: new_id(IdKind::CustomerBalanceTransaction, ctx.tenant.livemode),
-                livemode: ctx.tenant.livemode,
-                created: now,
-                customer_id: customer_id.to_string(),
+            let entry = NewEntry {
+                currency: &command.currency,
                 amount: command.amount,
-                currency: command.currency.clone(),
-                ending_balance: next_balance(balance, command.amount)?,
-                sequence: count + 1,
-                kind: TYPE_ADJUSTMENT.to_string(),
                 description: command.description.clone(),
                 metadata: command.metadata.clone(),
-                invoice: None,
-                credit_note: None,
-                checkout_session: None,
             };
-            store::customers::save_balance(
-                &tx,
-                customer_id,
-                &command.currency,
-                transaction.ending_balance,
-                transaction.sequence,
-            )
-            .await?;
-            store::customer_balance_transactions::insert(&tx, &ctx.tenant, &transaction).await?;
-            if locked.currency.is_none() {
-                store::customers::set_currency_if_unset(&tx, customer_id, &command.currency)
-                    .await?;
-            }
-            Ok(transaction)
+            self.append_balance_entry(&tx, &ctx.tenant, customer_id, &locked, entry, now)
+                .await
         })
+    }
+
+    /// Appends one `adjustment` entry to a customer's balance ledger; the caller holds the
+    /// customer's lock (`locked`) inside its write transaction.
+    pub(crate) async fn append_balance_entry(
+        &self,
+        tx: &impl Connection,
+        tenant: &Tenant,
+        customer_id: &str,
+        locked: &store::customers::LockedCustomer,
+        entry: NewEntry<'_>,
+        real_now: i64,
+    ) -> Result<CustomerBalanceTransaction> {
+        let now = self
+            .customer_now(tx, locked.test_clock.as_deref(), real_now)
+            .await?;
+        let (balance, count) = store::customers::balance(tx, customer_id, entry.currency)
+            .await?
+            .unwrap_or((0, 0));
+        let transaction = CustomerBalanceTransaction {
+            id: new_id(IdKind::CustomerBalanceTransaction, tenant.livemode),
+            livemode: tenant.livemode,
+            created: now,
+            customer_id: customer_id.to_string(),
+            amount: entry.amount,
+            currency: entry.currency.clone(),
+            ending_balance: next_balance(balance, entry.amount)?,
+            sequence: count + 1,
+            kind: TYPE_ADJUSTMENT.to_string(),
+            description: entry.description,
+            metadata: entry.metadata,
+            invoice: None,
+            credit_note: None,
+            checkout_session: None,
+        };
+        store::customers::save_balance(
+            tx,
+            customer_id,
+            entry.currency,
+            transaction.ending_balance,
+            transaction.sequence,
+        )
+        .await?;
+        store::customer_balance_transactions::insert(tx, tenant, &transaction).await?;
+        if locked.currency.is_none() {
+            store::customers::set_currency_if_unset(tx, customer_id, entry.currency).await?;
+        }
+        Ok(transaction)
     }
 
     pub async fn get_customer_balance_transaction(

@@ -1,5 +1,6 @@
 //! Customers.
 
+use super::customer_balance_transactions::NewEntry;
 use super::{RequestContext, Services, idempotent_write, page_after_cursor};
 use crate::domain::Tenant;
 use crate::domain::customer::{CreateCustomer, Customer, CustomerFilter, UpdateCustomer};
@@ -41,12 +42,39 @@ impl Services {
                 balances: Default::default(),
                 metadata: command.metadata.clone(),
                 test_clock: command.test_clock.clone(),
+                deleted: false,
             };
             store::customers::insert(&tx, &ctx.tenant, &customer).await?;
             Ok(customer)
         })
     }
 
+    /// Deletes a customer. Stripe ignores `Idempotency-Key` on DELETE, so there is no claim: a
+    /// second delete finds nothing live and answers `resource_missing`. The row, grants and
+    /// ledger stay (the ledger is never rewritten); the customer only leaves lists and takes no
+    /// more writes. Returns the deleted customer's ID.
+    pub async fn delete_customer(&self, ctx: &RequestContext, id: &str) -> Result<String> {
+        self.db
+            .retrying(|| async {
+                let now = self.clock.now();
+                let tx = self.db.begin().await?;
+                let outcome = async {
+                    // Taken first so that no write for this customer is in flight meanwhile.
+                    store::customers::lock(&tx, &ctx.tenant, id)
+                        .await?
+                        .ok_or_else(|| Error::resource_missing("customer", id, "id"))?;
+                    if !store::customers::mark_deleted(&tx, &ctx.tenant, id, now).await? {
+                        return Err(Error::resource_missing("customer", id, "id"));
+                    }
+                    Ok(())
+                }
+                .await;
+                store::settle(tx, outcome).await.map(|()| id.to_string())
+            })
+            .await
+    }
+
+    /// The customer; a deleted one comes back with `deleted` set (Stripe retrieves it as a stub).
     pub async fn get_customer(&self, ctx: &RequestContext, id: &str) -> Result<Customer> {
         find_customer(self.db.reader(), &ctx.tenant, id, "id").await
     }
@@ -75,15 +103,26 @@ impl Services {
             .idempotency
             .claim(ctx, "customer.update", &(id, &command))?;
         idempotent_write!(self, &claim, |tx, now| {
-            if store::customers::lock(&tx, &ctx.tenant, id)
+            let locked = store::customers::lock(&tx, &ctx.tenant, id)
                 .await?
-                .is_none()
-            {
-                return Err(Error::resource_missing("customer", id, "id"));
-            }
+                .ok_or_else(|| Error::resource_missing("customer", id, "id"))?;
             let current = find_customer(&tx, &ctx.tenant, id, "id").await?;
-            let updated = command.apply_to(&current)?;
+            let mut updated = command.apply_to(&current)?;
+            // `balance` is absolute: the ledger gets one entry for the difference, or none.
+            let adjustment = command.balance_adjustment(&current)?;
             store::customers::update_details(&tx, &ctx.tenant, &updated).await?;
+            if let Some((currency, amount)) = adjustment {
+                let entry = NewEntry {
+                    currency: &currency,
+                    amount,
+                    description: None,
+                    metadata: Default::default(),
+                };
+                let written = self
+                    .append_balance_entry(&tx, &ctx.tenant, id, &locked, entry, now)
+                    .await?;
+                updated.balances.insert(currency, written.ending_balance);
+            }
             Ok(updated)
         })
     }

@@ -98,7 +98,8 @@ impl Services {
                         .ok_or_else(|| Error::resource_missing("test_clock", id, "test_clock"))?;
                     let customers = store::test_clocks::customers_on(&tx, &ctx.tenant, id).await?;
                     for customer in &customers {
-                        store::customers::lock(&tx, &ctx.tenant, customer).await?;
+                        store::customers::lock_including_deleted(&tx, &ctx.tenant, customer)
+                            .await?;
                     }
                     store::test_clocks::delete_with_customers(&tx, &ctx.tenant, id, &customers)
                         .await
@@ -195,7 +196,7 @@ impl Services {
                     let customers = store::test_clocks::customers_on(&tx, tenant, id).await?;
                     let mut grants = Vec::new();
                     for customer in &customers {
-                        store::customers::lock(&tx, tenant, customer).await?;
+                        store::customers::lock_including_deleted(&tx, tenant, customer).await?;
                         grants.extend(
                             store::credit_grants::for_customer(&tx, tenant, customer).await?,
                         );

@@ -298,6 +298,13 @@ pub async fn lock_customer_grants(
     line: Option<InvoiceLine<'_>>,
 ) -> Result<Option<CustomerGrants>> {
     if super::backend_of(tx) != sea_orm::DbBackend::Postgres {
+        // A deleted customer takes no more writes (the PostgreSQL function checks the same).
+        if super::customers::lock(tx, tenant, customer_id)
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
         return customer_grants(tx, tenant, customer_id, line).await;
     }
     let sql = format!(

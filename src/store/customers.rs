@@ -30,6 +30,7 @@ pub async fn insert(conn: &impl Connection, tenant: &Tenant, customer: &Customer
             currency: Set(customer.currency.as_ref().map(|c| c.to_string())),
             metadata: Set(metadata_to_json(&customer.metadata)),
             test_clock: Set(customer.test_clock.clone()),
+            deleted_at: Set(None),
         },
     )
     .await?;
@@ -92,7 +93,8 @@ pub struct LockedCustomer {
 }
 
 /// Locks the customer row for the rest of the transaction (PostgreSQL `FOR UPDATE`) so that
-/// writes for one customer happen one at a time; `None` if this tenant has no such customer.
+/// writes for one customer happen one at a time; `None` if this tenant has no such customer or
+/// it was deleted (a deleted customer takes no more writes).
 /// SeaORM leaves the lock clause out on SQLite, where the single writer connection already
 /// serializes every write transaction.
 pub async fn lock(
@@ -100,11 +102,34 @@ pub async fn lock(
     tenant: &Tenant,
     id: &str,
 ) -> Result<Option<LockedCustomer>> {
+    lock_where(
+        conn,
+        scoped(tenant).add(customer::Column::DeletedAt.is_null()),
+        id,
+    )
+    .await
+}
+
+/// Like [`lock`], but a deleted customer is locked too: for work the system does on its own
+/// (grant expiry, clock advance and clock deletion) on a ledger that outlives the customer.
+pub async fn lock_including_deleted(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    id: &str,
+) -> Result<Option<LockedCustomer>> {
+    lock_where(conn, scoped(tenant), id).await
+}
+
+async fn lock_where(
+    conn: &impl Connection,
+    condition: Condition,
+    id: &str,
+) -> Result<Option<LockedCustomer>> {
     let row = customer::Entity::find()
         .select_only()
         .column(customer::Column::Currency)
         .column(customer::Column::TestClock)
-        .filter(scoped(tenant).add(customer::Column::Id.eq(id)))
+        .filter(condition.add(customer::Column::Id.eq(id)))
         .lock(LockType::Update)
         .into_tuple::<(Option<String>, Option<String>)>()
         .one(conn)
@@ -116,6 +141,28 @@ pub async fn lock(
     }))
 }
 
+/// Marks a live customer deleted; false if there was none to delete.
+pub async fn mark_deleted(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    id: &str,
+    deleted_at: i64,
+) -> Result<bool> {
+    let updated = customer::Entity::update_many()
+        .col_expr(customer::Column::DeletedAt, Expr::value(deleted_at))
+        .filter(
+            scoped(tenant)
+                .add(customer::Column::Id.eq(id))
+                .add(customer::Column::DeletedAt.is_null()),
+        )
+        .exec(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(updated.rows_affected == 1)
+}
+
+/// Whether this tenant has the customer, deleted or not: a deleted customer's ledger stays
+/// readable.
 pub async fn exists(conn: &impl Connection, tenant: &Tenant, id: &str) -> Result<bool> {
     Ok(customer::Entity::find()
         .select_only()
@@ -204,8 +251,9 @@ pub async fn list(
     filter: &CustomerFilter,
     request: &ListRequest,
 ) -> Result<KeysetPage<Customer>> {
-    let mut condition =
-        scoped(tenant).add(time_condition(customer::Column::Created, &filter.created));
+    let mut condition = scoped(tenant)
+        .add(customer::Column::DeletedAt.is_null())
+        .add(time_condition(customer::Column::Created, &filter.created));
     condition = match &filter.test_clock {
         Some(clock) => condition.add(customer::Column::TestClock.eq(clock.as_str())),
         None => condition.add(customer::Column::TestClock.is_null()),
@@ -265,5 +313,6 @@ fn to_domain(row: customer::Model, balances: BTreeMap<Currency, i64>) -> Result<
         currency,
         balances,
         test_clock: row.test_clock,
+        deleted: row.deleted_at.is_some(),
     })
 }

@@ -16,6 +16,8 @@ pub struct Model {
     /// JSON object of string values.
     pub metadata: String,
     pub test_clock: Option<String>,
+    /// Unix seconds when the customer was deleted; the row and its ledger stay.
+    pub deleted_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
