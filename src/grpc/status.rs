@@ -8,6 +8,18 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::error::{Error, ErrorKind};
 
+/// The longest message or parameter name a status carries. A message may quote the caller's
+/// input (up to 5000 characters) and travels twice in HTTP/2 headers (`grpc-message` and the
+/// details), which clients cap at 16 KiB: longer text is cut, with an ellipsis.
+const MAX_STATUS_TEXT_CHARS: usize = 500;
+
+fn bounded(text: &str) -> String {
+    match text.char_indices().nth(MAX_STATUS_TEXT_CHARS) {
+        None => text.to_string(),
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
         match error.kind {
@@ -18,7 +30,9 @@ impl From<Error> for Status {
         let mut details = ErrorDetails::new();
         let mut info = std::collections::HashMap::new();
         info.insert("type".to_string(), error.kind.stripe_type().to_string());
-        if let Some(param) = &error.param {
+        let param = error.param.as_deref().map(bounded);
+        let message = bounded(&error.message);
+        if let Some(param) = &param {
             info.insert("param".to_string(), param.clone());
         }
         let reason = error.code.unwrap_or(match error.kind {
@@ -27,14 +41,34 @@ impl From<Error> for Status {
             _ => "invalid_request",
         });
         details.set_error_info(reason, "creditd", info);
-        if let Some(param) = &error.param
+        if let Some(param) = param
             && matches!(error.kind, ErrorKind::InvalidRequest | ErrorKind::NotFound)
         {
-            details.add_bad_request_violation(param.clone(), error.message.clone());
+            details.add_bad_request_violation(param, message.clone());
         }
         if let Some(seconds) = error.kind.retry_after_seconds() {
             details.set_retry_info(Some(std::time::Duration::from_secs(u64::from(seconds))));
         }
-        Status::with_error_details(error.kind.grpc_code(), error.message, details)
+        Status::with_error_details(error.kind.grpc_code(), message, details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_quoting_a_huge_input_stays_small_enough_for_http2_headers() {
+        let huge = "x".repeat(5_000);
+        let error = Error::invalid_param(huge.clone(), format!("Invalid currency: {huge}"));
+        let status = Status::from(error);
+        assert!(status.message().chars().count() <= MAX_STATUS_TEXT_CHARS + 1);
+        assert!(status.message().ends_with('…'));
+        assert!(status.details().len() < 4_096, "{}", status.details().len());
+        assert_eq!(bounded("short"), "short");
+        assert_eq!(
+            bounded(&"é".repeat(600)).chars().count(),
+            MAX_STATUS_TEXT_CHARS + 1
+        );
     }
 }
