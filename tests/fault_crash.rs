@@ -400,14 +400,7 @@ async fn crash_and_restart_under_load(backend: Backend) {
         stored, expected,
         "exactly the acknowledged balance transactions, unchanged"
     );
-    let mut balance_so_far = 0;
-    for transaction in &chain {
-        balance_so_far += transaction["amount"].as_i64().expect("amount");
-        assert_eq!(
-            transaction["ending_balance"], balance_so_far,
-            "gapless chain at {transaction}"
-        );
-    }
+    common::faults::assert_gapless_chain(&chain);
     let listed = app
         .all(&format!(
             "/v1/billing/credit_grants?customer={}",

@@ -63,20 +63,7 @@ async fn balance_transactions(app: &TestApp, customer: &str) -> Vec<serde_json::
     all
 }
 
-/// Each transaction's `ending_balance` is the previous one plus its amount, from zero.
-#[track_caller]
-fn assert_gapless_chain(chain: &[serde_json::Value]) {
-    let mut balance = 0;
-    for transaction in chain {
-        balance += transaction["amount"].as_i64().expect("amount");
-        assert_eq!(
-            transaction["ending_balance"].as_i64(),
-            Some(balance),
-            "chain breaks at {transaction}"
-        );
-    }
-}
-
+/// The whole ledger audits clean.
 async fn audit_is_clean(app: &TestApp) {
     let report = app.services.audit_everything().await.expect("audit");
     assert!(report.is_clean(), "audit findings: {report}");
@@ -163,7 +150,7 @@ async fn a_write_whose_connection_is_terminated_before_commit_is_rerun_inside_cr
     let chain = balance_transactions(&app, &customer).await;
     assert_eq!(chain.len(), 1, "applied exactly once: {chain:?}");
     assert_eq!(chain[0]["amount"], -700);
-    assert_gapless_chain(&chain);
+    common::faults::assert_gapless_chain(&chain);
     audit_is_clean(&app).await;
     terminator.close().await;
 }
@@ -299,7 +286,7 @@ async fn a_commit_left_unanswered_is_a_503_never_retried_blindly_and_the_key_set
     assert_eq!(chain.len(), 2, "{chain:?}");
     assert_eq!(chain[1]["id"], replayed["id"]);
     assert_eq!(chain[1]["amount"], -250);
-    assert_gapless_chain(&chain);
+    common::faults::assert_gapless_chain(&chain);
 
     // Over gRPC the same loss is UNAVAILABLE.
     proxy.armed.store(true, Ordering::SeqCst);
@@ -558,7 +545,7 @@ async fn writers_see_only_success_or_retryable_errors_while_backends_are_termina
         stored, expected_transactions,
         "exactly the acknowledged transactions"
     );
-    assert_gapless_chain(&chain);
+    common::faults::assert_gapless_chain(&chain);
     let listed = common::credits::transactions(&app, &credit_customer, None).await;
     let ledger: i64 = listed.iter().map(common::credits::signed_amount).sum();
     assert_eq!(ledger, granted - applied, "grants minus applications");

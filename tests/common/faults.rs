@@ -277,3 +277,18 @@ impl Terminator {
         self.admin.close().await;
     }
 }
+
+/// Each balance transaction's `ending_balance` is the running sum of the amounts before it
+/// (oldest first): no step skipped or repeated.
+#[track_caller]
+pub fn assert_gapless_chain(chain: &[serde_json::Value]) {
+    let mut balance = 0;
+    for transaction in chain {
+        balance += transaction["amount"].as_i64().expect("amount");
+        assert_eq!(
+            transaction["ending_balance"].as_i64(),
+            Some(balance),
+            "chain breaks at {transaction}"
+        );
+    }
+}
