@@ -181,6 +181,13 @@ pub struct ServeConfig {
         default_value_t = 30
     )]
     pub expiry_sweep_interval_seconds: u64,
+    /// How often, in milliseconds, to look for events committed by other replicas (this
+    /// process's own are seen at once). Bounds the stream's latency across replicas.
+    #[arg(long, env = "CREDITD_EVENT_POLL_INTERVAL_MS", default_value_t = 50)]
+    pub event_poll_interval_ms: u64,
+    /// How many days events are kept (the Events API and stream resume window).
+    #[arg(long, env = "CREDITD_EVENT_RETENTION_DAYS", default_value_t = 30)]
+    pub event_retention_days: u64,
     /// Longest a request may run before it is answered with a timeout, in seconds.
     #[arg(long, env = "CREDITD_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
     pub request_timeout_seconds: u64,
@@ -230,6 +237,8 @@ impl ServeConfig {
             api_key_hashing: ApiKeyHashingConfig::default(),
             no_bootstrap_key: true,
             expiry_sweep_interval_seconds: 0,
+            event_poll_interval_ms: 50,
+            event_retention_days: 30,
             request_timeout_seconds: 30,
             max_body_bytes: 1024 * 1024,
             max_concurrent_requests: 1024,

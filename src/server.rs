@@ -19,6 +19,7 @@ pub struct Server {
     http_listener: TcpListener,
     grace: Duration,
     expiry_sweep_interval: Duration,
+    event_poll_interval: Duration,
     limits: crate::rest::Limits,
     /// TLS for both listeners, when configured.
     tls: Option<crate::tls::ServerTls>,
@@ -60,6 +61,7 @@ impl Server {
             http_listener,
             grace: config.shutdown_grace(),
             expiry_sweep_interval: Duration::from_secs(config.expiry_sweep_interval_seconds),
+            event_poll_interval: Duration::from_millis(config.event_poll_interval_ms.max(1)),
             limits: crate::rest::Limits {
                 request_timeout: Duration::from_secs(config.request_timeout_seconds.max(1)),
                 max_body_bytes: config.max_body_bytes.max(1024),
@@ -175,6 +177,12 @@ impl Server {
             ))
         });
 
+        let event_pump = tokio::spawn(
+            self.services
+                .events
+                .clone()
+                .run(self.services.db.clone(), self.event_poll_interval),
+        );
         crate::telemetry::metrics::register_pool_metrics(&self.services.db);
         // A clock left `advancing` by a crash is finished before serving.
         if let Err(error) = self.services.resume_advancing_test_clocks().await {
@@ -205,6 +213,7 @@ impl Server {
             http_task.abort();
         }
         prune.abort();
+        event_pump.abort();
         if let Some(sweep) = sweep {
             sweep.abort();
         }

@@ -12,6 +12,7 @@ mod m20261122_000005_ledger_lookup_indexes;
 mod m20261122_000006_locked_customer_grants;
 mod m20261130_000007_api_key_secrets;
 mod m20261130_000008_customer_deletion;
+mod m20261130_000009_events;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000006_locked_customer_grants::Migration),
             Box::new(m20261130_000007_api_key_secrets::Migration),
             Box::new(m20261130_000008_customer_deletion::Migration),
+            Box::new(m20261130_000009_events::Migration),
         ]
     }
 }

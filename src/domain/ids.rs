@@ -21,6 +21,8 @@ pub enum IdKind {
     /// Stripe gives credit ledger entries the same `cbtxn_` prefix as customer balance ones.
     CreditBalanceTransaction,
     TestClock,
+    Event,
+    WebhookEndpoint,
 }
 
 impl IdKind {
@@ -32,6 +34,8 @@ impl IdKind {
             IdKind::CustomerBalanceTransaction | IdKind::CreditBalanceTransaction => "cbtxn",
             IdKind::CreditGrant => "credgr",
             IdKind::TestClock => "clock",
+            IdKind::Event => "evt",
+            IdKind::WebhookEndpoint => "we",
         }
     }
 }

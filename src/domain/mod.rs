@@ -7,6 +7,7 @@ pub mod credit_grant;
 pub mod currency;
 pub mod customer;
 pub mod customer_balance_transaction;
+pub mod event;
 pub mod ids;
 pub mod ledger;
 pub mod metadata;

@@ -6,6 +6,8 @@ mod convert;
 mod credits;
 mod customer_balance_transactions;
 mod customers;
+mod event_stream;
+mod events;
 pub mod guard;
 mod oversize;
 mod shedding;
@@ -34,6 +36,7 @@ pub use admin::AdminApi;
 pub use credits::{CreditBalanceApi, CreditGrantApi};
 pub use customer_balance_transactions::CustomerBalanceTransactionApi;
 pub use customers::CustomerApi;
+pub use events::EventApi;
 pub use oversize::oversized_message_layer;
 pub use shedding::ShedExceptHealthLayer;
 pub use test_clocks::TestClockApi;
@@ -48,6 +51,7 @@ pub async fn routes(
     use proto::credit_grant_service_server::CreditGrantServiceServer;
     use proto::customer_balance_transaction_service_server::CustomerBalanceTransactionServiceServer;
     use proto::customer_service_server::CustomerServiceServer;
+    use proto::event_service_server::EventServiceServer;
     use proto::test_clock_service_server::TestClockServiceServer;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -69,6 +73,9 @@ pub async fn routes(
         .await;
     health_reporter
         .set_serving::<AdminServiceServer<AdminApi>>()
+        .await;
+    health_reporter
+        .set_serving::<EventServiceServer<EventApi>>()
         .await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -105,6 +112,10 @@ pub async fn routes(
         )
         .add_service(
             AdminServiceServer::new(AdminApi::new(services.clone()))
+                .max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            EventServiceServer::new(EventApi::new(services.clone()))
                 .max_decoding_message_size(max_message_bytes),
         )
         .add_service(
@@ -147,7 +158,12 @@ pub(crate) async fn context<T: prost::Message>(
         .get::<ReplayFlag>()
         .cloned()
         .unwrap_or_default();
+    let request_id = request
+        .extensions()
+        .get::<crate::telemetry::RequestId>()
+        .map(|id| id.0.clone());
     Ok(RequestContext::new(caller.tenant)
         .with_idempotency_key(idempotency_key)
-        .with_replay_flag(replayed))
+        .with_replay_flag(replayed)
+        .with_request_id(request_id))
 }

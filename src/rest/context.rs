@@ -42,8 +42,13 @@ impl FromRequestParts<Services> for Ctx {
             .get::<ReplayFlag>()
             .cloned()
             .unwrap_or_default();
+        let request_id = parts
+            .extensions
+            .get::<crate::telemetry::RequestId>()
+            .map(|id| id.0.clone());
         Ok(Ctx(RequestContext::new(caller.tenant)
             .with_idempotency_key(idempotency_key)
-            .with_replay_flag(replayed)))
+            .with_replay_flag(replayed)
+            .with_request_id(request_id)))
     }
 }

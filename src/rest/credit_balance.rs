@@ -12,16 +12,16 @@ use super::context::Ctx;
 use super::credit_grants::render as render_grant;
 use super::expand::Expand;
 use super::form;
-use super::model::{
-    CreditAmountJson, CreditBalanceJson, CreditBalanceSummaryJson, CreditBalanceTransactionJson,
-    CreditGrantJson, Expandable, List,
-};
 use super::params::Params;
 use crate::domain::credit_balance_transaction::{
     CreditBalanceTransaction, CreditTransactionFilter,
 };
 use crate::domain::credit_grant::{ScopeFields, SummaryFilterFields, SummaryQuery};
 use crate::error::Result;
+use crate::render::{
+    CreditAmountJson, CreditBalanceJson, CreditBalanceSummaryJson, CreditBalanceTransactionJson,
+    CreditGrantJson, Expandable, List,
+};
 use crate::service::{RequestContext, Services};
 
 /// The `filter[…]` parameters, when sent; unknown sub-keys are refused here.

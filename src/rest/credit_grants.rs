@@ -11,13 +11,13 @@ use super::body::FormBody;
 use super::context::Ctx;
 use super::expand::Expand;
 use super::form;
-use super::model::{CreditGrantJson, List};
 use super::params::Params;
 use crate::domain::credit_grant::{
     CreateCreditGrant, CreditGrant, GrantFields, UpdateCreditGrant, UpdateGrantFields,
 };
 use crate::domain::text::optional_id;
 use crate::error::{Error, ErrorKind, Result};
+use crate::render::{CreditGrantJson, List};
 use crate::service::{RequestContext, Services};
 
 const EXPANDABLE: &[&str] = &["customer"];

@@ -10,13 +10,13 @@ use super::body::FormBody;
 use super::context::Ctx;
 use super::expand::Expand;
 use super::form;
-use super::model::{CustomerBalanceTransactionJson, List};
 use crate::domain::customer::Customer;
 use crate::domain::customer_balance_transaction::{
     CreateBalanceTransaction, CustomerBalanceTransaction, CustomerBalanceTransactionFilter,
     TransactionFields, UpdateBalanceTransaction,
 };
 use crate::error::Result;
+use crate::render::{CustomerBalanceTransactionJson, List};
 use crate::service::{RequestContext, Services};
 
 const EXPANDABLE: &[&str] = &["customer"];

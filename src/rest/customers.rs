@@ -11,11 +11,11 @@ use super::body::FormBody;
 use super::context::Ctx;
 use super::expand::Expand;
 use super::form;
-use super::model::{CustomerJson, DeletedJson, Expandable, List};
 use super::params::Params;
 use crate::domain::customer::Customer;
 use crate::domain::customer::{CreateCustomer, CustomerFields, CustomerFilter, UpdateCustomer};
 use crate::error::Result;
+use crate::render::{CustomerJson, DeletedJson, Expandable, List};
 use crate::service::{RequestContext, Services};
 
 const EXPANDABLE: &[&str] = &["test_clock"];

@@ -10,7 +10,7 @@ mod customers;
 mod error;
 mod expand;
 mod form;
-mod model;
+
 pub mod params;
 mod path;
 mod test_clocks;
@@ -26,7 +26,7 @@ use crate::service::Services;
 pub use error::RestError;
 
 /// The API version whose shapes the shim returns.
-pub const STRIPE_API_VERSION: &str = "2026-07-29.dahlia";
+pub use crate::render::STRIPE_API_VERSION;
 
 /// Protective limits for the HTTP listener.
 #[derive(Debug, Clone, Copy)]

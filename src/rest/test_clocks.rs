@@ -10,8 +10,8 @@ use super::body::FormBody;
 use super::context::Ctx;
 use super::expand::Expand;
 use super::form;
-use super::model::{DeletedJson, List, TestClockJson};
 use crate::domain::test_clock::{CreateTestClock, parse_advance_target};
+use crate::render::{DeletedJson, List, TestClockJson};
 use crate::service::Services;
 
 pub async fn create(

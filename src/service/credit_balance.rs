@@ -100,7 +100,7 @@ impl Services {
         command: ApplyCredits,
     ) -> Result<CreditApplication> {
         let claim = self.idempotency.claim(ctx, "credits.apply", &command)?;
-        idempotent_write!(self, &claim, |tx, now| {
+        idempotent_write!(self, ctx, &claim, |tx, now, events| {
             let line_ref = (command.invoice(), command.invoice_line_item());
             let found = store::credit_grants::lock_customer_grants(
                 &tx,
@@ -145,7 +145,7 @@ impl Services {
                 &record,
             )
             .await?;
-            ledger::count_entries(&entries);
+            ledger::entries_written(&entries, &mut events)?;
             Ok(record.outcome(entries))
         })
     }
@@ -162,7 +162,7 @@ impl Services {
         let claim = self
             .idempotency
             .claim(ctx, "credits.reinstate", &(customer_id, invoice))?;
-        idempotent_write!(self, &claim, |tx, now| {
+        idempotent_write!(self, ctx, &claim, |tx, now, events| {
             let customer = store::customers::lock(&tx, &ctx.tenant, customer_id)
                 .await?
                 .ok_or_else(|| Error::no_such("customer", customer_id, "customer"))?;
@@ -224,7 +224,7 @@ impl Services {
                 )
                 .await?;
             }
-            ledger::insert_entries(&tx, &ctx.tenant, &entries).await?;
+            ledger::insert_entries(&tx, &ctx.tenant, &entries, &mut events).await?;
             for (grant, previous_remaining) in grants.values() {
                 ledger::save_grant(&tx, &ctx.tenant, grant, *previous_remaining).await?;
             }

@@ -2,13 +2,16 @@
 //! changes the grant's materialized remainder and writes the matching ledger entry in one
 //! transaction.
 
+use super::events::EventBatch;
 use super::{RequestContext, Services, idempotent_write, ledger, page_after_cursor};
 use crate::domain::Tenant;
 use crate::domain::credit_grant::{CreateCreditGrant, CreditGrant, UpdateCreditGrant};
+use crate::domain::event::EventType;
 use crate::domain::ids::{IdKind, new_id};
 use crate::domain::ledger::{GrantChange, NewGrant};
 use crate::domain::pagination::{ListRequest, Page};
 use crate::error::{Error, Result};
+use crate::render::CreditGrantJson;
 use crate::store::{self, Transaction};
 
 impl Services {
@@ -20,7 +23,7 @@ impl Services {
         let claim = self
             .idempotency
             .claim(ctx, "credit_grant.create", &command)?;
-        idempotent_write!(self, &claim, |tx, now| {
+        idempotent_write!(self, ctx, &claim, |tx, now, events| {
             let customer = store::customers::lock(&tx, &ctx.tenant, command.customer_id())
                 .await?
                 .ok_or_else(|| Error::no_such("customer", command.customer_id(), "customer"))?;
@@ -36,7 +39,7 @@ impl Services {
                     test_clock: customer.test_clock,
                 },
             )?;
-            ledger::insert_new_grant(&tx, &ctx.tenant, change).await
+            ledger::insert_new_grant(&tx, &ctx.tenant, change, &mut events).await
         })
     }
 
@@ -107,12 +110,19 @@ impl Services {
         change: impl Fn(&CreditGrant, i64) -> Result<GrantChange>,
     ) -> Result<CreditGrant> {
         let change = &change;
-        idempotent_write!(self, claim, |tx, now| {
-            let grant = locked_grant(&tx, &ctx.tenant, id).await?;
+        idempotent_write!(self, ctx, claim, |tx, now, events| {
+            let before = locked_grant(&tx, &ctx.tenant, id).await?;
             let now = self
-                .customer_now(&tx, grant.test_clock.as_deref(), now)
+                .customer_now(&tx, before.test_clock.as_deref(), now)
                 .await?;
-            let (grant, _) = ledger::save_change(&tx, &ctx.tenant, change(&grant, now)?).await?;
+            let change = change(&before, now)?;
+            let (grant, _) = ledger::save_change(&tx, &ctx.tenant, change, &mut events).await?;
+            events.emit_update(
+                EventType::CreditGrantUpdated,
+                Some(&grant.customer_id),
+                &CreditGrantJson::new(before, None),
+                &CreditGrantJson::new(grant.clone(), None),
+            )?;
             Ok(grant)
         })
     }
@@ -147,6 +157,7 @@ impl Services {
             .retrying(|| async {
                 let now = self.clock.now();
                 let tx = self.db.begin().await?;
+                let mut events = EventBatch::automatic(&due.tenant, now);
                 let outcome = async {
                     if store::customers::lock_including_deleted(&tx, &due.tenant, &due.customer_id)
                         .await?
@@ -163,11 +174,11 @@ impl Services {
                     let Some(change) = grant.record_lapsed_expiry(now)? else {
                         return Ok(false);
                     };
-                    ledger::save_change(&tx, &due.tenant, change).await?;
+                    ledger::save_change(&tx, &due.tenant, change, &mut events).await?;
                     Ok(true)
                 }
                 .await;
-                store::settle(tx, outcome).await
+                self.settle_with_events(tx, outcome, events).await
             })
             .await
     }

@@ -2,15 +2,18 @@
 //! (PostgreSQL) or on the single writer connection (SQLite), so the running balance moves one
 //! step at a time: `ending_balance` never skips or repeats.
 
+use super::customers::find_customer;
 use super::{RequestContext, Services, idempotent_write, page_after_cursor};
 use crate::domain::customer_balance_transaction::{
     CreateBalanceTransaction, CustomerBalanceTransaction, CustomerBalanceTransactionFilter,
     TYPE_ADJUSTMENT, UpdateBalanceTransaction, next_balance,
 };
+use crate::domain::event::EventType;
 use crate::domain::ids::{IdKind, new_id};
 use crate::domain::pagination::{ListRequest, Page};
 use crate::domain::{Currency, Metadata, Tenant};
 use crate::error::{Error, Result};
+use crate::render::CustomerJson;
 use crate::store::{self, Connection};
 
 /// What one new customer balance entry says.
@@ -31,18 +34,35 @@ impl Services {
             .idempotency
             .claim(ctx, "customer_balance_transaction.create", &command)?;
         let customer_id = command.customer_id.as_str();
-        idempotent_write!(self, &claim, |tx, now| {
+        idempotent_write!(self, ctx, &claim, |tx, now, events| {
             let locked = store::customers::lock(&tx, &ctx.tenant, customer_id)
                 .await?
                 .ok_or_else(|| Error::resource_missing("customer", customer_id, "customer"))?;
+            let before = find_customer(&tx, &ctx.tenant, customer_id, "customer").await?;
             let entry = NewEntry {
                 currency: &command.currency,
                 amount: command.amount,
                 description: command.description.clone(),
                 metadata: command.metadata.clone(),
             };
-            self.append_balance_entry(&tx, &ctx.tenant, customer_id, &locked, entry, now)
-                .await
+            let written = self
+                .append_balance_entry(&tx, &ctx.tenant, customer_id, &locked, entry, now)
+                .await?;
+            // The customer's `balance` moved: Stripe reports that as `customer.updated`.
+            let mut after = before.clone();
+            after
+                .balances
+                .insert(written.currency.clone(), written.ending_balance);
+            if after.currency.is_none() {
+                after.currency = Some(written.currency.clone());
+            }
+            events.emit_update(
+                EventType::CustomerUpdated,
+                Some(customer_id),
+                &CustomerJson::from(before),
+                &CustomerJson::from(after),
+            )?;
+            Ok(written)
         })
     }
 
@@ -145,7 +165,7 @@ impl Services {
             "customer_balance_transaction.update",
             &(customer_id, id, &command),
         )?;
-        idempotent_write!(self, &claim, |tx, now| {
+        idempotent_write!(self, ctx, &claim, |tx, now, events| {
             if store::customers::lock(&tx, &ctx.tenant, customer_id)
                 .await?
                 .is_none()

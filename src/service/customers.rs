@@ -1,13 +1,16 @@
 //! Customers.
 
 use super::customer_balance_transactions::NewEntry;
+use super::events::EventBatch;
 use super::{RequestContext, Services, idempotent_write, page_after_cursor};
 use crate::domain::Tenant;
 use crate::domain::customer::{CreateCustomer, Customer, CustomerFilter, UpdateCustomer};
+use crate::domain::event::EventType;
 use crate::domain::ids::{IdKind, new_id};
 use crate::domain::pagination::{ListRequest, Page};
 use crate::domain::test_clock::check_test_mode;
 use crate::error::{Error, Result};
+use crate::render::CustomerJson;
 use crate::store::{self, Connection};
 
 impl Services {
@@ -18,7 +21,7 @@ impl Services {
     ) -> Result<Customer> {
         let claim = self.idempotency.claim(ctx, "customer.create", &command)?;
 
-        idempotent_write!(self, &claim, |tx, now| {
+        idempotent_write!(self, ctx, &claim, |tx, now, events| {
             // A customer made on a clock lives at the clock's time, and never leaves it.
             let created = match &command.test_clock {
                 None => now,
@@ -45,6 +48,11 @@ impl Services {
                 deleted: false,
             };
             store::customers::insert(&tx, &ctx.tenant, &customer).await?;
+            events.emit(
+                EventType::CustomerCreated,
+                Some(&customer.id),
+                &CustomerJson::from(customer.clone()),
+            )?;
             Ok(customer)
         })
     }
@@ -58,18 +66,28 @@ impl Services {
             .retrying(|| async {
                 let now = self.clock.now();
                 let tx = self.db.begin().await?;
+                let mut events = EventBatch::for_request(ctx, now);
                 let outcome = async {
                     // Taken first so that no write for this customer is in flight meanwhile.
                     store::customers::lock(&tx, &ctx.tenant, id)
                         .await?
                         .ok_or_else(|| Error::resource_missing("customer", id, "id"))?;
+                    let customer = find_customer(&tx, &ctx.tenant, id, "id").await?;
                     if !store::customers::mark_deleted(&tx, &ctx.tenant, id, now).await? {
                         return Err(Error::resource_missing("customer", id, "id"));
                     }
+                    // The customer as it was just before, as Stripe sends it.
+                    events.emit(
+                        EventType::CustomerDeleted,
+                        Some(id),
+                        &CustomerJson::from(customer),
+                    )?;
                     Ok(())
                 }
                 .await;
-                store::settle(tx, outcome).await.map(|()| id.to_string())
+                self.settle_with_events(tx, outcome, events)
+                    .await
+                    .map(|()| id.to_string())
             })
             .await
     }
@@ -102,7 +120,7 @@ impl Services {
         let claim = self
             .idempotency
             .claim(ctx, "customer.update", &(id, &command))?;
-        idempotent_write!(self, &claim, |tx, now| {
+        idempotent_write!(self, ctx, &claim, |tx, now, events| {
             let locked = store::customers::lock(&tx, &ctx.tenant, id)
                 .await?
                 .ok_or_else(|| Error::resource_missing("customer", id, "id"))?;
@@ -122,7 +140,16 @@ impl Services {
                     .append_balance_entry(&tx, &ctx.tenant, id, &locked, entry, now)
                     .await?;
                 updated.balances.insert(currency, written.ending_balance);
+                if updated.currency.is_none() {
+                    updated.currency = Some(written.currency);
+                }
             }
+            events.emit_update(
+                EventType::CustomerUpdated,
+                Some(id),
+                &CustomerJson::from(current),
+                &CustomerJson::from(updated.clone()),
+            )?;
             Ok(updated)
         })
     }

@@ -5,10 +5,14 @@
 use crate::domain::Tenant;
 use crate::domain::credit_balance_transaction::CreditBalanceTransaction;
 use crate::domain::credit_grant::CreditGrant;
+use crate::domain::event::EventType;
 use crate::domain::ids::{IdKind, new_id};
 use crate::domain::ledger::{EntryDraft, GrantChange};
 use crate::error::Result;
+use crate::render::{CreditBalanceTransactionJson, CreditGrantJson};
 use crate::store::{self, Transaction};
+
+use super::events::EventBatch;
 
 /// The stored form of `drafts` for `grant`, each with a new (time-ordered) ID. Call it when the
 /// step happens, so IDs follow the order of the steps.
@@ -39,17 +43,24 @@ pub(crate) fn entries_of(
         .collect()
 }
 
-/// Writes a new grant and its entries.
+/// Writes a new grant and its entries, with their events.
 pub(crate) async fn insert_new_grant(
     tx: &Transaction,
     tenant: &Tenant,
     change: GrantChange,
+    events: &mut EventBatch,
 ) -> Result<CreditGrant> {
     store::credit_grants::insert(tx, tenant, &change.grant).await?;
+    events.emit(
+        EventType::CreditGrantCreated,
+        Some(&change.grant.customer_id),
+        &CreditGrantJson::new(change.grant.clone(), None),
+    )?;
     insert_entries(
         tx,
         tenant,
         &entries_of(tenant, &change.grant, &change.entries),
+        events,
     )
     .await?;
     Ok(change.grant)
@@ -61,9 +72,10 @@ pub(crate) async fn save_change(
     tx: &Transaction,
     tenant: &Tenant,
     change: GrantChange,
+    events: &mut EventBatch,
 ) -> Result<(CreditGrant, Vec<CreditBalanceTransaction>)> {
     let entries = entries_of(tenant, &change.grant, &change.entries);
-    insert_entries(tx, tenant, &entries).await?;
+    insert_entries(tx, tenant, &entries, events).await?;
     save_grant(tx, tenant, &change.grant, change.previous_remaining).await?;
     Ok((change.grant, entries))
 }
@@ -78,22 +90,38 @@ pub(crate) async fn save_grant(
     store::credit_grants::save(tx, tenant, grant, previous_remaining).await
 }
 
-/// Writes entries already given IDs by [`entries_of`], and counts them.
+/// Writes entries already given IDs by [`entries_of`], with their events.
 pub(crate) async fn insert_entries(
     tx: &Transaction,
     tenant: &Tenant,
     entries: &[CreditBalanceTransaction],
+    events: &mut EventBatch,
 ) -> Result<()> {
     for entry in entries {
         store::credit_balance_transactions::insert(tx, tenant, entry).await?;
+    }
+    entries_written(entries, events)
+}
+
+/// What follows every write of ledger entries, however they were written: one
+/// `billing.credit_balance_transaction.created` event each, and the metrics. Counted when
+/// written: a transaction retried after a deadlock may count twice.
+pub(crate) fn entries_written(
+    entries: &[CreditBalanceTransaction],
+    events: &mut EventBatch,
+) -> Result<()> {
+    for entry in entries {
+        events.emit(
+            EventType::CreditBalanceTransactionCreated,
+            Some(&entry.customer_id),
+            &CreditBalanceTransactionJson::new(entry.clone(), None),
+        )?;
     }
     count_entries(entries);
     Ok(())
 }
 
-/// Counts written ledger entries in the metrics. Counted when written: a transaction retried
-/// after a deadlock may count twice.
-pub(crate) fn count_entries(entries: &[CreditBalanceTransaction]) {
+fn count_entries(entries: &[CreditBalanceTransaction]) {
     for entry in entries {
         crate::telemetry::metrics::record_credit_entry(
             entry.kind.as_str(),

@@ -9,6 +9,7 @@ pub mod credit_balance;
 pub mod credit_grants;
 pub mod customer_balance_transactions;
 pub mod customers;
+pub mod events;
 pub mod idempotency;
 pub mod key_cache;
 mod ledger;
@@ -35,6 +36,8 @@ pub struct RequestContext {
     pub idempotency_key: Option<String>,
     /// Set when the answer is replayed from the key's stored result.
     pub replayed: ReplayFlag,
+    /// The `req_…` ID the transport gave the request (events name it as their cause).
+    pub request_id: Option<String>,
 }
 
 impl RequestContext {
@@ -43,7 +46,13 @@ impl RequestContext {
             tenant,
             idempotency_key: None,
             replayed: ReplayFlag::default(),
+            request_id: None,
         }
+    }
+
+    pub fn with_request_id(mut self, request_id: Option<String>) -> Self {
+        self.request_id = request_id;
+        self
     }
 
     pub fn with_idempotency_key(mut self, key: Option<String>) -> Self {
@@ -70,6 +79,8 @@ pub struct Services {
     pub key_cache: Option<Arc<key_cache::KeyCache>>,
     /// The server-side secret API keys are hashed with (HMAC-SHA256), when configured.
     pub api_key_pepper: Option<Arc<[u8]>>,
+    /// Numbers committed events and tells watchers the stream moved.
+    pub events: events::EventPump,
 }
 
 impl Services {
@@ -85,6 +96,7 @@ impl Services {
             rate_limiter: None,
             key_cache: None,
             api_key_pepper: None,
+            events: events::EventPump::default(),
         }
     }
 
@@ -134,12 +146,13 @@ where
 }
 
 /// Runs `$body` as one idempotent write transaction: opens it (replaying a stored result for
-/// the claimed key instead, if there is one), runs the body with the transaction and its
-/// "now", then stores the result and commits, or rolls back on error; the whole is retried
-/// on serialization failures and deadlocks. A macro because the body borrows the transaction
+/// the claimed key instead, if there is one), runs the body with the transaction, its "now"
+/// and the batch collecting its events, then writes the events, stores the result and commits,
+/// or rolls back on error; the whole is retried on serialization failures and deadlocks. A
+/// replay runs no body, so it emits no event. A macro because the body borrows the transaction
 /// across awaits, which an async closure cannot express with a `Send` future.
 macro_rules! idempotent_write {
-    ($services:expr, $claim:expr, |$tx:ident, $now:ident| $body:expr) => {
+    ($services:expr, $ctx:expr, $claim:expr, |$tx:ident, $now:ident, $events:ident| $body:expr) => {
         $services
             .db
             .retrying(|| async {
@@ -147,8 +160,12 @@ macro_rules! idempotent_write {
                     $crate::service::Write::Replay(result) => return Ok(result),
                     $crate::service::Write::Run(tx, now) => (tx, now),
                 };
+                #[allow(unused_mut, reason = "a write that emits nothing")]
+                let mut $events = $crate::service::events::EventBatch::for_request($ctx, $now);
                 let outcome = async { $body }.await;
-                $services.finish_write($tx, $now, $claim, outcome).await
+                $services
+                    .finish_write($tx, $now, $claim, outcome, $events)
+                    .await
             })
             .await
     };
@@ -197,20 +214,42 @@ impl Services {
         }
     }
 
-    /// Ends a write: on success stores the result for the idempotency key in the same
-    /// transaction and commits; on failure rolls back at once, so no lock (row or advisory)
-    /// outlives the request.
+    /// Ends a write: on success stores the result for the idempotency key and writes its
+    /// events in the same transaction and commits; on failure rolls back at once, so no lock
+    /// (row or advisory) outlives the request.
     pub(crate) async fn finish_write<T: Serialize>(
         &self,
         tx: Transaction,
         now: i64,
         claim: &idempotency::Claim,
         outcome: Result<T>,
+        events: events::EventBatch,
     ) -> Result<T> {
         let outcome = match outcome {
             Ok(result) => claim.record(&tx, now, &result).await.map(|()| result),
             Err(error) => Err(error),
         };
-        store::settle(tx, outcome).await
+        self.settle_with_events(tx, outcome, events).await
+    }
+
+    /// Ends a write by its outcome: on success writes `events` in the transaction and commits
+    /// (then wakes the event pump), on failure rolls back, so the change and its events commit
+    /// together or not at all.
+    pub(crate) async fn settle_with_events<T>(
+        &self,
+        tx: Transaction,
+        outcome: Result<T>,
+        events: events::EventBatch,
+    ) -> Result<T> {
+        let emitted = !events.is_empty();
+        let outcome = match outcome {
+            Ok(value) => events.write(&tx).await.map(|()| value),
+            Err(error) => Err(error),
+        };
+        let committed = store::settle(tx, outcome).await?;
+        if emitted {
+            self.events.committed();
+        }
+        Ok(committed)
     }
 }

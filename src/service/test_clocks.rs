@@ -6,7 +6,9 @@
 use super::idempotency::Claim;
 use super::{RequestContext, Services, Write, idempotent_write, ledger, page_after_cursor};
 
+use super::events::EventBatch;
 use crate::domain::Tenant;
+use crate::domain::event::EventType;
 use crate::domain::ids::{IdKind, new_id};
 use crate::domain::ledger::lapse_until;
 use crate::domain::pagination::{ListRequest, Page};
@@ -14,6 +16,7 @@ use crate::domain::test_clock::{
     ClockStatus, CreateTestClock, LIFETIME_SECONDS, TestClock, check_test_mode,
 };
 use crate::error::{Error, Result};
+use crate::render::{CustomerJson, TestClockJson};
 use crate::store;
 
 /// The outcome of an advance's first step.
@@ -32,7 +35,7 @@ impl Services {
     ) -> Result<TestClock> {
         check_test_mode(ctx.tenant.livemode)?;
         let claim = self.idempotency.claim(ctx, "test_clock.create", &command)?;
-        idempotent_write!(self, &claim, |tx, now| {
+        idempotent_write!(self, ctx, &claim, |tx, now, events| {
             // Clocks only exist in test mode, so their IDs need no `_test_` marker.
             let clock = TestClock {
                 id: new_id(IdKind::TestClock, true),
@@ -61,6 +64,11 @@ impl Services {
             } else {
                 store::test_clocks::insert(&tx, &ctx.tenant, &clock).await?;
             }
+            events.emit(
+                EventType::TestClockCreated,
+                None,
+                &TestClockJson::from(clock.clone()),
+            )?;
             Ok(clock)
         })
     }
@@ -92,20 +100,39 @@ impl Services {
         self.db
             .retrying(|| async {
                 let tx = self.db.begin().await?;
+                let mut events = EventBatch::for_request(ctx, self.clock.now());
                 let outcome = async {
-                    store::test_clocks::lock(&tx, &ctx.tenant, id)
+                    let clock = store::test_clocks::lock(&tx, &ctx.tenant, id)
                         .await?
                         .ok_or_else(|| Error::resource_missing("test_clock", id, "test_clock"))?;
                     let customers = store::test_clocks::customers_on(&tx, &ctx.tenant, id).await?;
-                    for customer in &customers {
-                        store::customers::lock_including_deleted(&tx, &ctx.tenant, customer)
+                    for customer_id in &customers {
+                        store::customers::lock_including_deleted(&tx, &ctx.tenant, customer_id)
                             .await?;
+                        // Customers deleted before keep their one `customer.deleted`.
+                        if let Some(customer) =
+                            store::customers::find(&tx, &ctx.tenant, customer_id).await?
+                            && !customer.deleted
+                        {
+                            events.emit(
+                                EventType::CustomerDeleted,
+                                Some(customer_id),
+                                &CustomerJson::from(customer),
+                            )?;
+                        }
                     }
                     store::test_clocks::delete_with_customers(&tx, &ctx.tenant, id, &customers)
-                        .await
+                        .await?;
+                    events.emit(
+                        EventType::TestClockDeleted,
+                        None,
+                        &TestClockJson::from(clock),
+                    )
                 }
                 .await;
-                store::settle(tx, outcome).await.map(|()| id.to_string())
+                self.settle_with_events(tx, outcome, events)
+                    .await
+                    .map(|()| id.to_string())
             })
             .await
     }
@@ -129,10 +156,11 @@ impl Services {
         let marked = self
             .db
             .retrying(|| async {
-                let tx = match self.begin_write::<TestClock>(&claim).await? {
+                let (tx, now) = match self.begin_write::<TestClock>(&claim).await? {
                     Write::Replay(answer) => return Ok(Advance::Replayed(answer)),
-                    Write::Run(tx, _) => tx,
+                    Write::Run(tx, now) => (tx, now),
                 };
+                let mut events = EventBatch::for_request(ctx, now);
                 let outcome = async {
                     let mut clock = store::test_clocks::lock(&tx, &ctx.tenant, id)
                         .await?
@@ -141,10 +169,17 @@ impl Services {
                     clock.status = ClockStatus::Advancing;
                     clock.target_frozen_time = Some(target);
                     store::test_clocks::save_state(&tx, &clock).await?;
+                    events.emit(
+                        EventType::TestClockAdvancing,
+                        None,
+                        &TestClockJson::from(clock.clone()),
+                    )?;
                     Ok(clock)
                 }
                 .await;
-                store::settle(tx, outcome).await.map(Advance::Marked)
+                self.settle_with_events(tx, outcome, events)
+                    .await
+                    .map(Advance::Marked)
             })
             .await?;
         let advancing = match marked {
@@ -183,6 +218,8 @@ impl Services {
         self.db
             .retrying(|| async {
                 let tx = self.db.begin().await?;
+                // Automatic: a replica may resume the advance long after its request.
+                let mut events = EventBatch::automatic(tenant, self.clock.now());
                 let outcome = async {
                     let Some(mut clock) = store::test_clocks::lock(&tx, tenant, id).await? else {
                         return Ok(None);
@@ -202,7 +239,7 @@ impl Services {
                         );
                     }
                     for change in lapse_until(&grants, target)? {
-                        ledger::save_change(&tx, tenant, change).await?;
+                        ledger::save_change(&tx, tenant, change, &mut events).await?;
                     }
                     clock.frozen_time = target;
                     clock.status = ClockStatus::Ready;
@@ -211,10 +248,15 @@ impl Services {
                     if let Some(claim) = claim {
                         claim.record(&tx, self.clock.now(), &clock).await?;
                     }
+                    events.emit(
+                        EventType::TestClockReady,
+                        None,
+                        &TestClockJson::from(clock.clone()),
+                    )?;
                     Ok(Some(clock))
                 }
                 .await;
-                store::settle(tx, outcome).await
+                self.settle_with_events(tx, outcome, events).await
             })
             .await
     }

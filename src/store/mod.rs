@@ -9,6 +9,7 @@ pub mod credit_grants;
 pub mod customer_balance_transactions;
 pub mod customers;
 pub mod entities;
+pub mod events;
 pub mod idempotency;
 pub mod test_clocks;
 

@@ -72,7 +72,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let transport = self.transport;
         let method = request.method().to_string();
         // gRPC paths name the RPC; REST routes use the matched template, never raw IDs.
@@ -85,6 +85,9 @@ where
                 .unwrap_or_else(|| "unmatched".to_string()),
         };
         let request_id = format!("req_{}", crate::domain::ids::random_base62(16));
+        request
+            .extensions_mut()
+            .insert(RequestId(request_id.clone()));
         let name = if transport == "grpc" {
             route.trim_start_matches('/').to_string()
         } else {
@@ -144,6 +147,11 @@ where
         })
     }
 }
+
+/// The `req_…` ID given to a request (also sent back in its `Request-Id` header), in the
+/// request's extensions for the handlers: events name it as their cause.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
 
 /// The error code of a finished request, if it failed: the gRPC status (sent in the headers
 /// of error responses) or the HTTP status.

@@ -16,7 +16,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
-pub use layer::RequestTelemetryLayer;
+pub use layer::{RequestId, RequestTelemetryLayer};
 pub use otel::{OtelSettings, Protocol};
 
 /// The installed exporters; flush or shut them down through this.

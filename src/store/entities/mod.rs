@@ -9,5 +9,6 @@ pub mod credit_grant;
 pub mod customer;
 pub mod customer_balance;
 pub mod customer_balance_transaction;
+pub mod event;
 pub mod idempotency_record;
 pub mod test_clock;

@@ -1,4 +1,5 @@
-//! Stripe's JSON shapes, as the shim's own wire model (API version 2026-07-29.dahlia).
+//! Stripe's JSON shapes (API version 2026-07-29.dahlia), shared by the REST shim and by events,
+//! whose `data.object` is the resource exactly as the REST API renders it.
 //! Fields creditd does not track are rendered with Stripe's empty values.
 
 use std::collections::BTreeMap;
@@ -8,6 +9,9 @@ use serde::Serialize;
 use crate::domain::customer::Customer;
 use crate::domain::customer_balance_transaction::CustomerBalanceTransaction;
 use crate::domain::pagination::Page;
+
+/// The API version every object and event is rendered with.
+pub const STRIPE_API_VERSION: &str = "2026-07-29.dahlia";
 
 /// An ID, or the object it names when expanded.
 #[derive(Debug, Serialize)]

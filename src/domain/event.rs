@@ -1,0 +1,186 @@
+//! Events: the record that something changed. Every change writes its events in the same
+//! transaction as the change (the outbox), so an event exists exactly when its change
+//! committed. An event's `data` is rendered once, when it is created, and never changes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Every type creditd emits, with Stripe's names (`creditd.*` ones are creditd's own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventType {
+    CustomerCreated,
+    CustomerUpdated,
+    CustomerDeleted,
+    CreditGrantCreated,
+    CreditGrantUpdated,
+    CreditBalanceTransactionCreated,
+    TestClockCreated,
+    TestClockAdvancing,
+    TestClockReady,
+    TestClockInternalFailure,
+    TestClockDeleted,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 11] = [
+        EventType::CustomerCreated,
+        EventType::CustomerUpdated,
+        EventType::CustomerDeleted,
+        EventType::CreditGrantCreated,
+        EventType::CreditGrantUpdated,
+        EventType::CreditBalanceTransactionCreated,
+        EventType::TestClockCreated,
+        EventType::TestClockAdvancing,
+        EventType::TestClockReady,
+        EventType::TestClockInternalFailure,
+        EventType::TestClockDeleted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::CustomerCreated => "customer.created",
+            EventType::CustomerUpdated => "customer.updated",
+            EventType::CustomerDeleted => "customer.deleted",
+            EventType::CreditGrantCreated => "billing.credit_grant.created",
+            EventType::CreditGrantUpdated => "billing.credit_grant.updated",
+            EventType::CreditBalanceTransactionCreated => {
+                "billing.credit_balance_transaction.created"
+            }
+            EventType::TestClockCreated => "test_helpers.test_clock.created",
+            EventType::TestClockAdvancing => "test_helpers.test_clock.advancing",
+            EventType::TestClockReady => "test_helpers.test_clock.ready",
+            EventType::TestClockInternalFailure => "test_helpers.test_clock.internal_failure",
+            EventType::TestClockDeleted => "test_helpers.test_clock.deleted",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|kind| kind.as_str() == raw)
+    }
+}
+
+/// Whether an event type matches `pattern`: the exact name, `*` (everything), or a group
+/// ending in `*` such as `customer.*` or `billing.*`, which matches by prefix (so
+/// `billing.*` also takes `billing.credit_grant.created`, as Stripe's examples read).
+pub fn type_matches(pattern: &str, event_type: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => event_type.starts_with(prefix),
+        None => pattern == event_type,
+    }
+}
+
+/// Who caused an event: the API request and its idempotency key, or nothing for an
+/// automatic change (the expiry sweeper, the second step of a clock advance).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRequest {
+    pub id: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+impl EventRequest {
+    pub fn automatic() -> Self {
+        EventRequest::default()
+    }
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: String,
+    pub livemode: bool,
+    /// When the change happened, in real time (seconds), whatever the objects' test clock.
+    pub created: i64,
+    pub kind: String,
+    /// The customer the change belongs to, if any (the stream's per-customer filter).
+    pub customer_id: Option<String>,
+    pub request: EventRequest,
+    pub api_version: String,
+    /// Enabled endpoints subscribed to the type that have not yet answered 2xx.
+    pub pending_webhooks: i64,
+    /// `{"object": …, "previous_attributes": …}` as JSON text, rendered at creation.
+    pub data: String,
+    /// The stream position, assigned after commit by the sequencer; `None` for a moment.
+    pub sequence: Option<i64>,
+}
+
+/// The `data` of an event about `object`; for an update, `previous` is the object as it was
+/// and `data.previous_attributes` holds the old value of each top-level field that changed
+/// (a nested object or array whole, as Stripe reports them). `None` when an update changed
+/// nothing a client can see: no event is due then.
+pub fn event_data(object: Value, previous: Option<&Value>) -> Option<String> {
+    let mut data = Map::new();
+    if let Some(previous) = previous {
+        let changed = previous_attributes(previous, &object);
+        if changed.is_empty() {
+            return None;
+        }
+        data.insert("object".into(), object);
+        data.insert("previous_attributes".into(), Value::Object(changed));
+    } else {
+        data.insert("object".into(), object);
+    }
+    Some(Value::Object(data).to_string())
+}
+
+/// The top-level fields of `old` whose value differs in `new`, with their old values.
+fn previous_attributes(old: &Value, new: &Value) -> Map<String, Value> {
+    let (Value::Object(old), Value::Object(new)) = (old, new) else {
+        return Map::new();
+    };
+    old.iter()
+        .filter(|(key, value)| new.get(key.as_str()) != Some(value))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_type_round_trips_through_its_name() {
+        for kind in EventType::ALL {
+            assert_eq!(EventType::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(EventType::parse("customer.*"), None);
+    }
+
+    #[test]
+    fn patterns_match_exactly_or_by_wildcard_prefix() {
+        assert!(type_matches("*", "customer.created"));
+        assert!(type_matches("customer.*", "customer.updated"));
+        assert!(type_matches("billing.*", "billing.credit_grant.created"));
+        assert!(!type_matches("customer.*", "billing.credit_grant.created"));
+        assert!(type_matches("customer.created", "customer.created"));
+        assert!(!type_matches("customer.created", "customer.updated"));
+        assert!(!type_matches("customer", "customer.created"));
+    }
+
+    #[test]
+    fn an_update_reports_old_values_of_changed_fields_only() {
+        let old = json!({"id": "cus_1", "balance": 0, "metadata": {"a": "1"}, "name": "x"});
+        let new =
+            json!({"id": "cus_1", "balance": -500, "metadata": {"a": "1", "b": "2"}, "name": "x"});
+        let data: Value =
+            serde_json::from_str(&event_data(new.clone(), Some(&old)).unwrap()).unwrap();
+        assert_eq!(data["object"], new);
+        assert_eq!(
+            data["previous_attributes"],
+            json!({"balance": 0, "metadata": {"a": "1"}})
+        );
+    }
+
+    #[test]
+    fn an_update_that_changed_nothing_has_no_event() {
+        let same = json!({"id": "cus_1", "name": "x"});
+        assert_eq!(event_data(same.clone(), Some(&same)), None);
+    }
+
+    #[test]
+    fn a_created_event_has_no_previous_attributes_key() {
+        let data: Value =
+            serde_json::from_str(&event_data(json!({"id": "x"}), None).unwrap()).unwrap();
+        assert!(data.get("previous_attributes").is_none());
+    }
+}

@@ -1,0 +1,182 @@
+//! Emitting events (the transactional outbox) and following them.
+//!
+//! A write collects its events in an [`EventBatch`] and writes them in its own transaction, just
+//! before it commits: an event exists exactly when its change committed. A replayed idempotent
+//! request runs no body, so it emits nothing. After commit the writer wakes the [`EventPump`],
+//! which (on PostgreSQL) numbers newly committed events and publishes the newest stream
+//! position to the process's watchers; it also polls, to see other replicas' events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+
+use super::RequestContext;
+use crate::domain::Tenant;
+use crate::domain::event::{Event, EventRequest, EventType, event_data};
+use crate::domain::ids::{IdKind, new_id};
+use crate::error::{Error, Result};
+use crate::render::STRIPE_API_VERSION;
+use crate::store::{self, Db, Transaction};
+
+/// How many events one sequencer transaction numbers at most.
+const SEQUENCER_BATCH: u64 = 1000;
+
+/// The events one write emits, in the order its changes happened.
+pub(crate) struct EventBatch {
+    tenant: Tenant,
+    request: EventRequest,
+    created: i64,
+    events: Vec<Event>,
+}
+
+impl EventBatch {
+    /// Events caused by the API request `ctx`, at `now` (real time, seconds).
+    pub(crate) fn for_request(ctx: &RequestContext, now: i64) -> Self {
+        EventBatch {
+            tenant: ctx.tenant.clone(),
+            request: EventRequest {
+                id: ctx.request_id.clone(),
+                idempotency_key: ctx.idempotency_key.clone(),
+            },
+            created: now,
+            events: Vec::new(),
+        }
+    }
+
+    /// Events of an automatic change (no request), at `now`.
+    pub(crate) fn automatic(tenant: &Tenant, now: i64) -> Self {
+        EventBatch {
+            tenant: tenant.clone(),
+            request: EventRequest::automatic(),
+            created: now,
+            events: Vec::new(),
+        }
+    }
+
+    /// Records a `*.created`, `*.deleted` or other event about `object` (rendered as the REST
+    /// API renders it).
+    pub(crate) fn emit(
+        &mut self,
+        kind: EventType,
+        customer_id: Option<&str>,
+        object: &impl Serialize,
+    ) -> Result<()> {
+        let data = event_data(to_value(object)?, None)
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("an event without data")))?;
+        self.push(kind, customer_id, data);
+        Ok(())
+    }
+
+    /// Records an update of an object from `before` to `after` (both rendered), with the old
+    /// values of what changed; nothing when nothing a client can see changed.
+    pub(crate) fn emit_update(
+        &mut self,
+        kind: EventType,
+        customer_id: Option<&str>,
+        before: &impl Serialize,
+        after: &impl Serialize,
+    ) -> Result<()> {
+        let before = to_value(before)?;
+        if let Some(data) = event_data(to_value(after)?, Some(&before)) {
+            self.push(kind, customer_id, data);
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, kind: EventType, customer_id: Option<&str>, data: String) {
+        self.events.push(Event {
+            id: new_id(IdKind::Event, self.tenant.livemode),
+            livemode: self.tenant.livemode,
+            created: self.created,
+            kind: kind.as_str().to_string(),
+            customer_id: customer_id.map(str::to_string),
+            request: self.request.clone(),
+            api_version: STRIPE_API_VERSION.to_string(),
+            pending_webhooks: 0,
+            data,
+            sequence: None,
+        });
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Writes the events in the caller's transaction.
+    pub(crate) async fn write(self, tx: &Transaction) -> Result<()> {
+        store::events::insert(tx, &self.tenant, &self.events).await
+    }
+}
+
+fn to_value(object: &impl Serialize) -> Result<serde_json::Value> {
+    serde_json::to_value(object).map_err(Error::internal)
+}
+
+/// Numbers committed events (PostgreSQL) and tells the process's watchers how far the stream
+/// has come. Cheap to clone.
+#[derive(Clone)]
+pub struct EventPump {
+    wake: Arc<Notify>,
+    head: watch::Sender<i64>,
+}
+
+impl Default for EventPump {
+    fn default() -> Self {
+        EventPump {
+            wake: Arc::new(Notify::new()),
+            head: watch::Sender::new(0),
+        }
+    }
+}
+
+impl EventPump {
+    /// Called after a commit that wrote events.
+    pub(crate) fn committed(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The newest stream position this process knows of; changes as events commit.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.head.subscribe()
+    }
+
+    /// One round: numbers what committed (PostgreSQL), then publishes the newest position.
+    pub async fn run_once(&self, db: &Db) -> Result<i64> {
+        if db.is_postgres() {
+            loop {
+                let numbered = db
+                    .retrying(|| async {
+                        let tx = db.begin().await?;
+                        let outcome = store::events::assign_sequences(&tx, SEQUENCER_BATCH).await;
+                        store::settle(tx, outcome).await
+                    })
+                    .await?;
+                if numbered < SEQUENCER_BATCH {
+                    break;
+                }
+            }
+        }
+        let head = store::events::head(db.reader()).await?;
+        self.head.send_if_modified(|known| {
+            let moved = head > *known;
+            if moved {
+                *known = head;
+            }
+            moved
+        });
+        Ok(head)
+    }
+
+    /// Runs until the process stops: a round after every wake-up from a local commit, and at
+    /// least every `poll` (other replicas' events, and anything a lost wake-up missed).
+    pub async fn run(self, db: Db, poll: Duration) {
+        loop {
+            if let Err(error) = self.run_once(&db).await {
+                tracing::warn!(error = %error, "numbering or reading new events failed; retrying");
+            }
+            let _ = tokio::time::timeout(poll, self.wake.notified()).await;
+        }
+    }
+}
