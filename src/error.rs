@@ -14,6 +14,9 @@ pub enum ErrorKind {
     InvalidState,
     /// An ID names nothing this key can see (404, `resource_missing`, NOT_FOUND).
     NotFound,
+    /// A position outside what is kept, such as a stream resume point older than the retention
+    /// window (400, `invalid_request_error`, OUT_OF_RANGE).
+    OutOfRange,
     /// No key, or an unknown or revoked key (401, UNAUTHENTICATED).
     Unauthenticated,
     /// The key may not do this (403, PERMISSION_DENIED).
@@ -38,7 +41,7 @@ impl ErrorKind {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorKind::InvalidRequest | ErrorKind::InvalidState => 400,
-            ErrorKind::IdempotencyMismatch => 400,
+            ErrorKind::IdempotencyMismatch | ErrorKind::OutOfRange => 400,
             ErrorKind::NotFound => 404,
             ErrorKind::Unauthenticated => 401,
             ErrorKind::PermissionDenied => 403,
@@ -78,6 +81,7 @@ impl ErrorKind {
             ErrorKind::InvalidState => tonic::Code::FailedPrecondition,
             ErrorKind::IdempotencyMismatch => tonic::Code::FailedPrecondition,
             ErrorKind::NotFound => tonic::Code::NotFound,
+            ErrorKind::OutOfRange => tonic::Code::OutOfRange,
             ErrorKind::Unauthenticated => tonic::Code::Unauthenticated,
             ErrorKind::PermissionDenied => tonic::Code::PermissionDenied,
             ErrorKind::IdempotencyInUse => tonic::Code::Aborted,

@@ -69,6 +69,39 @@ fn push_base62(out: &mut String, mut value: u64, width: usize) {
     out.extend(digits[ORDER_DIGITS - width..].iter().map(|&b| b as char));
 }
 
+/// An ID as [`new_id`] would have made it at `unix_millis` (for tools and tests that need an
+/// ID of a given age; not unique within a millisecond).
+pub fn new_id_at(kind: IdKind, livemode: bool, unix_millis: u64) -> String {
+    let mut id = String::with_capacity(40);
+    id.push_str(kind.prefix());
+    id.push('_');
+    if !livemode {
+        id.push_str("test_");
+    }
+    push_base62(&mut id, unix_millis << 16, ORDER_DIGITS);
+    let mut rng = rand::rng();
+    for _ in 0..RANDOM_DIGITS {
+        id.push(ALPHABET[rng.random_range(0..62)] as char);
+    }
+    id
+}
+
+/// When an ID made by [`new_id`] was created, in Unix milliseconds (its time-ordered digits);
+/// `None` for text that is not such an ID.
+pub fn id_created_millis(id: &str) -> Option<i64> {
+    let (_, rest) = id.split_once('_')?;
+    let body = rest.strip_prefix("test_").unwrap_or(rest);
+    if body.len() != ORDER_DIGITS + RANDOM_DIGITS || !body.is_ascii() {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for byte in body[..ORDER_DIGITS].bytes() {
+        let digit = ALPHABET.iter().position(|&c| c == byte)? as u64;
+        value = value.checked_mul(62)?.checked_add(digit)?;
+    }
+    i64::try_from(value >> 16).ok()
+}
+
 /// A new ID such as `cus_test_0PXc3VvB2Gq7kD0aXbYz1w`: prefix, `test_` in test mode, 11
 /// time-ordered base62 digits, 10 random ones.
 pub fn new_id(kind: IdKind, livemode: bool) -> String {
@@ -113,6 +146,23 @@ mod tests {
         let mut sorted = ids.clone();
         sorted.sort();
         assert_eq!(ids, sorted);
+    }
+
+    #[test]
+    fn an_id_tells_when_it_was_made() {
+        let before = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let id = new_id(IdKind::Event, false);
+        let millis = id_created_millis(&id).unwrap();
+        assert!((before..before + 5_000).contains(&millis), "{id}: {millis}");
+        let old = new_id_at(IdKind::Event, true, 1_000_000_000_000);
+        assert!(old.starts_with("evt_") && !old.contains("test_"));
+        assert_eq!(id_created_millis(&old), Some(1_000_000_000_000));
+        assert_eq!(id_created_millis("evt_nope"), None);
+        assert_eq!(id_created_millis("evt_test_!!!!!!!!!!!0123456789"), None);
+        assert_eq!(id_created_millis("nothing"), None);
     }
 
     #[test]
