@@ -28,6 +28,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Follow the account's events over gRPC and POST each one, signed like a Stripe webhook,
+    /// to a local URL (like `stripe listen --forward-to`).
+    Listen(ListenConfig),
     /// Recompute every balance and remainder from the ledger and report differences (exit status 1 when any).
     Audit {
         #[command(flatten)]
@@ -36,6 +39,33 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListenConfig {
+    /// Where to POST each event (Stripe's webhook JSON), e.g. http://localhost:4242/webhook.
+    #[arg(long)]
+    pub forward_to: String,
+    /// Only these event types, comma-separated (exact names or groups such as `customer.*`);
+    /// all when omitted.
+    #[arg(long, value_delimiter = ',')]
+    pub events: Vec<String>,
+    /// The API key to follow the events of.
+    #[arg(long, env = "CREDITD_API_KEY", hide_env_values = true)]
+    pub api_key: String,
+    /// The creditd gRPC endpoint.
+    #[arg(
+        long,
+        env = "CREDITD_GRPC_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub grpc_url: String,
+    /// The webhook signing secret to sign with (`whsec_…`); a random one when omitted.
+    #[arg(long, hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Start after this event instead of at the current head.
+    #[arg(long)]
+    pub after_event: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +218,10 @@ pub struct ServeConfig {
     /// How many days events are kept (the Events API and stream resume window).
     #[arg(long, env = "CREDITD_EVENT_RETENTION_DAYS", default_value_t = 30)]
     pub event_retention_days: u64,
+    /// Event streams (`WatchEvents`) served at once by this process; more are refused with
+    /// RESOURCE_EXHAUSTED. Each holds a database connection only for its short reads.
+    #[arg(long, env = "CREDITD_MAX_EVENT_STREAMS", default_value_t = 1024)]
+    pub max_event_streams: usize,
     /// Longest a request may run before it is answered with a timeout, in seconds.
     #[arg(long, env = "CREDITD_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
     pub request_timeout_seconds: u64,
@@ -239,6 +273,7 @@ impl ServeConfig {
             expiry_sweep_interval_seconds: 0,
             event_poll_interval_ms: 50,
             event_retention_days: 30,
+            max_event_streams: 1024,
             request_timeout_seconds: 30,
             max_body_bytes: 1024 * 1024,
             max_concurrent_requests: 1024,

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod idempotency_headers;
+pub mod listen;
 pub mod render;
 pub mod rest;
 pub mod server;

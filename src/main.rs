@@ -1,4 +1,4 @@
-//! The `creditd` binary: `serve`, `migrate`, `keys` and `audit`.
+//! The `creditd` binary: `serve`, `migrate`, `keys`, `listen` and `audit`.
 
 use std::process::ExitCode;
 
@@ -57,6 +57,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(command) => keys(command).await,
+        Command::Listen(config) => creditd::listen::run(config, shutdown_signal()).await,
         Command::Audit { database, json } => audit(database, json).await,
     }
 }

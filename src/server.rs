@@ -36,7 +36,9 @@ impl Server {
         let services = Services::new(db)
             .with_rate_limit(config.rate_limit_per_key)
             .with_key_cache(Duration::from_secs(config.api_key_cache_seconds))
-            .with_api_key_pepper(pepper);
+            .with_api_key_pepper(pepper)
+            .with_event_retention_days(config.event_retention_days)
+            .with_max_event_streams(config.max_event_streams);
         services.ensure_api_keys(&config.api_keys).await?;
         if !config.no_bootstrap_key
             && let Some(key) = services.bootstrap_test_key().await?
@@ -202,6 +204,8 @@ impl Server {
             "shutting down, draining in-flight requests"
         );
         let _ = stop_tx.send(true);
+        // Streams never end on their own: end them, so they do not hold the drain.
+        self.services.event_streams.close();
         let drained = tokio::time::timeout(grace, async {
             let _ = (&mut grpc_task).await;
             let _ = (&mut http_task).await;

@@ -9,6 +9,7 @@ pub mod credit_balance;
 pub mod credit_grants;
 pub mod customer_balance_transactions;
 pub mod customers;
+pub mod event_stream;
 pub mod events;
 pub mod idempotency;
 pub mod key_cache;
@@ -27,6 +28,9 @@ use crate::store::{self, Db, Transaction};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use idempotency::{IdempotencyKeys, ReplayFlag};
+
+/// Events are kept this many days unless configured otherwise.
+pub const DEFAULT_EVENT_RETENTION_DAYS: i64 = 30;
 
 /// Who is calling and how: produced by authentication, passed to every service call.
 #[derive(Debug, Clone)]
@@ -81,6 +85,10 @@ pub struct Services {
     pub api_key_pepper: Option<Arc<[u8]>>,
     /// Numbers committed events and tells watchers the stream moved.
     pub events: events::EventPump,
+    /// The open event streams: their cap, what they hold, and their shutdown signal.
+    pub event_streams: Arc<event_stream::EventStreams>,
+    /// How long events are kept, in seconds (a stream resume point older than this is refused).
+    pub event_retention_seconds: i64,
 }
 
 impl Services {
@@ -97,7 +105,23 @@ impl Services {
             key_cache: None,
             api_key_pepper: None,
             events: events::EventPump::default(),
+            event_streams: Arc::new(event_stream::EventStreams::default()),
+            event_retention_seconds: DEFAULT_EVENT_RETENTION_DAYS * 86_400,
         }
+    }
+
+    /// Keeps events (and accepts stream resume points) for `days` days.
+    pub fn with_event_retention_days(mut self, days: u64) -> Self {
+        self.event_retention_seconds = i64::try_from(days.max(1))
+            .unwrap_or(i64::MAX / 86_400)
+            .saturating_mul(86_400);
+        self
+    }
+
+    /// Serves at most `max` event streams at once.
+    pub fn with_max_event_streams(mut self, max: usize) -> Self {
+        self.event_streams = Arc::new(event_stream::EventStreams::new(max));
+        self
     }
 
     /// Limits each API key to `per_second` requests per second (0 = no limit).
