@@ -82,12 +82,8 @@ impl Listener {
         loop {
             match endpoint.connect().await {
                 Ok(channel) => match self.stream(channel).await {
-                    Ok(received) => {
-                        eprintln!("creditd listen: the stream ended; reconnecting");
-                        if received {
-                            backoff = FIRST_BACKOFF;
-                        }
-                    }
+                    // The stream was open: the backoff starts over.
+                    Ok(()) => backoff = FIRST_BACKOFF,
                     Err(status) if is_fatal(status.code()) => {
                         anyhow::bail!("WatchEvents refused: {}", status.message());
                     }
@@ -112,9 +108,9 @@ impl Listener {
         }
     }
 
-    /// One connection: opens the stream from the last event and forwards what arrives.
-    /// `Ok(true)` when the stream opened (the backoff starts over).
-    async fn stream(&mut self, channel: Channel) -> Result<bool, tonic::Status> {
+    /// One connection: opens the stream from the last event and forwards what arrives until it
+    /// breaks. `Ok` when the stream had opened; the status when it could not.
+    async fn stream(&mut self, channel: Channel) -> Result<(), tonic::Status> {
         let mut client = EventServiceClient::new(channel);
         let resume = match &self.last_event {
             Some(id) => proto::watch_events_request::Resume::AfterEvent(id.clone()),
@@ -129,7 +125,6 @@ impl Listener {
             .metadata_mut()
             .insert("authorization", self.authorization.clone());
         let mut stream = client.watch_events(request).await?.into_inner();
-        // From here the stream is open: a later failure starts the backoff over.
         loop {
             match stream.message().await {
                 Ok(Some(message)) => {
@@ -138,7 +133,10 @@ impl Listener {
                         self.last_event = Some(event.id);
                     }
                 }
-                Ok(None) => return Ok(true),
+                Ok(None) => {
+                    eprintln!("creditd listen: the stream ended; reconnecting");
+                    return Ok(());
+                }
                 Err(status) if is_fatal(status.code()) => return Err(status),
                 Err(status) => {
                     eprintln!(
@@ -147,7 +145,7 @@ impl Listener {
                         status.message(),
                         self.last_event.as_deref().unwrap_or("the head")
                     );
-                    return Ok(true);
+                    return Ok(());
                 }
             }
         }

@@ -186,6 +186,7 @@ impl Server {
                 .run(self.services.db.clone(), self.event_poll_interval),
         );
         crate::telemetry::metrics::register_pool_metrics(&self.services.db);
+        crate::telemetry::metrics::register_event_stream_metrics(&self.services.event_streams);
         // A clock left `advancing` by a crash is finished before serving.
         if let Err(error) = self.services.resume_advancing_test_clocks().await {
             tracing::warn!(error = %error, "resuming test clocks failed");

@@ -193,11 +193,17 @@ async fn resuming_watcher(
     loop {
         let mut stream = watch(&app, resume.clone()).await;
         let budget = rand::rng().random_range(1..40);
-        for _ in 0..budget {
+        let mut taken = 0;
+        while taken < budget {
             let message = tokio::select! {
                 message = stream.message() => message.unwrap().unwrap(),
-                _ = tokio::time::sleep(Duration::from_millis(300)) => break,
+                // Nothing for a while: check whether everything arrived. A watcher that has
+                // nothing yet keeps its "from now" stream (reopening it would move "now").
+                _ = tokio::time::sleep(Duration::from_millis(300)) => {
+                    if received.is_empty() { continue } else { break }
+                }
             };
+            taken += 1;
             received.push(message.event.unwrap());
             if received.len() == 5
                 && let Some(sender) = first_events.take()
@@ -211,9 +217,7 @@ async fn resuming_watcher(
         {
             return (received, reconnects);
         }
-        if let Some(event) = received.last() {
-            resume = after(&event.id);
-        }
+        resume = after(&received.last().unwrap().id);
         reconnects += 1;
         drop(stream);
     }
@@ -539,29 +543,40 @@ async fn postgres_a_watcher_on_another_replica_receives_every_event_in_order() {
 }
 
 /// `creditd listen` (the real binary) forwards each event to a local receiver, signed as
-/// Stripe signs webhooks; the receiver checks signatures as Stripe's SDKs do. The backend
-/// does not matter to this client, so SQLite only.
+/// Stripe signs webhooks; the receiver checks signatures as Stripe's SDKs do. It retries a
+/// delivery the receiver failed, and when its server restarts it reconnects and resumes after
+/// the last event it handled: every event is accepted exactly once. The backend does not
+/// matter to this client, so SQLite only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn listen_forwards_every_event_signed_like_a_stripe_webhook() {
+async fn listen_forwards_every_event_signed_like_a_stripe_webhook_across_a_restart() {
     use axum::routing::post;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let started = Instant::now();
     let app = TestApp::spawn(Backend::Sqlite).await;
     let (deliveries_tx, mut deliveries) =
         tokio::sync::mpsc::unbounded_channel::<(Option<String>, String)>();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = requests.clone();
     let receiver = axum::Router::new().route(
         "/webhook",
         post(move |headers: axum::http::HeaderMap, body: String| {
             let deliveries = deliveries_tx.clone();
+            let counted = counted.clone();
             async move {
-                let signature = headers
-                    .get("stripe-signature")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
                 assert_eq!(
                     headers.get("content-type").unwrap().to_str().unwrap(),
                     "application/json"
                 );
+                // The very first delivery fails once: listen must retry it.
+                if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                let signature = headers
+                    .get("stripe-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
                 let _ = deliveries.send((signature, body));
-                "ok"
+                axum::http::StatusCode::OK
             }
         }),
     );
@@ -569,23 +584,28 @@ async fn listen_forwards_every_event_signed_like_a_stripe_webhook() {
     let receiver_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, receiver).await });
 
-    let mut listen = std::process::Command::new(env!("CARGO_BIN_EXE_creditd"))
-        .args([
-            "listen",
-            "--forward-to",
-            &format!("http://{receiver_addr}/webhook"),
-            "--grpc-url",
-            &format!("http://{}", app.grpc_addr),
-            "--events",
-            "customer.*,billing.*",
-        ])
-        .env("CREDITD_API_KEY", &app.key)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = listen.stdout.take().unwrap();
+    // listen talks to its own server on the app's database, which restarts on the same port.
+    let server = RunningServer::start(&app, "127.0.0.1:0".parse().unwrap()).await;
+    let grpc_addr = server.grpc_addr;
+    let mut listen = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_creditd"))
+            .args([
+                "listen",
+                "--forward-to",
+                &format!("http://{receiver_addr}/webhook"),
+                "--grpc-url",
+                &format!("http://{grpc_addr}"),
+                "--events",
+                "customer.*,billing.*",
+            ])
+            .env("CREDITD_API_KEY", &app.key)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = listen.0.stdout.take().unwrap();
     let (secret_tx, secret_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -601,7 +621,7 @@ async fn listen_forwards_every_event_signed_like_a_stripe_webhook() {
     });
     let secret = secret_rx.recv_timeout(Duration::from_secs(20)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while app.services.event_streams.open_streams() == 0 {
+    while server.services.event_streams.open_streams() == 0 {
         assert!(Instant::now() < deadline, "listen never opened its stream");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -611,38 +631,127 @@ async fn listen_forwards_every_event_signed_like_a_stripe_webhook() {
         .await;
     write(&app, &customer, 0).await;
     write(&app, &customer, 1).await;
-    write(&app, &customer, 2).await;
-    let in_db = stream_in_db(&app).await;
     let mut received = Vec::new();
-    while received.len() < in_db.len() {
-        let (signature, body) = tokio::time::timeout(Duration::from_secs(10), deliveries.recv())
+    let before_restart = stream_in_db(&app).await.len();
+    receive_verified(&mut deliveries, &secret, &mut received, before_restart).await;
+
+    // The server stops (its streams end with UNAVAILABLE), changes go on meanwhile, and a new
+    // server comes up on the same address.
+    server.stop().await;
+    write(&app, &customer, 2).await;
+    write(&app, &customer, 3).await;
+    let restarted = RunningServer::start(&app, grpc_addr).await;
+    let in_db = stream_in_db(&app).await;
+    assert!(in_db.len() > before_restart);
+    receive_verified(&mut deliveries, &secret, &mut received, in_db.len()).await;
+
+    let received_ids: Vec<String> = received
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(received_ids, db_ids(&in_db), "every event once, in order");
+    assert_eq!(received[0]["type"], "customer.created");
+    assert_eq!(received[0]["data"]["object"]["email"], "a@example.com");
+    // Nothing more arrives (no duplicate after the resume).
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), deliveries.recv())
             .await
-            .expect("a delivery within 10 s")
+            .is_err()
+    );
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        in_db.len() + 1,
+        "one retry"
+    );
+    eprintln!(
+        "listen: {} events delivered across a server restart in {:?}",
+        in_db.len(),
+        started.elapsed()
+    );
+    drop(listen);
+    restarted.stop().await;
+}
+
+/// Receives deliveries until `received` holds `count`, checking each one's signature and shape.
+async fn receive_verified(
+    deliveries: &mut tokio::sync::mpsc::UnboundedReceiver<(Option<String>, String)>,
+    secret: &str,
+    received: &mut Vec<serde_json::Value>,
+    count: usize,
+) {
+    while received.len() < count {
+        let (signature, body) = tokio::time::timeout(Duration::from_secs(20), deliveries.recv())
+            .await
+            .expect("a delivery within 20 s")
             .unwrap();
+        let signature = signature.expect("a Stripe-Signature header");
         assert!(
-            stripe_signature_is_valid(&secret, signature.as_deref().unwrap(), &body),
-            "bad signature {signature:?}"
+            stripe_signature_is_valid(secret, &signature, &body),
+            "bad signature {signature}"
         );
-        assert!(!stripe_signature_is_valid(
-            "whsec_other",
-            signature.as_deref().unwrap(),
-            &body
-        ));
+        assert!(!stripe_signature_is_valid("whsec_other", &signature, &body));
         let event: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(event["object"], "event");
         assert!(event["data"]["object"].is_object(), "{event}");
         assert!(event["request"].is_object(), "{event}");
         received.push(event);
     }
-    let received_ids: Vec<String> = received
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(received_ids, db_ids(&in_db));
-    assert_eq!(received[0]["type"], "customer.created");
-    assert_eq!(received[0]["data"]["object"]["email"], "a@example.com");
-    let _ = listen.kill();
-    let _ = listen.wait();
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A server on `app`'s database at a chosen address (port 0 = any), stopped gracefully.
+struct RunningServer {
+    grpc_addr: std::net::SocketAddr,
+    services: creditd::service::Services,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    async fn start(app: &TestApp, grpc_addr: std::net::SocketAddr) -> RunningServer {
+        let mut config = creditd::config::ServeConfig::ephemeral(app.database.url.clone());
+        config.grpc_addr = grpc_addr;
+        let db = creditd::store::Db::connect(&config.database.options())
+            .await
+            .unwrap();
+        let services = creditd::service::Services::with_clock(db, app.clock.clone());
+        let server = creditd::server::Server::bind(&config, services.clone())
+            .await
+            .unwrap();
+        let grpc_addr = server.grpc_addr();
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            server
+                .run_until(async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        RunningServer {
+            grpc_addr,
+            services,
+            shutdown,
+            handle,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.shutdown.send(());
+        tokio::time::timeout(Duration::from_secs(10), self.handle)
+            .await
+            .expect("the server drains quickly: its streams end at shutdown")
+            .unwrap();
+    }
 }
 
 /// Stripe's check: `t` within 300 s of now, and any `v1` equal to the hex HMAC-SHA256 of

@@ -249,6 +249,9 @@ impl Services {
         from: WatchFrom,
         filter: WatchFilter,
     ) -> Result<EventStream> {
+        if *self.event_streams.stop.borrow() {
+            return Err(stopping());
+        }
         let permit = self
             .event_streams
             .permits

@@ -89,3 +89,29 @@ pub fn register_pool_metrics(db: &crate::store::Db) {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .push(gauge);
 }
+
+/// Observable gauges of the process's event streams: how many are open, and how many events they
+/// hold in memory for their clients (bounded per stream; see `service::event_stream`).
+pub fn register_event_stream_metrics(
+    streams: &std::sync::Arc<crate::service::event_stream::EventStreams>,
+) {
+    let meter = global::meter("creditd");
+    let open = streams.clone();
+    let open_gauge = meter
+        .u64_observable_gauge("creditd.event_streams.open")
+        .with_description("WatchEvents streams open in this process")
+        .with_callback(move |observer| observer.observe(open.open_streams() as u64, &[]))
+        .build();
+    let held = streams.clone();
+    let held_gauge = meter
+        .u64_observable_gauge("creditd.event_streams.held_events")
+        .with_description("Events read for WatchEvents clients and not yet taken by them")
+        .with_callback(move |observer| observer.observe(held.held_events() as u64, &[]))
+        .build();
+    static GAUGES: std::sync::Mutex<Vec<opentelemetry::metrics::ObservableGauge<u64>>> =
+        std::sync::Mutex::new(Vec::new());
+    GAUGES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .extend([open_gauge, held_gauge]);
+}
