@@ -81,6 +81,8 @@ pub struct Services {
     pub api_key_pepper: Option<Arc<[u8]>>,
     /// Numbers committed events and tells watchers the stream moved.
     pub events: events::EventPump,
+    /// How long events are kept: older ones are neither listed nor found, and are pruned.
+    pub event_retention: std::time::Duration,
 }
 
 impl Services {
@@ -97,7 +99,14 @@ impl Services {
             key_cache: None,
             api_key_pepper: None,
             events: events::EventPump::default(),
+            event_retention: events::DEFAULT_RETENTION,
         }
+    }
+
+    /// Keeps events for `retention` (the Events API's window and the pruner's cutoff).
+    pub fn with_event_retention(mut self, retention: std::time::Duration) -> Self {
+        self.event_retention = retention;
+        self
     }
 
     /// Limits each API key to `per_second` requests per second (0 = no limit).
