@@ -410,3 +410,71 @@ pub struct DeletedJson {
     pub object: &'static str,
     pub deleted: bool,
 }
+
+/// Stripe's `notification_event_request`: the API request behind an event, both fields null
+/// for an automatic change.
+#[derive(Debug, Serialize)]
+pub struct EventRequestJson {
+    pub id: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// JSON text written into the output as it is (an event's stored `data`), never re-encoded, so
+/// its keys keep their order and its content is exactly what was stored. Text that is not JSON
+/// (which creditd never stores) would come out as a JSON string rather than break the output.
+#[derive(Debug)]
+pub struct RawJson(pub String);
+
+impl Serialize for RawJson {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match serde_json::from_str::<&serde_json::value::RawValue>(&self.0) {
+            Ok(raw) => raw.serialize(serializer),
+            Err(error) => {
+                tracing::error!(error = %error, "an event's stored data is not JSON");
+                serializer.serialize_str(&self.0)
+            }
+        }
+    }
+}
+
+/// Stripe's `event`, the body of `GET /v1/events/{id}` and of a webhook delivery. `request` is
+/// always an object (Stripe's schema allows null; Stripe sends `{id: null, …}` for automatic
+/// events, and so does creditd).
+#[derive(Debug, Serialize)]
+pub struct EventJson {
+    pub id: String,
+    pub object: &'static str,
+    pub api_version: Option<String>,
+    pub created: i64,
+    pub data: RawJson,
+    pub livemode: bool,
+    pub pending_webhooks: i64,
+    pub request: EventRequestJson,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl From<crate::domain::event::Event> for EventJson {
+    fn from(event: crate::domain::event::Event) -> Self {
+        EventJson {
+            id: event.id,
+            object: "event",
+            api_version: Some(event.api_version),
+            created: event.created,
+            data: RawJson(event.data),
+            livemode: event.livemode,
+            pending_webhooks: event.pending_webhooks,
+            request: EventRequestJson {
+                id: event.request.id,
+                idempotency_key: event.request.idempotency_key,
+            },
+            kind: event.kind,
+        }
+    }
+}
+
+/// An event as JSON text, exactly as `GET /v1/events/{id}` renders it (for webhook bodies).
+pub fn render_event_body(event: &crate::domain::event::Event) -> String {
+    // Cannot fail: every field is a string, number, bool or null, and `data` is written as is.
+    serde_json::to_string(&EventJson::from(event.clone())).unwrap_or_default()
+}

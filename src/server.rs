@@ -37,7 +37,9 @@ impl Server {
             .with_rate_limit(config.rate_limit_per_key)
             .with_key_cache(Duration::from_secs(config.api_key_cache_seconds))
             .with_api_key_pepper(pepper)
-            .with_event_retention_days(config.event_retention_days)
+            .with_event_retention(Duration::from_secs(
+                config.event_retention_days.saturating_mul(24 * 60 * 60),
+            ))
             .with_max_event_streams(config.max_event_streams);
         services.ensure_api_keys(&config.api_keys).await?;
         if !config.no_bootstrap_key
@@ -171,6 +173,7 @@ impl Server {
             self.services.clone(),
             stop_rx.clone(),
         ));
+        let prune_events = tokio::spawn(prune_old_events(self.services.clone(), stop_rx.clone()));
         let sweep = (!self.expiry_sweep_interval.is_zero()).then(|| {
             tokio::spawn(sweep_expired_grants(
                 self.services.clone(),
@@ -218,6 +221,7 @@ impl Server {
             http_task.abort();
         }
         prune.abort();
+        prune_events.abort();
         event_pump.abort();
         if let Some(sweep) = sweep {
             sweep.abort();
@@ -241,6 +245,24 @@ async fn prune_idempotency_records(
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, "pruned expired idempotency records"),
             Err(error) => tracing::warn!(error = %error, "pruning idempotency records failed"),
+        }
+    }
+}
+
+/// Deletes events past the retention window every few minutes (in small batches; the Events
+/// API already hides them). Safe on every replica at once.
+async fn prune_old_events(services: Services, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(5 * 60));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        match services.prune_events(services.clock.now()).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "pruned events past retention"),
+            Err(error) => tracing::warn!(error = %error, "pruning events failed"),
         }
     }
 }

@@ -135,12 +135,13 @@ fn db_ids(events: &[Event]) -> Vec<String> {
     events.iter().map(|e| e.id.clone()).collect()
 }
 
-/// An event as a write would emit it, for inserting directly.
-fn raw_event(tenant: &Tenant, customer: Option<&str>) -> Event {
+/// An event as a write would emit it at `created`, for inserting directly. (Recent: the
+/// server's pruner deletes events past retention.)
+fn raw_event(tenant: &Tenant, customer: Option<&str>, created: i64) -> Event {
     Event {
         id: new_id(IdKind::Event, tenant.livemode),
         livemode: tenant.livemode,
-        created: 1_700_000_000,
+        created,
         kind: "customer.updated".to_string(),
         customer_id: customer.map(str::to_string),
         request: EventRequest::automatic(),
@@ -350,6 +351,12 @@ on_every_backend! {
         let status = watch_as(&app, "sk_test_nope", now(), &[], None).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
 
+        // An event still stored but past retention cannot be resumed from either: events after
+        // it may already be pruned.
+        app.advance(31 * 86_400);
+        let status = watch_as(&app, &app.key, after(&event.id), &[], None).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+
         // Dropped streams release their producers.
         drop((theirs, mine));
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -363,7 +370,7 @@ on_every_backend! {
         let ctx = app.context().await;
         let mut stream = app.services.watch_events(&ctx, WatchFrom::Now, WatchFilter::default()).await.unwrap();
         // 600 events in one transaction, published at once.
-        let events: Vec<Event> = (0..600).map(|_| raw_event(&ctx.tenant, None)).collect();
+        let events: Vec<Event> = (0..600).map(|_| raw_event(&ctx.tenant, None, app.now())).collect();
         let tx = app.services.db.begin().await.unwrap();
         creditd::store::events::insert(&tx, &ctx.tenant, &events).await.unwrap();
         creditd::store::commit(tx).await.unwrap();
@@ -476,7 +483,7 @@ async fn postgres_a_late_commit_of_an_early_insert_is_not_skipped() {
     let tenant = tenant(&app).await;
     let mut stream = watch(&app, now()).await;
 
-    let early = raw_event(&tenant, None);
+    let early = raw_event(&tenant, None, app.now());
     let tx = app.services.db.begin().await.unwrap();
     creditd::store::events::insert(&tx, &tenant, std::slice::from_ref(&early))
         .await

@@ -48,8 +48,8 @@ CREATE TABLE events (
 "#;
 
 const INDEXES: &[&str] = &[
-    // The Events API: newest first within an account and mode.
-    "CREATE INDEX events_by_created ON events (account_id, livemode, created, id)",
+    // The Events API: newest first (by time-ordered ID) within an account and mode.
+    "CREATE INDEX events_by_id ON events (account_id, livemode, id)",
     // Streams: an account's events in stream order.
     "CREATE INDEX events_by_sequence ON events (account_id, livemode, sequence)",
     // The sequencer's work list stays as small as the rows it has not yet numbered.

@@ -17,6 +17,8 @@
 
 #[path = "creditd-bench/clients.rs"]
 mod clients;
+#[path = "creditd-bench/events.rs"]
+mod events;
 #[path = "creditd-bench/instructions.rs"]
 mod instructions;
 #[path = "creditd-bench/runner.rs"]
@@ -148,6 +150,10 @@ struct Cli {
     /// Audit the whole ledger afterwards (`creditd audit`) and fail when it has findings.
     #[arg(long)]
     audit: bool,
+    /// Run with one webhook endpoint (subscribed to everything, delivering to a sink here) and
+    /// one WatchEvents watcher, and report commit-to-watcher latency for apply and hot.
+    #[arg(long)]
+    observe_events: bool,
 }
 
 /// One measurement: a scenario, or one case of the history scenario.
@@ -470,12 +476,18 @@ async fn measure_all(
     } else {
         None
     };
+    let grpc_for_events = grpc.clone();
     let ctx = Arc::new(Context {
         grpc,
         rest,
         db: setup.db.clone(),
         run_tag: creditd::domain::ids::random_base62(8),
         idempotency_keys: cli.idempotency_keys,
+        observer: if cli.observe_events {
+            Some(events::start(&grpc_for_events, &setup.http_url, &setup.key).await?)
+        } else {
+            None
+        },
     });
 
     // Seeding, for the scenarios that will run.
@@ -589,6 +601,26 @@ async fn measure_all(
                     );
                 }
                 out.record(result_json(&measurement, cli));
+                if let (Some(observer), Scenario::Apply | Scenario::Hot) = (&ctx.observer, scenario)
+                {
+                    let report = observer.take_report(Duration::from_secs(5)).await;
+                    eprintln!(
+                        "  events: {}/{} entries seen by the watcher; commit-to-watcher ms p50/p99/max between {:.1}/{:.1}/{:.1} (from response) and {:.1}/{:.1}/{:.1} (from send); {} webhooks delivered",
+                        report.seen_by_watcher,
+                        report.entries,
+                        report.from_response_ms[0],
+                        report.from_response_ms[1],
+                        report.from_response_ms[2],
+                        report.from_send_ms[0],
+                        report.from_send_ms[1],
+                        report.from_send_ms[2],
+                        report.webhooks_delivered,
+                    );
+                    out.record(serde_json::json!({
+                        "scenario": measurement.label(),
+                        "events": report,
+                    }));
+                }
                 if let (Some(fraction), runner::Load::Closed) =
                     (cli.rate_fraction, measurement.sample.load)
                 {

@@ -5,6 +5,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::TimeRange;
+use super::pagination::TimeRangeFields;
+use crate::error::{Error, Result};
+
 /// Every type creditd emits, with Stripe's names (`creditd.*` ones are creditd's own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventType {
@@ -133,6 +137,92 @@ fn previous_attributes(old: &Value, new: &Value) -> Map<String, Value> {
         .collect()
 }
 
+/// At most this many names in the Events API's `types` filter, as in Stripe.
+pub const MAX_TYPES: usize = 20;
+
+/// Which types an Events API list keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TypeFilter {
+    /// Every type (no filter, or `type=*`).
+    #[default]
+    Any,
+    /// One exact name (`type=customer.created`).
+    Exact(String),
+    /// A group: every type starting with this text (`type=customer.*` keeps `customer.`).
+    Prefix(String),
+    /// Any of these exact names (`types[]=…`).
+    OneOf(Vec<String>),
+}
+
+impl TypeFilter {
+    /// Whether an event of `event_type` passes (the same rule the store applies in SQL).
+    pub fn matches(&self, event_type: &str) -> bool {
+        match self {
+            TypeFilter::Any => true,
+            TypeFilter::Exact(name) => name == event_type,
+            TypeFilter::Prefix(prefix) => event_type.starts_with(prefix.as_str()),
+            TypeFilter::OneOf(names) => names.iter().any(|name| name == event_type),
+        }
+    }
+}
+
+/// Filters for listing events (`GET /v1/events`, `ListEvents`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub created: TimeRange,
+    pub types: TypeFilter,
+    /// `true`: no endpoint is still owed the event (`pending_webhooks = 0`, which includes
+    /// events no endpoint subscribed to); `false`: some endpoint still is
+    /// (`pending_webhooks > 0`, whether its attempts are pending or have failed).
+    pub delivery_success: Option<bool>,
+}
+
+impl EventFilter {
+    /// The event list's filters as a transport received them. `type` is one name or a group
+    /// ending in `*`; `types` up to [`MAX_TYPES`] exact names; not both. An empty `type` and
+    /// an empty `types` count as absent. Names that are not creditd types are accepted (as
+    /// Stripe does): they match nothing.
+    pub fn parse(
+        created: TimeRangeFields,
+        kind: Option<String>,
+        types: Option<Vec<String>>,
+        delivery_success: Option<bool>,
+    ) -> Result<EventFilter> {
+        let created = TimeRange::parse("created", created)?;
+        let kind = kind.filter(|kind| !kind.is_empty());
+        let types = types.filter(|types| !types.is_empty());
+        let types = match (kind, types) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid_param(
+                    "types",
+                    "You may pass either `type` or `types`, but not both.",
+                ));
+            }
+            (Some(kind), None) => match kind.strip_suffix('*') {
+                Some("") => TypeFilter::Any,
+                Some(prefix) => TypeFilter::Prefix(prefix.to_string()),
+                None => TypeFilter::Exact(kind),
+            },
+            (None, Some(types)) if types.len() > MAX_TYPES => {
+                return Err(Error::invalid_param(
+                    "types",
+                    format!(
+                        "Invalid types: at most {MAX_TYPES} event types may be given, got {}.",
+                        types.len()
+                    ),
+                ));
+            }
+            (None, Some(types)) => TypeFilter::OneOf(types),
+            (None, None) => TypeFilter::Any,
+        };
+        Ok(EventFilter {
+            created,
+            types,
+            delivery_success,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +272,93 @@ mod tests {
         let data: Value =
             serde_json::from_str(&event_data(json!({"id": "x"}), None).unwrap()).unwrap();
         assert!(data.get("previous_attributes").is_none());
+    }
+
+    fn filter(kind: Option<&str>, types: Option<&[&str]>) -> Result<EventFilter> {
+        EventFilter::parse(
+            TimeRangeFields::default(),
+            kind.map(str::to_string),
+            types.map(|types| types.iter().map(|name| name.to_string()).collect()),
+            None,
+        )
+    }
+
+    #[test]
+    fn type_is_exact_or_a_prefix_group() {
+        assert_eq!(
+            filter(Some("customer.created"), None).unwrap().types,
+            TypeFilter::Exact("customer.created".into())
+        );
+        assert_eq!(
+            filter(Some("customer.*"), None).unwrap().types,
+            TypeFilter::Prefix("customer.".into())
+        );
+        assert_eq!(filter(Some("*"), None).unwrap().types, TypeFilter::Any);
+        assert_eq!(filter(Some(""), None).unwrap().types, TypeFilter::Any);
+        assert_eq!(filter(None, None).unwrap(), EventFilter::default());
+        // Not creditd's: accepted, matching nothing.
+        assert_eq!(
+            filter(Some("invoice.paid"), None).unwrap().types,
+            TypeFilter::Exact("invoice.paid".into())
+        );
+    }
+
+    #[test]
+    fn types_takes_up_to_twenty_exact_names_and_not_with_type() {
+        let names: Vec<String> = (0..MAX_TYPES).map(|i| format!("x.{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert_eq!(
+            filter(None, Some(&refs)).unwrap().types,
+            TypeFilter::OneOf(names.clone())
+        );
+        let mut too_many = refs.clone();
+        too_many.push("x.20");
+        let error = filter(None, Some(&too_many)).unwrap_err();
+        assert_eq!(error.param.as_deref(), Some("types"));
+        assert_eq!(error.kind, crate::error::ErrorKind::InvalidRequest);
+        let error = filter(Some("customer.created"), Some(&["customer.updated"])).unwrap_err();
+        assert_eq!(error.param.as_deref(), Some("types"));
+        assert_eq!(error.kind.http_status(), 400);
+        // An empty list counts as absent (gRPC cannot tell the two apart).
+        assert_eq!(
+            filter(Some("customer.created"), Some(&[])).unwrap().types,
+            TypeFilter::Exact("customer.created".into())
+        );
+    }
+
+    #[test]
+    fn created_and_delivery_success_pass_through() {
+        let parsed = EventFilter::parse(
+            TimeRangeFields {
+                gte: Some(10),
+                ..TimeRangeFields::default()
+            },
+            None,
+            None,
+            Some(false),
+        )
+        .unwrap();
+        assert_eq!(parsed.created.gte, Some(10));
+        assert_eq!(parsed.delivery_success, Some(false));
+        let error = EventFilter::parse(
+            TimeRangeFields {
+                gt: Some(-1),
+                ..TimeRangeFields::default()
+            },
+            None,
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(error.param.as_deref(), Some("created[gt]"));
+    }
+
+    #[test]
+    fn type_filters_match_like_the_store() {
+        assert!(TypeFilter::Any.matches("customer.created"));
+        assert!(TypeFilter::Prefix("customer.".into()).matches("customer.updated"));
+        assert!(!TypeFilter::Prefix("customer.".into()).matches("billing.credit_grant.created"));
+        assert!(TypeFilter::OneOf(vec!["a".into(), "b".into()]).matches("b"));
+        assert!(!TypeFilter::Exact("a".into()).matches("ab"));
     }
 }

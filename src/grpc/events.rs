@@ -2,7 +2,10 @@
 
 use tonic::{Request, Response, Status};
 
+use super::context;
+use super::convert::{created_fields, list_request};
 use super::proto::{self, event_service_server::EventService};
+use crate::domain::event::{Event, EventFilter};
 use crate::service::Services;
 
 pub struct EventApi {
@@ -24,8 +27,22 @@ impl EventService for EventApi {
         &self,
         request: Request<proto::ListEventsRequest>,
     ) -> Result<Response<proto::ListEventsResponse>, Status> {
-        let _ = (&self.services, request);
-        Err(Status::unimplemented("ListEvents is being built"))
+        let ctx = context(&self.services, &request).await?;
+        let message = request.into_inner();
+        let list = list_request(message.page)?;
+        let filter = EventFilter::parse(
+            created_fields(message.created),
+            message.r#type,
+            Some(message.types),
+            message.delivery_success,
+        )?;
+        let page = self.services.list_events(&ctx, &filter, &list).await?;
+        Ok(Response::new(proto::ListEventsResponse {
+            object: "list".to_string(),
+            data: page.data.into_iter().map(event_message).collect(),
+            has_more: page.has_more,
+            url: "/v1/events".to_string(),
+        }))
     }
 
     #[tracing::instrument(skip_all, err)]
@@ -33,8 +50,9 @@ impl EventService for EventApi {
         &self,
         request: Request<proto::GetEventRequest>,
     ) -> Result<Response<proto::Event>, Status> {
-        let _ = (&self.services, request);
-        Err(Status::unimplemented("GetEvent is being built"))
+        let ctx = context(&self.services, &request).await?;
+        let event = self.services.get_event(&ctx, &request.get_ref().id).await?;
+        Ok(Response::new(event_message(event)))
     }
 
     async fn watch_events(
@@ -42,5 +60,23 @@ impl EventService for EventApi {
         request: Request<proto::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         super::event_stream::watch(&self.services, request).await
+    }
+}
+
+/// An event as the `creditd.v1.Event` message: `data_json` is the stored `data` text as is.
+pub fn event_message(event: Event) -> proto::Event {
+    proto::Event {
+        id: event.id,
+        object: "event".to_string(),
+        r#type: event.kind,
+        created: event.created,
+        livemode: event.livemode,
+        api_version: event.api_version,
+        pending_webhooks: event.pending_webhooks,
+        request_id: event.request.id,
+        request_idempotency_key: event.request.idempotency_key,
+        customer: event.customer_id,
+        data_json: event.data,
+        sequence: event.sequence.unwrap_or(0),
     }
 }

@@ -8,6 +8,7 @@ mod credit_grants;
 mod customer_balance_transactions;
 mod customers;
 mod error;
+mod events;
 mod expand;
 mod form;
 
@@ -132,6 +133,8 @@ pub fn router(services: Services) -> Router {
             "/v1/test_helpers/test_clocks/{test_clock}/advance",
             post(test_clocks::advance),
         )
+        .route("/v1/events", get(events::list))
+        .route("/v1/events/{id}", get(events::retrieve))
         .route("/healthz", get(health))
         .fallback(unrecognized_url)
         .method_not_allowed_fallback(unrecognized_url)

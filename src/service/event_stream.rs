@@ -300,6 +300,10 @@ impl Services {
             let Some(event) = store::events::find(self.db.reader(), &ctx.tenant, id).await? else {
                 return Err(self.unknown_resume_point(id));
             };
+            // Still stored but past retention: events after it may already be pruned.
+            if event.created < self.clock.now().saturating_sub(self.retention_seconds()) {
+                return Err(self.resume_point_expired(id));
+            }
             if let Some(sequence) = event.sequence {
                 return Ok(sequence);
             }
@@ -316,27 +320,38 @@ impl Services {
         }
     }
 
+    fn retention_seconds(&self) -> i64 {
+        i64::try_from(self.event_retention.as_secs()).unwrap_or(i64::MAX)
+    }
+
     /// An `after_event` this account has no event for: older than the retention window (so
     /// possibly pruned) or never one of its events.
     fn unknown_resume_point(&self, id: &str) -> Error {
         let now_millis = self.clock.now().saturating_mul(1000);
-        let retention_millis = self.event_retention_seconds.saturating_mul(1000);
+        let retention_millis = self.retention_seconds().saturating_mul(1000);
         match id_created_millis(id) {
-            Some(created) if id.starts_with("evt_") && created < now_millis - retention_millis => {
-                Error::new(
-                    ErrorKind::OutOfRange,
-                    format!(
-                        "The resume point '{id}' is older than the event retention window ({} \
-                         days): its events may be gone. Start again with from_now (and \
-                         reconcile from the objects themselves).",
-                        self.event_retention_seconds / 86_400
-                    ),
-                )
-                .with_code("resume_point_expired")
-                .with_param("after_event")
+            Some(created)
+                if id.starts_with("evt_")
+                    && created < now_millis.saturating_sub(retention_millis) =>
+            {
+                self.resume_point_expired(id)
             }
             _ => Error::resource_missing("event", id, "after_event"),
         }
+    }
+
+    fn resume_point_expired(&self, id: &str) -> Error {
+        Error::new(
+            ErrorKind::OutOfRange,
+            format!(
+                "The resume point '{id}' is older than the event retention window ({} days): \
+                 events after it may be gone. Start again with from_now (and reconcile from the \
+                 objects themselves).",
+                self.retention_seconds() / 86_400
+            ),
+        )
+        .with_code("resume_point_expired")
+        .with_param("after_event")
     }
 }
 

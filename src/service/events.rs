@@ -12,13 +12,17 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
-use super::RequestContext;
+use super::{RequestContext, Services, page_after_cursor};
 use crate::domain::Tenant;
-use crate::domain::event::{Event, EventRequest, EventType, event_data};
+use crate::domain::event::{Event, EventFilter, EventRequest, EventType, event_data};
 use crate::domain::ids::{IdKind, new_id};
+use crate::domain::pagination::{ListRequest, Page};
 use crate::error::{Error, Result};
 use crate::render::STRIPE_API_VERSION;
 use crate::store::{self, Db, Transaction};
+
+/// How long events are kept unless configured otherwise (Stripe's 30 days).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// How many events one sequencer transaction numbers at most.
 const SEQUENCER_BATCH: u64 = 1000;
@@ -178,5 +182,48 @@ impl EventPump {
             }
             let _ = tokio::time::timeout(poll, self.wake.notified()).await;
         }
+    }
+}
+
+/// The Events API: reading events within the retention window, and pruning older ones.
+impl Services {
+    /// The oldest `created` still visible at `now`: events before it are past retention.
+    fn events_visible_from(&self, now: i64) -> i64 {
+        let retention = i64::try_from(self.event_retention.as_secs()).unwrap_or(i64::MAX);
+        now.saturating_sub(retention)
+    }
+
+    /// The caller's events that pass `filter`, newest first, within the retention window
+    /// (older ones are hidden even before the pruner deletes them).
+    pub async fn list_events(
+        &self,
+        ctx: &RequestContext,
+        filter: &EventFilter,
+        request: &ListRequest,
+    ) -> Result<Page<Event>> {
+        let (conn, tenant) = (self.db.reader(), &ctx.tenant);
+        let visible_from = self.events_visible_from(self.clock.now());
+        let listed = store::events::list(conn, tenant, filter, request, visible_from).await?;
+        page_after_cursor(listed, request, "event", |id| async move {
+            Ok(store::events::find(conn, tenant, &id)
+                .await?
+                .is_some_and(|event| event.created >= visible_from))
+        })
+        .await
+    }
+
+    /// One of the caller's events; `resource_missing` if there is none or it is past retention.
+    pub async fn get_event(&self, ctx: &RequestContext, id: &str) -> Result<Event> {
+        let visible_from = self.events_visible_from(self.clock.now());
+        store::events::find(self.db.reader(), &ctx.tenant, id)
+            .await?
+            .filter(|event| event.created >= visible_from)
+            .ok_or_else(|| Error::resource_missing("event", id, "id"))
+    }
+
+    /// Deletes events past retention at `now` (keeping the newest stream position; see
+    /// [`store::events::prune`]). Returns how many it deleted.
+    pub async fn prune_events(&self, now: i64) -> Result<u64> {
+        store::events::prune(self.db.writer(), self.events_visible_from(now)).await
     }
 }

@@ -29,9 +29,6 @@ use crate::store::{self, Db, Transaction};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use idempotency::{IdempotencyKeys, ReplayFlag};
 
-/// Events are kept this many days unless configured otherwise.
-pub const DEFAULT_EVENT_RETENTION_DAYS: i64 = 30;
-
 /// Who is calling and how: produced by authentication, passed to every service call.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
@@ -85,10 +82,10 @@ pub struct Services {
     pub api_key_pepper: Option<Arc<[u8]>>,
     /// Numbers committed events and tells watchers the stream moved.
     pub events: events::EventPump,
+    /// How long events are kept: older ones are neither listed nor found, and are pruned.
+    pub event_retention: std::time::Duration,
     /// The open event streams: their cap, what they hold, and their shutdown signal.
     pub event_streams: Arc<event_stream::EventStreams>,
-    /// How long events are kept, in seconds (a stream resume point older than this is refused).
-    pub event_retention_seconds: i64,
 }
 
 impl Services {
@@ -105,16 +102,14 @@ impl Services {
             key_cache: None,
             api_key_pepper: None,
             events: events::EventPump::default(),
+            event_retention: events::DEFAULT_RETENTION,
             event_streams: Arc::new(event_stream::EventStreams::default()),
-            event_retention_seconds: DEFAULT_EVENT_RETENTION_DAYS * 86_400,
         }
     }
 
-    /// Keeps events (and accepts stream resume points) for `days` days.
-    pub fn with_event_retention_days(mut self, days: u64) -> Self {
-        self.event_retention_seconds = i64::try_from(days.max(1))
-            .unwrap_or(i64::MAX / 86_400)
-            .saturating_mul(86_400);
+    /// Keeps events for `retention` (the Events API's window and the pruner's cutoff).
+    pub fn with_event_retention(mut self, retention: std::time::Duration) -> Self {
+        self.event_retention = retention;
         self
     }
 

@@ -10,15 +10,16 @@
 //!   time across replicas (an advisory lock), each run above everything numbered before; a
 //!   reader follows `sequence` and can never see a number before the numbers below it.
 
+use sea_orm::sea_query::{Expr, LikeExpr};
 use sea_orm::{
     ActiveValue::NotSet, ColumnTrait, Condition, DbBackend, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set, Statement,
 };
 
 use super::entities::event;
-use super::{Connection, backend_of, db_error};
-use crate::domain::Tenant;
-use crate::domain::event::{Event, EventRequest};
+use super::{Connection, KeysetPage, backend_of, db_error, keyset_page, time_condition};
+use crate::domain::event::{Event, EventFilter, EventRequest, TypeFilter};
+use crate::domain::{ListRequest, Tenant};
 use crate::error::Result;
 
 /// The advisory lock key that makes one PostgreSQL sequencer run at a time.
@@ -174,4 +175,104 @@ pub async fn assign_sequences(conn: &impl Connection, limit: u64) -> Result<u64>
         .await
         .map_err(db_error)?;
     Ok(numbered.rows_affected())
+}
+
+/// The Events API's list: the tenant's events created at `visible_from` or later (the
+/// retention window) that pass `filter`, newest first. Event IDs are time-ordered, so ID
+/// order is creation order and a page is a keyset query on the ID.
+///
+/// `delivery_success`: `true` keeps events no endpoint is still owed (`pending_webhooks = 0`,
+/// which includes events nothing subscribed to), `false` those some endpoint still is
+/// (`pending_webhooks > 0`).
+pub async fn list(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    filter: &EventFilter,
+    request: &ListRequest,
+    visible_from: i64,
+) -> Result<KeysetPage<Event>> {
+    let backend = backend_of(conn);
+    let mut condition = scoped(tenant)
+        .add(event::Column::Created.gte(visible_from))
+        .add(time_condition(event::Column::Created, &filter.created));
+    condition = match &filter.types {
+        TypeFilter::Any => condition,
+        TypeFilter::Exact(name) => condition.add(event::Column::Kind.eq(name.as_str())),
+        TypeFilter::OneOf(names) => condition.add(event::Column::Kind.is_in(names.iter().cloned())),
+        TypeFilter::Prefix(prefix) => condition.add(prefix_condition(backend, prefix)),
+    };
+    condition = match filter.delivery_success {
+        None => condition,
+        Some(true) => condition.add(event::Column::PendingWebhooks.eq(0)),
+        Some(false) => condition.add(event::Column::PendingWebhooks.gt(0)),
+    };
+    let listed = keyset_page::<event::Entity>(conn, condition, event::Column::Id, request).await?;
+    listed.try_map(|row| Ok(to_domain(backend, row)))
+}
+
+/// `type` starts with `prefix`: a LIKE with the prefix's own `%`, `_` and `\` escaped, plus
+/// an exact comparison of the leading characters, because SQLite's LIKE ignores ASCII case
+/// (`CUSTOMER.*` must match nothing, as on PostgreSQL).
+fn prefix_condition(backend: DbBackend, prefix: &str) -> Condition {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for character in prefix.chars() {
+        if matches!(character, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(character);
+    }
+    pattern.push('%');
+    let length = i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX);
+    Condition::all()
+        .add(event::Column::Kind.like(LikeExpr::new(pattern).escape('\\')))
+        .add(Expr::cust_with_values(
+            match backend {
+                DbBackend::Postgres => r#"substr("type", 1, $1) = $2"#,
+                _ => r#"substr("type", 1, ?) = ?"#,
+            },
+            [sea_orm::Value::from(length), sea_orm::Value::from(prefix)],
+        ))
+}
+
+/// How many events one pruning statement deletes at most, so no statement holds the table
+/// (or SQLite's one writer) for long.
+const PRUNE_BATCH: i64 = 1000;
+
+/// Deletes events created before `cutoff`, in statements of at most [`PRUNE_BATCH`] rows,
+/// each committed on its own. The row holding the newest stream position is always kept, so
+/// numbering never restarts: on PostgreSQL the sequencer numbers from `MAX(sequence)`, and
+/// the stream head is `MAX(position)` on SQLite. On PostgreSQL rows not yet numbered are left
+/// for a later run, so pruning never races the sequencer. Returns how many it deleted.
+pub async fn prune(conn: &impl Connection, cutoff: i64) -> Result<u64> {
+    let backend = backend_of(conn);
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "DELETE FROM events WHERE position IN (\
+                 SELECT position FROM events \
+                 WHERE created < $1 AND sequence IS NOT NULL \
+                   AND sequence < (SELECT MAX(sequence) FROM events) \
+                 ORDER BY position LIMIT $2)"
+        }
+        _ => {
+            "DELETE FROM events WHERE position IN (\
+                 SELECT position FROM events \
+                 WHERE created < ? AND position < (SELECT MAX(position) FROM events) \
+                 ORDER BY position LIMIT ?)"
+        }
+    };
+    let mut deleted = 0;
+    loop {
+        let result = conn
+            .execute_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [cutoff.into(), PRUNE_BATCH.into()],
+            ))
+            .await
+            .map_err(db_error)?;
+        deleted += result.rows_affected();
+        if result.rows_affected() < PRUNE_BATCH as u64 {
+            return Ok(deleted);
+        }
+    }
 }

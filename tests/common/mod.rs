@@ -252,7 +252,10 @@ impl TestApp {
         let clock = std::sync::Arc::new(ManualClock::new(SystemClock.now()));
         let services = Services::with_clock(db, clock.clone())
             .with_rate_limit(config.rate_limit_per_key)
-            .with_key_cache(std::time::Duration::from_secs(config.api_key_cache_seconds));
+            .with_key_cache(std::time::Duration::from_secs(config.api_key_cache_seconds))
+            .with_event_retention(std::time::Duration::from_secs(
+                config.event_retention_days * 24 * 60 * 60,
+            ));
         let account_id = services.create_account().await.expect("account");
         let key = services
             .create_api_key(&account_id, false)

@@ -98,6 +98,8 @@ pub struct Context {
     /// Unique to this run, so invoice lines and idempotency keys never repeat across runs.
     pub run_tag: String,
     pub idempotency_keys: bool,
+    /// With --observe-events: where apply calls report the entries they wrote.
+    pub observer: Option<Arc<crate::events::EventObserver>>,
 }
 
 impl Context {
@@ -350,6 +352,7 @@ impl Op for Apply {
                 amount_due,
             };
             let key = self.ctx.idempotency_key(self.name, worker, seq);
+            let sent = std::time::Instant::now();
             let applied = CreditBalanceServiceClient::new(self.ctx.grpc.channel(worker))
                 .apply_credits(self.ctx.grpc.request(request, key))
                 .await
@@ -359,6 +362,16 @@ impl Op for Apply {
                     "applied {} of {amount_due}: the grants ran out",
                     applied.get_ref().applied
                 ));
+            }
+            if let Some(observer) = &self.ctx.observer {
+                observer.record_call(
+                    applied
+                        .get_ref()
+                        .entries
+                        .iter()
+                        .map(|entry| entry.id.clone()),
+                    sent,
+                );
             }
             Ok(())
         }
