@@ -401,6 +401,15 @@ on_every_backend! {
         eprintln!("back-pressure ({:?}): a stream that was not read held {parked} of 600 events (bound {MAX_HELD_PER_STREAM})", app.backend);
     }
 
+    async fn commit_to_watcher_latency_on_the_same_server(app) {
+        let [response_p50, response_max, send_p50, send_max] = measure_latency(&app, &app, 50).await;
+        eprintln!(
+            "latency ({:?}, same server, 50 writes): from response p50 {response_p50:.1} ms, max {response_max:.1} ms; from send p50 {send_p50:.1} ms, max {send_max:.1} ms",
+            app.backend
+        );
+        assert!(send_p50 < 500.0, "{send_p50} ms");
+    }
+
     async fn a_watcher_resumes_exactly_on_a_restarted_server(app) {
         let first_server = app.spawn_replica().await;
         let mut stream = watch(&first_server, now()).await;
@@ -806,4 +815,65 @@ fn hmac(key: &[u8], message: &[u8]) -> Vec<u8> {
     outer.update(block.map(|b| b ^ 0x5c));
     outer.update(inner.finalize());
     outer.finalize().to_vec()
+}
+
+/// Commit-to-watcher latency, bracketed: from each write's response (after its commit: a lower
+/// bound) and from its send (an upper bound) to its event reaching a watcher, for `writes`
+/// sequential customer creations on `writer` watched on `watcher`. Returns (p50, max) of both,
+/// in milliseconds. Debug build on a shared machine: indicative figures, loosely asserted.
+async fn measure_latency(writer: &TestApp, watcher: &TestApp, writes: usize) -> [f64; 4] {
+    let mut stream = watch(watcher, now()).await;
+    let arrivals = tokio::spawn(async move {
+        let mut arrivals = std::collections::HashMap::new();
+        while arrivals.len() < writes {
+            let event = next(&mut stream).await;
+            arrivals.insert(event.customer.unwrap(), Instant::now());
+        }
+        arrivals
+    });
+    let mut calls = Vec::new();
+    let mut customers = writer.customers().await;
+    for n in 0..writes {
+        let sent = Instant::now();
+        let customer = customers
+            .create_customer(writer.grpc(proto::CreateCustomerRequest {
+                name: Some(format!("latency {n}")),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        calls.push((customer.id, sent, Instant::now()));
+    }
+    let arrivals = arrivals.await.unwrap();
+    let mut from_response = Vec::new();
+    let mut from_send = Vec::new();
+    for (customer, sent, answered) in calls {
+        let arrived = arrivals[&customer];
+        from_send.push(arrived.duration_since(sent).as_secs_f64() * 1000.0);
+        from_response.push(arrived.saturating_duration_since(answered).as_secs_f64() * 1000.0);
+    }
+    let stats = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        (values[values.len() / 2], values[values.len() - 1])
+    };
+    let (response_p50, response_max) = stats(from_response);
+    let (send_p50, send_max) = stats(from_send);
+    [response_p50, response_max, send_p50, send_max]
+}
+
+/// PostgreSQL only: the same across replicas, bounded by the poll interval (50 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_commit_to_watcher_latency_across_replicas() {
+    if !postgres_or_skip() {
+        return;
+    }
+    let writer = TestApp::spawn(Backend::Postgres).await;
+    let reader = writer.spawn_replica().await;
+    let [response_p50, response_max, send_p50, send_max] =
+        measure_latency(&writer, &reader, 50).await;
+    eprintln!(
+        "latency (Postgres, across replicas, 50 writes): from response p50 {response_p50:.1} ms, max {response_max:.1} ms; from send p50 {send_p50:.1} ms, max {send_max:.1} ms"
+    );
+    assert!(send_p50 < 1000.0, "{send_p50} ms");
 }
