@@ -410,6 +410,26 @@ on_every_backend! {
         assert!(send_p50 < 500.0, "{send_p50} ms");
     }
 
+    async fn streams_per_process_are_capped(app) {
+        let ctx = app.context().await;
+        let capped = creditd::service::Services::with_clock(app.services.db.clone(), app.clock.clone())
+            .with_max_event_streams(2);
+        let first = capped.watch_events(&ctx, WatchFrom::Now, WatchFilter::default()).await.unwrap();
+        let _second = capped.watch_events(&ctx, WatchFrom::Now, WatchFilter::default()).await.unwrap();
+        let Err(refused) = capped.watch_events(&ctx, WatchFrom::Now, WatchFilter::default()).await else {
+            panic!("a third stream was opened");
+        };
+        assert_eq!(refused.kind, creditd::ErrorKind::RateLimited);
+        assert_eq!(capped.event_streams.open_streams(), 2);
+        drop(first);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while capped.event_streams.open_streams() > 1 {
+            assert!(Instant::now() < deadline, "a dropped stream kept its slot");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        capped.watch_events(&ctx, WatchFrom::Now, WatchFilter::default()).await.unwrap();
+    }
+
     async fn a_watcher_resumes_exactly_on_a_restarted_server(app) {
         let first_server = app.spawn_replica().await;
         let mut stream = watch(&first_server, now()).await;
@@ -761,9 +781,11 @@ impl RunningServer {
         }
     }
 
+    /// Stops the server; its open streams end at once, so draining takes far less than the
+    /// grace period (5 s) a stream that never ends would hold it for.
     async fn stop(self) {
         let _ = self.shutdown.send(());
-        tokio::time::timeout(Duration::from_secs(10), self.handle)
+        tokio::time::timeout(Duration::from_secs(3), self.handle)
             .await
             .expect("the server drains quickly: its streams end at shutdown")
             .unwrap();
@@ -860,6 +882,20 @@ async fn measure_latency(writer: &TestApp, watcher: &TestApp, writes: usize) -> 
     let (response_p50, response_max) = stats(from_response);
     let (send_p50, send_max) = stats(from_send);
     [response_p50, response_max, send_p50, send_max]
+}
+
+/// A stream lives past the request timeout, which bounds calls until their response starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_outlives_the_request_timeout() {
+    let app =
+        TestApp::spawn_with(Backend::Sqlite, |config| config.request_timeout_seconds = 1).await;
+    let mut stream = watch(&app, now()).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let customer = app.create_customer("name=late").await;
+    assert_eq!(
+        next(&mut stream).await.customer.as_deref(),
+        Some(customer.as_str())
+    );
 }
 
 /// PostgreSQL only: the same across replicas, bounded by the poll interval (50 ms).
