@@ -913,3 +913,63 @@ async fn postgres_commit_to_watcher_latency_across_replicas() {
     );
     assert!(send_p50 < 1000.0, "{send_p50} ms");
 }
+
+/// PostgreSQL only: resuming after an event that committed but is not numbered yet waits for
+/// the sequencer, then continues right after it. The test holds the sequencer's lock (by
+/// running one in an open transaction) so the event stays unnumbered for a while.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_resuming_after_an_unnumbered_event_waits_for_its_number() {
+    if !postgres_or_skip() {
+        return;
+    }
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let ctx = app.context().await;
+    let sequencer = app.services.db.begin().await.unwrap();
+    creditd::store::events::assign_sequences(&sequencer, 1000)
+        .await
+        .unwrap();
+
+    let resume_point = raw_event(&ctx.tenant, None, app.now());
+    let tx = app.services.db.begin().await.unwrap();
+    creditd::store::events::insert(&tx, &ctx.tenant, std::slice::from_ref(&resume_point))
+        .await
+        .unwrap();
+    creditd::store::commit(tx).await.unwrap();
+    let stored =
+        creditd::store::events::find(app.services.db.reader(), &ctx.tenant, &resume_point.id)
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(
+        stored.sequence, None,
+        "not numbered while the test holds the sequencer"
+    );
+
+    let services = app.services.clone();
+    let (resume_ctx, id) = (ctx.clone(), resume_point.id.clone());
+    let opening = tokio::spawn(async move {
+        services
+            .watch_events(
+                &resume_ctx,
+                WatchFrom::AfterEvent(id),
+                WatchFilter::default(),
+            )
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!opening.is_finished(), "the resume waits for the number");
+
+    creditd::store::commit(sequencer).await.unwrap();
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), opening)
+        .await
+        .expect("opens once the event is numbered")
+        .unwrap()
+        .unwrap();
+    let customer = app.create_customer("name=after-the-resume-point").await;
+    let event = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.customer_id.as_deref(), Some(customer.as_str()));
+}
