@@ -15,6 +15,9 @@
 //! nothing more, so a stream holds at most [`MAX_HELD_PER_STREAM`] events in memory whatever the
 //! client does. [`EventStreams::held_events`] counts them across the process.
 //!
+//! A read that fails (the database lost) ends the stream with that error, UNAVAILABLE for a
+//! lost connection: the client resumes after the last event it received, here or elsewhere.
+//!
 //! Streams per process are capped ([`EventStreams::new`], `CREDITD_MAX_EVENT_STREAMS`): each
 //! holds no database connection while it waits, only for its one short read, so the cap bounds
 //! the load on the pool. At shutdown every stream ends with UNAVAILABLE, so clients resume
