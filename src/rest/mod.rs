@@ -15,6 +15,7 @@ pub mod params;
 mod path;
 mod test_clocks;
 pub mod transport;
+mod webhook_endpoints;
 
 use axum::Router;
 use axum::http::{HeaderValue, Method, Uri};
@@ -131,6 +132,16 @@ pub fn router(services: Services) -> Router {
         .route(
             "/v1/test_helpers/test_clocks/{test_clock}/advance",
             post(test_clocks::advance),
+        )
+        .route(
+            "/v1/webhook_endpoints",
+            get(webhook_endpoints::list).post(webhook_endpoints::create),
+        )
+        .route(
+            "/v1/webhook_endpoints/{webhook_endpoint}",
+            get(webhook_endpoints::retrieve)
+                .post(webhook_endpoints::update)
+                .delete(webhook_endpoints::delete),
         )
         .route("/healthz", get(health))
         .fallback(unrecognized_url)

@@ -116,7 +116,7 @@ fn current_scheme(pepper: Option<&[u8]>) -> &'static str {
 }
 
 /// HMAC-SHA256 (RFC 2104) over `sha2`, so no second digest-trait version enters the tree.
-fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+pub(crate) fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     const BLOCK: usize = 64;
     let mut block_key = [0u8; BLOCK];
     if key.len() > BLOCK {

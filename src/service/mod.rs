@@ -15,6 +15,8 @@ pub mod key_cache;
 mod ledger;
 pub mod rate_limit;
 pub mod test_clocks;
+pub mod webhook_delivery;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -81,6 +83,8 @@ pub struct Services {
     pub api_key_pepper: Option<Arc<[u8]>>,
     /// Numbers committed events and tells watchers the stream moved.
     pub events: events::EventPump,
+    /// Refuse webhook endpoint URLs on internal addresses (multi-tenant deployments).
+    pub refuse_private_webhook_addresses: bool,
 }
 
 impl Services {
@@ -97,7 +101,14 @@ impl Services {
             key_cache: None,
             api_key_pepper: None,
             events: events::EventPump::default(),
+            refuse_private_webhook_addresses: false,
         }
+    }
+
+    /// Refuses webhook endpoint URLs whose host is or resolves to an internal address.
+    pub fn with_private_webhook_addresses_refused(mut self, refuse: bool) -> Self {
+        self.refuse_private_webhook_addresses = refuse;
+        self
     }
 
     /// Limits each API key to `per_second` requests per second (0 = no limit).
