@@ -71,9 +71,11 @@ pub struct DeliverySettings {
 }
 
 impl DeliverySettings {
-    /// How long a claim holds a delivery: longer than any attempt can take.
+    /// How long a claim holds a delivery: longer than an attempt takes (the request is bounded
+    /// by `timeout`; the margin covers reading the event and recording the outcome). An attempt
+    /// that outlives its lease may be sent again by another worker (at least once).
     fn lease(&self) -> Duration {
-        self.timeout * 2 + Duration::from_secs(30)
+        self.timeout * 2 + Duration::from_secs(5)
     }
 }
 
