@@ -20,6 +20,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at startup; its size does not matter"
+)]
 pub enum Command {
     /// Run the gRPC and HTTP servers (applies migrations first).
     Serve(ServeConfig),

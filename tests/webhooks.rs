@@ -86,7 +86,7 @@ fn verify_signature(payload: &str, header: &str, secret: &str, now: i64) -> Resu
         secret.as_bytes(),
         format!("{timestamp}.{payload}").as_bytes(),
     ));
-    if !signatures.iter().any(|signature| *signature == expected) {
+    if !signatures.contains(&expected) {
         return Err("no signature matches the payload".into());
     }
     if timestamp < now - TOLERANCE_SECONDS {
