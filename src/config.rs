@@ -320,6 +320,7 @@ impl WebhookConfig {
             per_endpoint_concurrency: self.webhook_per_endpoint_concurrency.max(1),
             refuse_private_addresses: self.webhook_refuse_private_addresses,
             poll_interval: Duration::from_millis(self.webhook_poll_interval_ms.max(10)),
+            finished_retention: Duration::from_secs(30 * 86400),
         }
     }
 }

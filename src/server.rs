@@ -56,7 +56,10 @@ impl Server {
         let tls = crate::tls::ServerTls::from_config(config)?;
         let grpc_listener = TcpListener::bind(config.grpc_addr).await?;
         let http_listener = TcpListener::bind(config.http_addr).await?;
-        let webhooks = config.webhooks.settings();
+        let mut webhooks = config.webhooks.settings();
+        // Finished deliveries are kept as long as events are.
+        webhooks.finished_retention =
+            Duration::from_secs(config.event_retention_days.max(1).saturating_mul(86400));
         let services =
             services.with_private_webhook_addresses_refused(webhooks.refuse_private_addresses);
         Ok(Server {

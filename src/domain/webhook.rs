@@ -110,7 +110,7 @@ impl CreateWebhookEndpoint {
             ));
         }
         Ok(CreateWebhookEndpoint {
-            url: parse_url(&url)?.to_string(),
+            url: check_url(url)?,
             enabled_events: parse_enabled_events(enabled_events)?,
             description: optional_text(fields.description, "description", MAX_DESCRIPTION_CHARS)?,
             metadata: Metadata::default().apply(&fields.metadata)?,
@@ -138,10 +138,7 @@ impl UpdateWebhookEndpoint {
         if fields.connect.is_some() {
             return Err(Error::unknown_param("connect"));
         }
-        let url = match fields.url {
-            None => None,
-            Some(url) => Some(parse_url(&url)?.to_string()),
-        };
+        let url = fields.url.map(check_url).transpose()?;
         Ok(UpdateWebhookEndpoint {
             url,
             enabled_events: fields
@@ -178,6 +175,12 @@ impl UpdateWebhookEndpoint {
         updated.metadata = endpoint.metadata.apply(&self.metadata)?;
         Ok(updated)
     }
+}
+
+/// A valid endpoint URL, kept as the client wrote it (Stripe returns it unchanged).
+pub fn check_url(raw: String) -> Result<String> {
+    parse_url(&raw)?;
+    Ok(raw)
 }
 
 /// An endpoint URL: absolute `http` or `https` with a host, no credentials in it.

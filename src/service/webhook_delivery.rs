@@ -42,6 +42,10 @@ pub const USER_AGENT: &str = concat!("creditd/", env!("CARGO_PKG_VERSION"), " (w
 /// How often the queue-depth gauge is refreshed.
 const DEPTH_REFRESH: Duration = Duration::from_secs(5);
 
+/// How often finished deliveries past retention are deleted, and how many at a time.
+const PRUNE_EVERY: Duration = Duration::from_secs(15 * 60);
+const PRUNE_BATCH: u64 = 1000;
+
 /// Wall-clock Unix milliseconds.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -68,6 +72,8 @@ pub struct DeliverySettings {
     pub refuse_private_addresses: bool,
     /// How often to look for due retries and other replicas' deliveries.
     pub poll_interval: Duration,
+    /// How long finished (succeeded or failed) deliveries are kept, for operators.
+    pub finished_retention: Duration,
 }
 
 impl DeliverySettings {
@@ -280,6 +286,7 @@ impl DeliveryWorker {
         let wake = self.inner.services.events.delivery_wakeup();
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut depth_refreshed: Option<Instant> = None;
+        let mut pruned: Option<Instant> = None;
         loop {
             while tasks.try_join_next().is_some() {}
             let more = match self.claim_and_start(&mut tasks).await {
@@ -298,6 +305,10 @@ impl DeliveryWorker {
                     }
                 }
             }
+            if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                pruned = Some(Instant::now());
+                self.prune().await;
+            }
             if more {
                 continue;
             }
@@ -305,6 +316,23 @@ impl DeliveryWorker {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(self.inner.settings.poll_interval) => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+    }
+
+    /// Deletes finished deliveries older than the retention, a batch at a time.
+    async fn prune(&self) {
+        let settings = &self.inner.settings;
+        let before = now_ms().saturating_sub(settings.finished_retention.as_millis() as i64);
+        let db = &self.inner.services.db;
+        loop {
+            match store::webhooks::prune_finished(db.writer(), before, PRUNE_BATCH).await {
+                Ok(deleted) if deleted < PRUNE_BATCH => return,
+                Ok(_) => tokio::task::yield_now().await,
+                Err(error) => {
+                    tracing::warn!(error = %error, "pruning finished webhook deliveries failed");
+                    return;
+                }
             }
         }
     }

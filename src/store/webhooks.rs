@@ -490,6 +490,30 @@ pub async fn record_failure(
     Ok(updated.rows_affected == 1)
 }
 
+/// Deletes up to `limit` finished (succeeded or failed) deliveries last scheduled before
+/// `before_ms`; returns how many.
+pub async fn prune_finished(conn: &impl Connection, before_ms: i64, limit: u64) -> Result<u64> {
+    let ids: Vec<i64> = webhook_delivery::Entity::find()
+        .select_only()
+        .column(webhook_delivery::Column::Id)
+        .filter(webhook_delivery::Column::State.is_in([SUCCEEDED, FAILED]))
+        .filter(webhook_delivery::Column::NextAttemptAt.lt(before_ms))
+        .limit(limit)
+        .into_tuple()
+        .all(conn)
+        .await
+        .map_err(db_error)?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let deleted = webhook_delivery::Entity::delete_many()
+        .filter(webhook_delivery::Column::Id.is_in(ids))
+        .exec(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(deleted.rows_affected)
+}
+
 /// How many deliveries are pending (for the queue-depth gauge).
 pub async fn pending_count(conn: &impl Connection) -> Result<u64> {
     webhook_delivery::Entity::find()
