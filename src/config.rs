@@ -360,3 +360,44 @@ impl ServeConfig {
         Duration::from_secs(self.shutdown_grace_seconds)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_settings_fall_back_on_impossible_values() {
+        let config = WebhookConfig {
+            webhook_timeout_seconds: -1.0,
+            webhook_first_retry_seconds: f64::NAN,
+            webhook_max_age_seconds: 0.5,
+            webhook_concurrency: 0,
+            ..WebhookConfig::default()
+        };
+        let settings = config.settings();
+        assert_eq!(settings.timeout, Duration::from_secs(10));
+        assert_eq!(settings.first_retry, Duration::from_secs(30));
+        assert_eq!(settings.max_age, Duration::from_millis(500));
+        assert_eq!(settings.concurrency, 1);
+        assert!(!settings.refuse_private_addresses);
+    }
+
+    #[test]
+    fn webhook_flags_parse_with_fractions() {
+        let cli = Cli::try_parse_from([
+            "creditd",
+            "serve",
+            "--webhook-first-retry-seconds",
+            "0.05",
+            "--webhook-refuse-private-addresses",
+            "true",
+        ])
+        .unwrap();
+        let Command::Serve(config) = cli.command else {
+            panic!("not serve");
+        };
+        let settings = config.webhooks.settings();
+        assert_eq!(settings.first_retry, Duration::from_millis(50));
+        assert!(settings.refuse_private_addresses);
+    }
+}

@@ -131,6 +131,10 @@ struct ReceiverState {
     /// Requests answered 500 before any other answer.
     fail_next: AtomicUsize,
     unhealthy: AtomicBool,
+    /// Failures answer a redirect to `/redirected` instead of 500.
+    redirect: AtomicBool,
+    /// Requests that followed a redirect.
+    followed: AtomicUsize,
 }
 
 /// An HTTP receiver on 127.0.0.1 that verifies each delivery and records it.
@@ -145,6 +149,13 @@ impl Receiver {
         let state = Arc::new(ReceiverState::default());
         let router = axum::Router::new()
             .route("/hook", axum::routing::post(receive))
+            .route(
+                "/redirected",
+                axum::routing::any(async |State(state): State<Arc<ReceiverState>>| {
+                    state.followed.fetch_add(1, Ordering::SeqCst);
+                    StatusCode::OK
+                }),
+            )
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
@@ -160,6 +171,14 @@ impl Receiver {
 
     fn set_healthy(&self, healthy: bool) {
         self.state.unhealthy.store(!healthy, Ordering::SeqCst);
+    }
+
+    fn redirect_failures(&self) {
+        self.state.redirect.store(true, Ordering::SeqCst);
+    }
+
+    fn followed_redirects(&self) -> usize {
+        self.state.followed.load(Ordering::SeqCst)
     }
 
     fn fail_next(&self, requests: usize) {
@@ -215,7 +234,8 @@ async fn receive(
     State(state): State<Arc<ReceiverState>>,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let header = |name: &str| {
         headers
             .get(name)
@@ -238,7 +258,11 @@ async fn receive(
         .is_ok()
         || state.unhealthy.load(Ordering::SeqCst)
     {
-        StatusCode::INTERNAL_SERVER_ERROR
+        if state.redirect.load(Ordering::SeqCst) {
+            StatusCode::FOUND
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     } else {
         StatusCode::OK
     };
@@ -249,7 +273,10 @@ async fn receive(
         verified,
         status: status.as_u16(),
     });
-    status
+    if status == StatusCode::FOUND {
+        return (status, [("location", "/redirected")]).into_response();
+    }
+    status.into_response()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -776,7 +803,7 @@ on_every_backend_with! { deliveries, super::fast_retries;
             .await
             .ok();
         // An attempt already on its way may still land; nothing after it.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let seen = receiver.requests();
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(receiver.requests(), seen, "retries went on after the endpoint was deleted");
@@ -785,6 +812,47 @@ on_every_backend_with! { deliveries, super::fast_retries;
             .unwrap();
         assert_eq!(deliveries.len(), 1);
         assert_eq!(deliveries[0].state, "failed");
+    }
+
+    async fn a_disabled_endpoint_stops_retrying(app) {
+        let receiver = Receiver::start().await;
+        let endpoint = subscribe(&app, &receiver, &["customer.created"]).await;
+        receiver.set_healthy(false);
+        app.create_customer("name=Paused").await;
+        eventually("a few failed attempts", 10, async || receiver.requests() >= 2).await;
+        app.post(&format!("/v1/webhook_endpoints/{endpoint}"), "disabled=true").await.ok();
+        eventually("the delivery stopped", 10, async || {
+            let deliveries = creditd::store::webhooks::deliveries_to(app.services.db.reader(), &endpoint)
+                .await
+                .unwrap();
+            deliveries[0].state == "failed"
+                && deliveries[0].last_error.as_deref() == Some("the endpoint is disabled")
+        })
+        .await;
+        let seen = receiver.requests();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(receiver.requests(), seen, "retries went on after the endpoint was disabled");
+    }
+
+    async fn a_redirect_is_a_failure_and_is_not_followed(app) {
+        let receiver = Receiver::start().await;
+        let endpoint = subscribe(&app, &receiver, &["customer.created"]).await;
+        receiver.redirect_failures();
+        receiver.fail_next(1);
+        app.create_customer("name=Redirected").await;
+        eventually("delivered after the redirect", 10, async || receiver.delivered().len() == 1).await;
+        assert_eq!(receiver.followed_redirects(), 0);
+        assert_eq!(
+            receiver.received().iter().map(|r| r.status).collect::<Vec<_>>(),
+            vec![302, 200]
+        );
+        eventually("recorded", 10, async || {
+            let deliveries = creditd::store::webhooks::deliveries_to(app.services.db.reader(), &endpoint)
+                .await
+                .unwrap();
+            deliveries[0].state == "succeeded" && deliveries[0].attempts == 2
+        })
+        .await;
     }
 
     async fn another_tenants_events_never_reach_an_endpoint(app) {
@@ -845,6 +913,39 @@ on_every_backend_with! { deliveries, super::fast_retries;
         assert!(delivered.values().all(|times| *times == 1), "duplicates: {delivered:?}");
         assert_eq!(receiver.requests(), customers.len());
         receiver.assert_all_verified();
+    }
+}
+
+/// Fast retries and a two-second retry window.
+fn short_window(config: &mut ServeConfig) {
+    fast_retries(config);
+    config.webhooks.webhook_max_age_seconds = 2.0;
+}
+
+on_every_backend_with! { retry_window, super::short_window;
+    async fn a_delivery_is_given_up_after_the_retry_window(app) {
+        let receiver = Receiver::start().await;
+        let endpoint = subscribe(&app, &receiver, &["customer.created"]).await;
+        receiver.set_healthy(false);
+        app.create_customer("name=Unlucky").await;
+        eventually("given up", 15, async || {
+            let deliveries = creditd::store::webhooks::deliveries_to(app.services.db.reader(), &endpoint)
+                .await
+                .unwrap();
+            deliveries[0].state == "failed"
+        })
+        .await;
+        let deliveries = creditd::store::webhooks::deliveries_to(app.services.db.reader(), &endpoint)
+            .await
+            .unwrap();
+        assert!(deliveries[0].attempts >= 3, "{deliveries:?}");
+        assert_eq!(deliveries[0].last_status, Some(500));
+        let seen = receiver.requests();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(receiver.requests(), seen);
+        // It never answered 2xx, so the event still counts it.
+        let event = receiver.received()[0].body["id"].as_str().unwrap().to_string();
+        assert_eq!(stored_event(&app, &event).await.pending_webhooks, 1);
     }
 }
 
