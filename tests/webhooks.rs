@@ -608,6 +608,21 @@ on_every_backend! {
             .assert_error(404, "invalid_request_error", Some("resource_missing"), Some("id"));
     }
 
+    async fn the_grpc_service_reports_serving(app) {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel().await);
+        let response = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "creditd.v1.WebhookEndpointService".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            response.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    }
+
     async fn endpoints_are_managed_over_grpc(app) {
         let mut client = proto::webhook_endpoint_service_client::WebhookEndpointServiceClient::new(
             app.channel().await,
