@@ -20,6 +20,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at startup; its size does not matter"
+)]
 pub enum Command {
     /// Run the gRPC and HTTP servers (applies migrations first).
     Serve(ServeConfig),
@@ -254,6 +258,105 @@ pub struct ServeConfig {
     /// Log format.
     #[arg(long, env = "CREDITD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub webhooks: WebhookConfig,
+}
+
+/// Webhook delivery settings (see the README's "Webhooks" section).
+#[derive(Debug, Clone, Args)]
+pub struct WebhookConfig {
+    /// How long one delivery attempt may take (connect and answer), in seconds.
+    #[arg(long, env = "CREDITD_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10.0)]
+    pub webhook_timeout_seconds: f64,
+    /// How long after its event a failing delivery is retried before it is given up, in seconds
+    /// (default 3 days, as Stripe does in live mode).
+    #[arg(long, env = "CREDITD_WEBHOOK_MAX_AGE_SECONDS", default_value_t = 3.0 * 86400.0)]
+    pub webhook_max_age_seconds: f64,
+    /// The delay before the first retry, in seconds; each further retry waits up to twice as
+    /// long (with full jitter), up to --webhook-max-retry-delay-seconds.
+    #[arg(
+        long,
+        env = "CREDITD_WEBHOOK_FIRST_RETRY_SECONDS",
+        default_value_t = 30.0
+    )]
+    pub webhook_first_retry_seconds: f64,
+    /// The longest wait between two attempts, in seconds (default 12 hours).
+    #[arg(long, env = "CREDITD_WEBHOOK_MAX_RETRY_DELAY_SECONDS", default_value_t = 12.0 * 3600.0)]
+    pub webhook_max_retry_delay_seconds: f64,
+    /// Delivery attempts in flight at once in this process, over all endpoints.
+    #[arg(long, env = "CREDITD_WEBHOOK_CONCURRENCY", default_value_t = 32)]
+    pub webhook_concurrency: usize,
+    /// Delivery attempts in flight at once to one endpoint, in this process.
+    #[arg(
+        long,
+        env = "CREDITD_WEBHOOK_PER_ENDPOINT_CONCURRENCY",
+        default_value_t = 4
+    )]
+    pub webhook_per_endpoint_concurrency: usize,
+    /// Refuse endpoint URLs whose host is (or resolves to) a loopback, private, link-local or
+    /// unspecified address, at create/update and again at every delivery: turn on when tenants
+    /// are not trusted with the server's network.
+    #[arg(
+        long,
+        env = "CREDITD_WEBHOOK_REFUSE_PRIVATE_ADDRESSES",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub webhook_refuse_private_addresses: bool,
+    /// How often, in milliseconds, to look for due retries and other replicas' deliveries (this
+    /// process's own new deliveries start at once).
+    #[arg(long, env = "CREDITD_WEBHOOK_POLL_INTERVAL_MS", default_value_t = 500)]
+    pub webhook_poll_interval_ms: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            webhook_timeout_seconds: 10.0,
+            webhook_max_age_seconds: 3.0 * 86400.0,
+            webhook_first_retry_seconds: 30.0,
+            webhook_max_retry_delay_seconds: 12.0 * 3600.0,
+            webhook_concurrency: 32,
+            webhook_per_endpoint_concurrency: 4,
+            webhook_refuse_private_addresses: false,
+            webhook_poll_interval_ms: 500,
+        }
+    }
+}
+
+/// Seconds as a duration; a negative, NaN or huge value falls back to `default`.
+fn seconds(value: f64, default: Duration) -> Duration {
+    Duration::try_from_secs_f64(value).unwrap_or(default)
+}
+
+impl WebhookConfig {
+    pub fn settings(&self) -> crate::service::webhook_delivery::DeliverySettings {
+        let defaults = WebhookConfig::default();
+        crate::service::webhook_delivery::DeliverySettings {
+            timeout: seconds(
+                self.webhook_timeout_seconds,
+                Duration::from_secs_f64(defaults.webhook_timeout_seconds),
+            )
+            .max(Duration::from_millis(10)),
+            max_age: seconds(
+                self.webhook_max_age_seconds,
+                Duration::from_secs_f64(defaults.webhook_max_age_seconds),
+            ),
+            first_retry: seconds(
+                self.webhook_first_retry_seconds,
+                Duration::from_secs_f64(defaults.webhook_first_retry_seconds),
+            ),
+            max_retry_delay: seconds(
+                self.webhook_max_retry_delay_seconds,
+                Duration::from_secs_f64(defaults.webhook_max_retry_delay_seconds),
+            ),
+            concurrency: self.webhook_concurrency.max(1),
+            per_endpoint_concurrency: self.webhook_per_endpoint_concurrency.max(1),
+            refuse_private_addresses: self.webhook_refuse_private_addresses,
+            poll_interval: Duration::from_millis(self.webhook_poll_interval_ms.max(10)),
+            finished_retention: Duration::from_secs(30 * 86400),
+        }
+    }
 }
 
 impl ServeConfig {
@@ -284,10 +387,52 @@ impl ServeConfig {
             tls_client_ca: None,
             shutdown_grace_seconds: 5,
             log_format: LogFormat::Pretty,
+            webhooks: WebhookConfig::default(),
         }
     }
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_settings_fall_back_on_impossible_values() {
+        let config = WebhookConfig {
+            webhook_timeout_seconds: -1.0,
+            webhook_first_retry_seconds: f64::NAN,
+            webhook_max_age_seconds: 0.5,
+            webhook_concurrency: 0,
+            ..WebhookConfig::default()
+        };
+        let settings = config.settings();
+        assert_eq!(settings.timeout, Duration::from_secs(10));
+        assert_eq!(settings.first_retry, Duration::from_secs(30));
+        assert_eq!(settings.max_age, Duration::from_millis(500));
+        assert_eq!(settings.concurrency, 1);
+        assert!(!settings.refuse_private_addresses);
+    }
+
+    #[test]
+    fn webhook_flags_parse_with_fractions() {
+        let cli = Cli::try_parse_from([
+            "creditd",
+            "serve",
+            "--webhook-first-retry-seconds",
+            "0.05",
+            "--webhook-refuse-private-addresses",
+            "true",
+        ])
+        .unwrap();
+        let Command::Serve(config) = cli.command else {
+            panic!("not serve");
+        };
+        let settings = config.webhooks.settings();
+        assert_eq!(settings.first_retry, Duration::from_millis(50));
+        assert!(settings.refuse_private_addresses);
     }
 }

@@ -478,3 +478,42 @@ pub fn render_event_body(event: &crate::domain::event::Event) -> String {
     // Cannot fail: every field is a string, number, bool or null, and `data` is written as is.
     serde_json::to_string(&EventJson::from(event.clone())).unwrap_or_default()
 }
+
+/// Stripe's `webhook_endpoint`. `secret` is only in the create response (the key is left out
+/// everywhere else, as Stripe's spec says "Only returned at creation").
+#[derive(Debug, Serialize)]
+pub struct WebhookEndpointJson {
+    pub id: String,
+    pub object: &'static str,
+    pub api_version: Option<String>,
+    pub application: Option<String>,
+    pub created: i64,
+    pub description: Option<String>,
+    pub enabled_events: Vec<String>,
+    pub livemode: bool,
+    pub metadata: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub status: &'static str,
+    pub url: String,
+}
+
+impl WebhookEndpointJson {
+    /// The endpoint, with its secret only when `with_secret` (the create response).
+    pub fn new(endpoint: crate::domain::webhook::WebhookEndpoint, with_secret: bool) -> Self {
+        WebhookEndpointJson {
+            object: "webhook_endpoint",
+            api_version: endpoint.api_version,
+            application: None,
+            created: endpoint.created,
+            description: endpoint.description,
+            enabled_events: endpoint.enabled_events,
+            livemode: endpoint.livemode,
+            metadata: endpoint.metadata.into_map(),
+            secret: with_secret.then_some(endpoint.secret),
+            status: endpoint.status.as_str(),
+            url: endpoint.url,
+            id: endpoint.id,
+        }
+    }
+}

@@ -20,6 +20,7 @@ pub struct Server {
     grace: Duration,
     expiry_sweep_interval: Duration,
     event_poll_interval: Duration,
+    webhooks: crate::service::webhook_delivery::DeliverySettings,
     limits: crate::rest::Limits,
     /// TLS for both listeners, when configured.
     tls: Option<crate::tls::ServerTls>,
@@ -59,8 +60,15 @@ impl Server {
         let tls = crate::tls::ServerTls::from_config(config)?;
         let grpc_listener = TcpListener::bind(config.grpc_addr).await?;
         let http_listener = TcpListener::bind(config.http_addr).await?;
+        let mut webhooks = config.webhooks.settings();
+        // Finished deliveries are kept as long as events are.
+        webhooks.finished_retention =
+            Duration::from_secs(config.event_retention_days.max(1).saturating_mul(86400));
+        let services =
+            services.with_private_webhook_addresses_refused(webhooks.refuse_private_addresses);
         Ok(Server {
             services,
+            webhooks,
             grpc_listener,
             http_listener,
             grace: config.shutdown_grace(),
@@ -188,6 +196,8 @@ impl Server {
                 .clone()
                 .run(self.services.db.clone(), self.event_poll_interval),
         );
+        let webhook_worker =
+            crate::service::webhook_delivery::spawn(self.services.clone(), self.webhooks.clone())?;
         crate::telemetry::metrics::register_pool_metrics(&self.services.db);
         crate::telemetry::metrics::register_event_stream_metrics(&self.services.event_streams);
         // A clock left `advancing` by a crash is finished before serving.
@@ -223,6 +233,7 @@ impl Server {
         prune.abort();
         prune_events.abort();
         event_pump.abort();
+        webhook_worker.abort();
         if let Some(sweep) = sweep {
             sweep.abort();
         }

@@ -15,6 +15,7 @@ pub mod pagination;
 pub mod tenant;
 pub mod test_clock;
 pub mod text;
+pub mod webhook;
 
 pub use currency::Currency;
 pub use ids::{IdKind, new_id};

@@ -13,6 +13,7 @@ mod oversize;
 mod shedding;
 mod status;
 mod test_clocks;
+mod webhook_endpoints;
 
 use tonic::{Request, Status};
 
@@ -40,6 +41,7 @@ pub use events::EventApi;
 pub use oversize::oversized_message_layer;
 pub use shedding::ShedExceptHealthLayer;
 pub use test_clocks::TestClockApi;
+pub use webhook_endpoints::WebhookEndpointApi;
 
 /// Builds the routes: every creditd service, health and reflection (v1 and v1alpha).
 pub async fn routes(
@@ -53,6 +55,7 @@ pub async fn routes(
     use proto::customer_service_server::CustomerServiceServer;
     use proto::event_service_server::EventServiceServer;
     use proto::test_clock_service_server::TestClockServiceServer;
+    use proto::webhook_endpoint_service_server::WebhookEndpointServiceServer;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -76,6 +79,9 @@ pub async fn routes(
         .await;
     health_reporter
         .set_serving::<EventServiceServer<EventApi>>()
+        .await;
+    health_reporter
+        .set_serving::<WebhookEndpointServiceServer<WebhookEndpointApi>>()
         .await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -116,6 +122,10 @@ pub async fn routes(
         )
         .add_service(
             EventServiceServer::new(EventApi::new(services.clone()))
+                .max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            WebhookEndpointServiceServer::new(WebhookEndpointApi::new(services.clone()))
                 .max_decoding_message_size(max_message_bytes),
         )
         .add_service(

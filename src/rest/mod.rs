@@ -16,6 +16,7 @@ pub mod params;
 mod path;
 mod test_clocks;
 pub mod transport;
+mod webhook_endpoints;
 
 use axum::Router;
 use axum::http::{HeaderValue, Method, Uri};
@@ -135,6 +136,16 @@ pub fn router(services: Services) -> Router {
         )
         .route("/v1/events", get(events::list))
         .route("/v1/events/{id}", get(events::retrieve))
+        .route(
+            "/v1/webhook_endpoints",
+            get(webhook_endpoints::list).post(webhook_endpoints::create),
+        )
+        .route(
+            "/v1/webhook_endpoints/{webhook_endpoint}",
+            get(webhook_endpoints::retrieve)
+                .post(webhook_endpoints::update)
+                .delete(webhook_endpoints::delete),
+        )
         .route("/healthz", get(health))
         .fallback(unrecognized_url)
         .method_not_allowed_fallback(unrecognized_url)

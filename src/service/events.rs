@@ -17,6 +17,7 @@ use crate::domain::Tenant;
 use crate::domain::event::{Event, EventFilter, EventRequest, EventType, event_data};
 use crate::domain::ids::{IdKind, new_id};
 use crate::domain::pagination::{ListRequest, Page};
+use crate::domain::webhook::subscribes;
 use crate::error::{Error, Result};
 use crate::render::STRIPE_API_VERSION;
 use crate::store::{self, Db, Transaction};
@@ -108,9 +109,35 @@ impl EventBatch {
         self.events.is_empty()
     }
 
-    /// Writes the events in the caller's transaction.
-    pub(crate) async fn write(self, tx: &Transaction) -> Result<()> {
-        store::events::insert(tx, &self.tenant, &self.events).await
+    /// Writes the events in the caller's transaction, with their webhook deliveries: one read
+    /// of the tenant's enabled endpoints (none for a batch without events), then one pending
+    /// delivery per (event, endpoint subscribed to its type), and each event's
+    /// `pending_webhooks` set to its number of deliveries. An endpoint disabled now never gets
+    /// these events, even if enabled later.
+    pub(crate) async fn write(mut self, tx: &Transaction) -> Result<()> {
+        if self.events.is_empty() {
+            return Ok(());
+        }
+        let endpoints = store::webhooks::enabled_endpoints(tx, &self.tenant).await?;
+        let mut deliveries = Vec::new();
+        if !endpoints.is_empty() {
+            let due = super::webhook_delivery::now_ms();
+            for event in &mut self.events {
+                for (endpoint_id, enabled_events) in &endpoints {
+                    if subscribes(enabled_events, &event.kind) {
+                        deliveries.push(store::webhooks::NewDelivery {
+                            event_id: event.id.clone(),
+                            endpoint_id: endpoint_id.clone(),
+                            created: event.created,
+                            next_attempt_at: due,
+                        });
+                        event.pending_webhooks += 1;
+                    }
+                }
+            }
+        }
+        store::events::insert(tx, &self.tenant, &self.events).await?;
+        store::webhooks::insert_deliveries(tx, &self.tenant, deliveries).await
     }
 }
 
@@ -124,6 +151,9 @@ fn to_value(object: &impl Serialize) -> Result<serde_json::Value> {
 pub struct EventPump {
     wake: Arc<Notify>,
     head: watch::Sender<i64>,
+    /// Wakes the webhook delivery worker (a commit that wrote events may have queued
+    /// deliveries).
+    deliveries: Arc<Notify>,
 }
 
 impl Default for EventPump {
@@ -131,6 +161,7 @@ impl Default for EventPump {
         EventPump {
             wake: Arc::new(Notify::new()),
             head: watch::Sender::new(0),
+            deliveries: Arc::new(Notify::new()),
         }
     }
 }
@@ -139,6 +170,12 @@ impl EventPump {
     /// Called after a commit that wrote events.
     pub(crate) fn committed(&self) {
         self.wake.notify_one();
+        self.deliveries.notify_one();
+    }
+
+    /// What the webhook delivery worker waits on between polls.
+    pub(crate) fn delivery_wakeup(&self) -> Arc<Notify> {
+        self.deliveries.clone()
     }
 
     /// The newest stream position this process knows of; changes as events commit.

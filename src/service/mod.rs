@@ -16,6 +16,8 @@ pub mod key_cache;
 mod ledger;
 pub mod rate_limit;
 pub mod test_clocks;
+pub mod webhook_delivery;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -86,6 +88,8 @@ pub struct Services {
     pub event_retention: std::time::Duration,
     /// The open event streams: their cap, what they hold, and their shutdown signal.
     pub event_streams: Arc<event_stream::EventStreams>,
+    /// Refuse webhook endpoint URLs on internal addresses (multi-tenant deployments).
+    pub refuse_private_webhook_addresses: bool,
 }
 
 impl Services {
@@ -104,6 +108,7 @@ impl Services {
             events: events::EventPump::default(),
             event_retention: events::DEFAULT_RETENTION,
             event_streams: Arc::new(event_stream::EventStreams::default()),
+            refuse_private_webhook_addresses: false,
         }
     }
 
@@ -116,6 +121,12 @@ impl Services {
     /// Serves at most `max` event streams at once.
     pub fn with_max_event_streams(mut self, max: usize) -> Self {
         self.event_streams = Arc::new(event_stream::EventStreams::new(max));
+        self
+    }
+
+    /// Refuses webhook endpoint URLs whose host is or resolves to an internal address.
+    pub fn with_private_webhook_addresses_refused(mut self, refuse: bool) -> Self {
+        self.refuse_private_webhook_addresses = refuse;
         self
     }
 

@@ -12,6 +12,7 @@ pub mod entities;
 pub mod events;
 pub mod idempotency;
 pub mod test_clocks;
+pub mod webhooks;
 
 use std::future::Future;
 use std::str::FromStr;

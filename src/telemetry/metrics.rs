@@ -115,3 +115,62 @@ pub fn register_event_stream_metrics(
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .extend([open_gauge, held_gauge]);
 }
+
+/// Webhook delivery instruments.
+pub struct WebhookInstruments {
+    /// Attempts by outcome: `delivered`, `retrying`, `gave_up`, `cancelled` (not sent: the
+    /// endpoint was deleted or disabled, or the event is gone).
+    pub attempts: Counter<u64>,
+    /// Attempts that did not get a 2xx answer.
+    pub failures: Counter<u64>,
+    /// Time from sending to the answer's status (or the failure).
+    pub duration: Histogram<f64>,
+}
+
+impl WebhookInstruments {
+    pub fn attempt(&self, outcome: &'static str) {
+        self.attempts.add(1, &[KeyValue::new("outcome", outcome)]);
+        if matches!(outcome, "retrying" | "gave_up") {
+            self.failures.add(1, &[]);
+        }
+    }
+}
+
+pub fn webhook_instruments() -> &'static WebhookInstruments {
+    static INSTRUMENTS: OnceLock<WebhookInstruments> = OnceLock::new();
+    INSTRUMENTS.get_or_init(|| {
+        let meter = global::meter("creditd");
+        WebhookInstruments {
+            attempts: meter
+                .u64_counter("creditd.webhook.attempts")
+                .with_description("Webhook delivery attempts, by outcome")
+                .build(),
+            failures: meter
+                .u64_counter("creditd.webhook.failures")
+                .with_description("Webhook delivery attempts without a 2xx answer")
+                .build(),
+            duration: meter
+                .f64_histogram("creditd.webhook.duration")
+                .with_unit("s")
+                .with_description("Webhook delivery attempt latency")
+                .build(),
+        }
+    })
+}
+
+/// Reports the pending webhook deliveries (all replicas) as an observable gauge.
+pub fn register_webhook_queue_gauge(depth: std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let gauge = global::meter("creditd")
+        .u64_observable_gauge("creditd.webhook.queue_depth")
+        .with_description("Webhook deliveries pending (due or waiting for a retry)")
+        .with_callback(move |observer| {
+            observer.observe(depth.load(std::sync::atomic::Ordering::Relaxed), &[]);
+        })
+        .build();
+    static GAUGES: std::sync::Mutex<Vec<opentelemetry::metrics::ObservableGauge<u64>>> =
+        std::sync::Mutex::new(Vec::new());
+    GAUGES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(gauge);
+}

@@ -12,3 +12,5 @@ pub mod customer_balance_transaction;
 pub mod event;
 pub mod idempotency_record;
 pub mod test_clock;
+pub mod webhook_delivery;
+pub mod webhook_endpoint;
