@@ -286,6 +286,7 @@ on_every_backend! {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
+        eprintln!("{} events delivered and verified by the Stripe SDK", verified.len());
         assert_eq!(verified.len(), events.len(), "nothing but the account's events arrives");
         for event in &events {
             let id = event["id"].as_str().unwrap();
