@@ -230,6 +230,25 @@ impl CreditGrant {
         Ok(())
     }
 
+    /// This grant as it stood at `as_of` (recording time), given `remaining_at`: its running
+    /// remainder after its last entry recorded at or before `as_of` (`None` when it had none).
+    /// `None` when the grant was created after `as_of` (it did not exist yet). A void or a
+    /// recorded expiry counts from the moment it was recorded; the expiry time is the grant's
+    /// current `expires_at` (its history is not stored: see the README's "Balance at any
+    /// moment"), so a grant whose `expires_at` had passed by `as_of` but whose
+    /// `credits_expired` entry was recorded later is lapsed-but-unswept at `as_of`, exactly as
+    /// [`summarize`] treats such a grant now. [`summarize`] turns these states into balances.
+    pub fn state_at(&self, remaining_at: Option<i64>, as_of: i64) -> Option<CreditGrant> {
+        if self.created > as_of {
+            return None;
+        }
+        let mut state = self.clone();
+        state.remaining = remaining_at.unwrap_or(0);
+        state.voided_at = self.voided_at.filter(|at| *at <= as_of);
+        state.expiry_recorded_at = self.expiry_recorded_at.filter(|at| *at <= as_of);
+        Some(state)
+    }
+
     /// Takes `amount` out of the remainder.
     pub fn debit(&mut self, amount: i64) -> Result<()> {
         if amount <= 0 || amount > self.remaining {
@@ -385,6 +404,9 @@ impl SummaryFilter {
 pub struct SummaryQuery {
     customer_id: String,
     filter: SummaryFilter,
+    /// The balances as they stood at this moment (recording time; see
+    /// [`CreditGrant::state_at`]) instead of now.
+    as_of: Option<i64>,
 }
 
 impl SummaryQuery {
@@ -397,7 +419,36 @@ impl SummaryQuery {
         Ok(SummaryQuery {
             customer_id,
             filter: SummaryFilter::parse(filter)?,
+            as_of: None,
         })
+    }
+
+    /// The same query as of `as_of` (a Unix time, not negative), or now for `None`.
+    pub fn at(self, as_of: Option<i64>) -> Result<SummaryQuery> {
+        if as_of.is_some_and(|at| at < 0) {
+            return Err(Error::invalid_param(
+                "as_of",
+                "Invalid as_of: must be a Unix timestamp.",
+            ));
+        }
+        Ok(SummaryQuery { as_of, ..self })
+    }
+
+    pub fn as_of(&self) -> Option<i64> {
+        self.as_of
+    }
+
+    /// The moment the summary describes: `as_of`, or `now`. An `as_of` after the customer's
+    /// `now` is refused: what the ledger will know then is not known yet.
+    pub fn moment(&self, now: i64) -> Result<i64> {
+        match self.as_of {
+            Some(as_of) if as_of > now => Err(Error::invalid_param(
+                "as_of",
+                format!("Invalid as_of: {as_of} is after the customer's current time {now}."),
+            )),
+            Some(as_of) => Ok(as_of),
+            None => Ok(now),
+        }
     }
 
     /// From an already parsed filter (the customer is still checked).
@@ -405,6 +456,7 @@ impl SummaryQuery {
         Ok(SummaryQuery {
             customer_id: required_id(Some(customer.to_string()), "customer")?,
             filter,
+            as_of: None,
         })
     }
 
@@ -805,6 +857,50 @@ mod tests {
         assert_eq!(after_sweep[0].ledger, after_sweep[0].available);
         let one = summarize(&grants, &SummaryFilter::CreditGrant("lapsed".into()), 1_000);
         assert_eq!(one[0].ledger, 40);
+    }
+
+    #[test]
+    fn a_grant_as_of_a_moment_is_what_was_recorded_by_then() {
+        let mut g = grant("g", 50, Some(800), Category::Paid, 100, 100, 0);
+        g.amount = 90;
+        g.voided_at = Some(600);
+        assert_eq!(g.state_at(Some(90), 99), None, "not created yet");
+        let before_void = g.state_at(Some(40), 500).unwrap();
+        assert_eq!((before_void.remaining, before_void.voided_at), (40, None));
+        let after_void = g.state_at(Some(0), 600).unwrap();
+        assert_eq!(after_void.voided_at, Some(600));
+        // An expiry recorded late: lapsed but unswept in between, as the live summary has it.
+        let mut lapsing = grant("l", 50, Some(300), Category::Paid, 0, 0, 0);
+        lapsing.amount = 70;
+        lapsing.expiry_recorded_at = Some(400);
+        let unswept = lapsing.state_at(Some(70), 350).unwrap();
+        assert_eq!(unswept.expiry_recorded_at, None);
+        let all = SummaryFilter::ApplicabilityScope(Scope::Metered);
+        let at_350 = summarize(&[unswept], &all, 350);
+        assert_eq!((at_350[0].ledger, at_350[0].available), (70, 0));
+        let swept = lapsing.state_at(Some(0), 400).unwrap();
+        assert_eq!(swept.expiry_recorded_at, Some(400));
+        // No entry by then: nothing left.
+        assert_eq!(lapsing.state_at(None, 10).unwrap().remaining, 0);
+    }
+
+    #[test]
+    fn as_of_is_refused_after_now() {
+        let query = SummaryQuery::parse(
+            Some("cus_1".into()),
+            Some(SummaryFilterFields {
+                kind: Some("credit_grant".into()),
+                credit_grant: Some("g".into()),
+                applicability_scope: None,
+            }),
+        )
+        .unwrap();
+        assert_eq!(query.moment(50).unwrap(), 50);
+        let past = query.clone().at(Some(40)).unwrap();
+        assert_eq!(past.moment(50).unwrap(), 40);
+        let error = query.clone().at(Some(60)).unwrap().moment(50).unwrap_err();
+        assert_eq!(error.param.as_deref(), Some("as_of"));
+        assert!(query.at(Some(-1)).is_err());
     }
 
     #[test]

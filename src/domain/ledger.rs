@@ -39,6 +39,10 @@ pub struct EntryDraft {
     pub created: i64,
     pub effective_at: i64,
     pub invoice_line: Option<InvoiceLine>,
+    /// The grant's remainder right after this entry: the running sum of the grant's entries in
+    /// ledger order (`created`, then ID), stored with the entry so a balance at any moment is
+    /// one lookup (see [`crate::domain::credit_grant::state_at`]).
+    pub remaining_after: i64,
 }
 
 /// The outcome of one lifecycle step on one grant: its new state, the remainder it had
@@ -81,6 +85,7 @@ impl GrantChange {
             created,
             effective_at,
             invoice_line,
+            remaining_after: self.grant.remaining,
         });
         Ok(())
     }
@@ -154,6 +159,7 @@ impl CreditGrant {
                 created: new.now,
                 effective_at,
                 invoice_line: None,
+                remaining_after: grant.remaining,
             }],
             previous_remaining: grant.remaining,
             grant,
@@ -242,7 +248,9 @@ pub fn lapse_until(grants: &[CreditGrant], target: i64) -> Result<Vec<GrantChang
     due.sort_by(|a, b| a.expires_at.cmp(&b.expires_at).then(a.id.cmp(&b.id)));
     let mut changes = Vec::with_capacity(due.len());
     for grant in due {
-        let at = grant.expires_at.unwrap_or(target);
+        // Never before the grant existed (a grant can be created already lapsed): a grant's
+        // entries are in `created` order, which the running remainders follow.
+        let at = grant.expires_at.unwrap_or(target).max(grant.created);
         if let Some(change) = grant.record_lapsed_expiry(at)? {
             changes.push(change);
         }
@@ -414,6 +422,33 @@ mod tests {
             })
             .collect();
         assert_eq!(recorded, [("early", 300, 300), ("late", 900, 900)]);
+    }
+
+    #[test]
+    fn every_entry_carries_the_remainder_it_leaves() {
+        let change = grant("g", 30, None).reinstate(50, line(), 1_000).unwrap();
+        assert_eq!(change.entries[0].remaining_after, 80);
+        let mut voided = grant("v", 0, None);
+        voided.voided_at = Some(10);
+        let change = voided.reinstate(50, line(), 1_000).unwrap();
+        let after: Vec<i64> = change.entries.iter().map(|e| e.remaining_after).collect();
+        assert_eq!(after, [50, 0]);
+    }
+
+    #[test]
+    fn a_clock_never_dates_a_lapse_before_its_grant_was_created() {
+        // Created at 700 already past its expiry at 300 (effective_at can be in the past).
+        let mut late = grant("late", 40, Some(300));
+        late.created = 700;
+        let changes = lapse_until(&[late], 1_000).unwrap();
+        assert_eq!(
+            (
+                changes[0].entries[0].created,
+                changes[0].entries[0].effective_at
+            ),
+            (700, 300)
+        );
+        assert_eq!(changes[0].grant.expiry_recorded_at, Some(700));
     }
 
     #[test]

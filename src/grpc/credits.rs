@@ -183,7 +183,8 @@ impl CreditBalanceService for CreditBalanceApi {
         let query = SummaryQuery::parse(
             Some(message.customer),
             summary_filter_fields(message.filter),
-        )?;
+        )?
+        .at(message.as_of)?;
         let balances = self.services.credit_balance_summary(&ctx, &query).await?;
         Ok(Response::new(proto::CreditBalanceSummary {
             object: "billing.credit_balance_summary".to_string(),
