@@ -4,7 +4,7 @@
 //! in ledger order (`created`, then ID), (2) the summary `as_of` a random past moment equals a
 //! brute-force replay of the entries recorded by then, for the customer and for each grant,
 //! (3) the audit stays clean; and a tampered remainder is what the audit reports. Also: the
-//! gRPC `as_of` field, and its refusal of a future moment.
+//! gRPC `as_of` field, and its refusal of a future moment; and migration 11's backfill.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -455,5 +455,24 @@ on_every_backend! {
         tamper(format!("UPDATE credit_balance_transactions SET grant_remaining_after = 700 WHERE id = '{}'", middle.id)).await;
         tamper(format!("UPDATE credit_balance_transactions SET grant_remaining_after = 500 WHERE id = '{}'", entries[0].id)).await;
         assert!(app.services.audit(&ctx).await.unwrap().is_clean());
+    }
+
+    async fn migration_11_backfills_the_running_remainders_of_an_existing_ledger(app) {
+        use migrations::MigratorTrait;
+        let ctx = app.context().await;
+        let mut rng = StdRng::seed_from_u64(7);
+        let customer = new_customer(&app, &ctx).await;
+        let mut grants = Vec::new();
+        for _ in 0..STEPS {
+            step(&app, &ctx, &mut rng, &customer, &mut grants).await;
+        }
+        let written = all_entries(&app, &ctx, &customer).await;
+        // Back to before migration 11 (the column goes), then forward again: the backfill.
+        migrations::Migrator::down(app.services.db.writer(), Some(1)).await.unwrap();
+        migrations::Migrator::up(app.services.db.writer(), None).await.unwrap();
+        let backfilled = all_entries(&app, &ctx, &customer).await;
+        assert_eq!(backfilled, written);
+        let report = app.services.audit(&ctx).await.unwrap();
+        assert!(report.is_clean(), "{report}");
     }
 }
