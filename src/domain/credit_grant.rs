@@ -196,12 +196,32 @@ impl CreditGrant {
 
     /// Can pay for a line in `currency` with `price` at `now`.
     pub fn is_eligible(&self, currency: &Currency, price: &PriceRef, now: i64) -> bool {
-        &self.currency == currency
-            && self.is_effective(now)
-            && !self.is_expired(now)
-            && !self.is_voided()
-            && self.remaining > 0
-            && self.scope.applies_to(price)
+        self.ineligibility(currency, price, now).is_none()
+    }
+
+    /// Why this grant cannot pay for a line in `currency` with `price` at `now` (the first
+    /// reason that applies, in this order), or `None` when it can.
+    pub fn ineligibility(
+        &self,
+        currency: &Currency,
+        price: &PriceRef,
+        now: i64,
+    ) -> Option<SkipReason> {
+        if &self.currency != currency {
+            Some(SkipReason::OtherCurrency)
+        } else if self.is_voided() {
+            Some(SkipReason::Voided)
+        } else if self.is_expired(now) {
+            Some(SkipReason::Expired)
+        } else if !self.is_effective(now) {
+            Some(SkipReason::NotYetEffective)
+        } else if !self.scope.applies_to(price) {
+            Some(SkipReason::OutOfScope)
+        } else if self.remaining <= 0 {
+            Some(SkipReason::Exhausted)
+        } else {
+            None
+        }
     }
 
     /// The remainder that has expired but whose `credits_expired` entry is not written yet.
@@ -281,27 +301,160 @@ impl CreditGrant {
     }
 }
 
+/// Why a grant could not pay for an invoice line. (A `held` reason belongs here once holds
+/// exist.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// The grant is in another currency than the line.
+    OtherCurrency,
+    Voided,
+    /// Past its `expires_at` (whether or not its `credits_expired` entry is written yet).
+    Expired,
+    /// Its `effective_at` has not come yet.
+    NotYetEffective,
+    /// Its scope does not cover the line's price.
+    OutOfScope,
+    /// Nothing left.
+    Exhausted,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::OtherCurrency => "other_currency",
+            SkipReason::Voided => "voided",
+            SkipReason::Expired => "expired",
+            SkipReason::NotYetEffective => "not_yet_effective",
+            SkipReason::OutOfScope => "out_of_scope",
+            SkipReason::Exhausted => "exhausted",
+        }
+    }
+}
+
+/// The keys of the burn-down order, in the order [`burn_order_decided`] compares them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BurnKey {
+    /// `priority` ascending.
+    Priority,
+    /// The soonest `expires_at`, never-expiring last.
+    ExpiresAt,
+    /// `promotional` before `paid`.
+    Category,
+    /// The earliest `effective_at`.
+    EffectiveAt,
+    /// Creation order (`created`, then the time-ordered ID).
+    Created,
+}
+
+impl BurnKey {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BurnKey::Priority => "priority",
+            BurnKey::ExpiresAt => "expires_at",
+            BurnKey::Category => "category",
+            BurnKey::EffectiveAt => "effective_at",
+            BurnKey::Created => "created",
+        }
+    }
+}
+
 /// The documented burn-down order: priority ascending (0 first), then the soonest
 /// `expires_at` (never-expiring last), then promotional before paid, then the earliest
-/// `effective_at`, then creation order (the time-ordered ID breaks the final tie).
-pub fn burn_order(a: &CreditGrant, b: &CreditGrant) -> Ordering {
+/// `effective_at`, then creation order (the time-ordered ID breaks the final tie). Also says
+/// which key decided: the first that differs ([`BurnKey::Created`] when none does). The one
+/// definition of the order: [`burn_order`] and every explanation of a draw come from here.
+pub fn burn_order_decided(a: &CreditGrant, b: &CreditGrant) -> (Ordering, BurnKey) {
     let expiry = |grant: &CreditGrant| grant.expires_at.unwrap_or(i64::MAX);
     let category = |grant: &CreditGrant| match grant.category {
         Category::Promotional => 0,
         Category::Paid => 1,
     };
-    a.priority
-        .cmp(&b.priority)
-        .then(expiry(a).cmp(&expiry(b)))
-        .then(category(a).cmp(&category(b)))
-        .then(a.effective_at.cmp(&b.effective_at))
-        .then(a.created.cmp(&b.created))
-        .then(a.id.cmp(&b.id))
+    let keys = [
+        (BurnKey::Priority, a.priority.cmp(&b.priority)),
+        (BurnKey::ExpiresAt, expiry(a).cmp(&expiry(b))),
+        (BurnKey::Category, category(a).cmp(&category(b))),
+        (BurnKey::EffectiveAt, a.effective_at.cmp(&b.effective_at)),
+        (
+            BurnKey::Created,
+            a.created.cmp(&b.created).then(a.id.cmp(&b.id)),
+        ),
+    ];
+    keys.into_iter()
+        .find(|(_, ordering)| ordering.is_ne())
+        .map_or((Ordering::Equal, BurnKey::Created), |(key, ordering)| {
+            (ordering, key)
+        })
 }
 
-/// How much to draw from which grant to pay `amount_due`: eligible grants in burn order, each
-/// drained before the next. Returns `(grant index, amount)` pairs; their sum is
-/// `min(amount_due, total eligible remainder)`.
+/// [`burn_order_decided`] without the deciding key.
+pub fn burn_order(a: &CreditGrant, b: &CreditGrant) -> Ordering {
+    burn_order_decided(a, b).0
+}
+
+/// One draw of a [`BurnPlan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedDraw {
+    /// The grant's index in the grants given.
+    pub index: usize,
+    pub amount: i64,
+    /// 1-based position among the grants eligible for the line, in burn-down order.
+    pub rank: u32,
+    /// The next-ranked eligible grant (drawn or not) and the key that put this one before
+    /// it; `None` for the last eligible grant.
+    pub before: Option<(usize, BurnKey)>,
+}
+
+/// How to pay an amount from a customer's grants, and why: the draws in burn order, and every
+/// grant that could not pay with its reason.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BurnPlan {
+    pub draws: Vec<PlannedDraw>,
+    /// `(grant index, reason)`, in the order the grants were given.
+    pub skipped: Vec<(usize, SkipReason)>,
+}
+
+/// How much to draw from which grant to pay `amount_due`, and why: eligible grants in burn
+/// order, each drained before the next; their sum is `min(amount_due, total eligible
+/// remainder)`.
+pub fn plan_burn_down(
+    grants: &[CreditGrant],
+    currency: &Currency,
+    price: &PriceRef,
+    amount_due: i64,
+    now: i64,
+) -> BurnPlan {
+    let mut plan = BurnPlan::default();
+    let mut order = Vec::with_capacity(grants.len());
+    for (index, grant) in grants.iter().enumerate() {
+        match grant.ineligibility(currency, price, now) {
+            None => order.push(index),
+            Some(reason) => plan.skipped.push((index, reason)),
+        }
+    }
+    order.sort_by(|&a, &b| burn_order(&grants[a], &grants[b]));
+    let mut left = amount_due.max(0);
+    for (position, &index) in order.iter().enumerate() {
+        if left == 0 {
+            break;
+        }
+        let take = grants[index].remaining.min(left);
+        let before = order
+            .get(position + 1)
+            .map(|&next| (next, burn_order_decided(&grants[index], &grants[next]).1));
+        plan.draws.push(PlannedDraw {
+            index,
+            amount: take,
+            rank: u32::try_from(position + 1).unwrap_or(u32::MAX),
+            before,
+        });
+        left -= take;
+    }
+    plan
+}
+
+/// The draws of [`plan_burn_down`]: `(grant index, amount)` pairs.
 pub fn burn_down(
     grants: &[CreditGrant],
     currency: &Currency,
@@ -309,21 +462,11 @@ pub fn burn_down(
     amount_due: i64,
     now: i64,
 ) -> Vec<(usize, i64)> {
-    let mut order: Vec<usize> = (0..grants.len())
-        .filter(|&index| grants[index].is_eligible(currency, price, now))
-        .collect();
-    order.sort_by(|&a, &b| burn_order(&grants[a], &grants[b]));
-    let mut left = amount_due.max(0);
-    let mut draws = Vec::new();
-    for index in order {
-        if left == 0 {
-            break;
-        }
-        let take = grants[index].remaining.min(left);
-        draws.push((index, take));
-        left -= take;
-    }
-    draws
+    plan_burn_down(grants, currency, price, amount_due, now)
+        .draws
+        .into_iter()
+        .map(|draw| (draw.index, draw.amount))
+        .collect()
 }
 
 /// What a summary is filtered by.
@@ -803,6 +946,43 @@ mod tests {
     }
 
     #[test]
+    fn the_comparator_names_the_first_key_that_differs() {
+        let base = grant("a", 50, Some(5_000), Category::Paid, 100, 10, 5);
+        let with = |change: fn(&mut CreditGrant)| {
+            let mut other = base.clone();
+            other.id = "b".into();
+            change(&mut other);
+            burn_order_decided(&base, &other)
+        };
+        assert_eq!(
+            with(|g| g.priority = 60),
+            (Ordering::Less, BurnKey::Priority)
+        );
+        assert_eq!(
+            with(|g| g.expires_at = None),
+            (Ordering::Less, BurnKey::ExpiresAt)
+        );
+        assert_eq!(
+            with(|g| g.category = Category::Promotional),
+            (Ordering::Greater, BurnKey::Category)
+        );
+        assert_eq!(
+            with(|g| g.effective_at = 50),
+            (Ordering::Greater, BurnKey::EffectiveAt)
+        );
+        assert_eq!(with(|g| g.created = 20), (Ordering::Less, BurnKey::Created));
+        assert_eq!(
+            with(|_| {}),
+            (Ordering::Less, BurnKey::Created),
+            "the ID breaks the tie"
+        );
+        assert_eq!(
+            burn_order_decided(&base, &base),
+            (Ordering::Equal, BurnKey::Created)
+        );
+    }
+
+    #[test]
     fn each_grant_is_drained_before_the_next() {
         let grants = [
             grant("a", 1, None, Category::Paid, 0, 0, 30),
@@ -1062,6 +1242,23 @@ mod tests {
             for pair in draws.windows(2) {
                 prop_assert_ne!(burn_order(&grants[pair[0].0], &grants[pair[1].0]), Ordering::Greater);
             }
+            // The plan explains itself with the same comparator: each draw comes before the
+            // next eligible grant by the key named, every key before it ties, and every grant
+            // not eligible is skipped with the reason that keeps it out.
+            let plan = plan_burn_down(&grants, &usd(), &metered(), amount_due, now);
+            for (rank, draw) in plan.draws.iter().enumerate() {
+                prop_assert_eq!(draw.rank as usize, rank + 1);
+                if let Some((next, key)) = draw.before {
+                    prop_assert_eq!(burn_order_decided(&grants[draw.index], &grants[next]), (Ordering::Less, key));
+                }
+            }
+            for (index, reason) in &plan.skipped {
+                prop_assert_eq!(grants[*index].ineligibility(&usd(), &metered(), now), Some(*reason));
+            }
+            prop_assert_eq!(
+                plan.skipped.len(),
+                grants.iter().filter(|g| !g.is_eligible(&usd(), &metered(), now)).count()
+            );
         }
 
         #[test]

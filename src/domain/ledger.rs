@@ -16,10 +16,10 @@
 //! recorded — by the sweeper, shortly after; by a test-clock advance, which passes through
 //! each moment in order, exactly at `expires_at`.
 
-use super::credit_application::ApplyCredits;
+use super::credit_application::{ApplyCredits, Explanation};
 use super::credit_balance_transaction::EntryType;
 use super::credit_grant::{
-    CreateCreditGrant, CreditGrant, UpdateCreditGrant, burn_down, check_expiry_after,
+    CreateCreditGrant, CreditGrant, UpdateCreditGrant, check_expiry_after, plan_burn_down,
 };
 use crate::error::Result;
 
@@ -258,37 +258,52 @@ pub fn lapse_until(grants: &[CreditGrant], target: i64) -> Result<Vec<GrantChang
     Ok(changes)
 }
 
+/// What applying credits to one line changes, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineApplication {
+    /// One change per grant drawn from, in burn order.
+    pub changes: Vec<GrantChange>,
+    /// Made from the same plan as the changes.
+    pub explanation: Explanation,
+}
+
 /// Applies the customer's eligible credits to one invoice line, in burn-down order: one
 /// `credits_applied` entry per grant drawn from, each grant drained before the next. Returns
-/// one change per grant drawn from, in that order; their total is
-/// `min(amount_due, eligible remainder)`.
+/// one change per grant drawn from, in that order (their total is
+/// `min(amount_due, eligible remainder)`), with the explanation of each draw and skip.
 pub fn apply_to_line(
     grants: &[CreditGrant],
     command: &ApplyCredits,
     now: i64,
-) -> Result<Vec<GrantChange>> {
+) -> Result<LineApplication> {
     let line = command.line();
-    burn_down(
+    let plan = plan_burn_down(
         grants,
         &command.currency,
         &command.price,
         command.amount_due,
         now,
-    )
-    .into_iter()
-    .map(|(index, amount)| {
-        let mut change = GrantChange::start(&grants[index]);
-        change.write(
-            EntryType::CreditsApplied,
-            amount,
-            now,
-            now,
-            Some(line.clone()),
-        )?;
-        change.grant.updated = now;
-        Ok(change)
+    );
+    let changes = plan
+        .draws
+        .iter()
+        .map(|draw| {
+            let mut change = GrantChange::start(&grants[draw.index]);
+            change.write(
+                EntryType::CreditsApplied,
+                draw.amount,
+                now,
+                now,
+                Some(line.clone()),
+            )?;
+            change.grant.updated = now;
+            Ok(change)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(LineApplication {
+        changes,
+        explanation: Explanation::of(&plan, grants),
     })
-    .collect()
 }
 
 #[cfg(test)]
@@ -503,7 +518,9 @@ mod tests {
             amount_due: 45,
         })
         .unwrap();
-        let changes = apply_to_line(&[second, first], &command, 100).unwrap();
+        let changes = apply_to_line(&[second, first], &command, 100)
+            .unwrap()
+            .changes;
         let drawn: Vec<(&str, i64, i64)> = changes
             .iter()
             .map(|change| {

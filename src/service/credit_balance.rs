@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::{RequestContext, Services, idempotent_write, ledger, page_after_cursor};
 use crate::domain::credit_application::{
-    AppliedLine, ApplyCredits, CreditApplication, ReinstateCredits,
+    AppliedLine, ApplyCredits, CreditApplication, ExplainLine, ReinstateCredits,
 };
 use crate::domain::credit_balance_transaction::{
     CreditBalanceTransaction, CreditTransactionFilter,
@@ -152,12 +152,17 @@ impl Services {
                 return earlier_application(&tx, ctx, &command, existing).await;
             }
             let now = found.clock_time.unwrap_or(now);
-            let changes = apply_to_line(&found.grants, &command, now)?;
+            let application = apply_to_line(&found.grants, &command, now)?;
+            let changes = application.changes;
             let entries: Vec<CreditBalanceTransaction> = changes
                 .iter()
                 .flat_map(|change| ledger::entries_of(&ctx.tenant, &change.grant, &change.entries))
                 .collect();
-            let record = command.record(entries.iter().map(|entry| entry.amount).sum(), now);
+            let record = command.record(
+                entries.iter().map(|entry| entry.amount).sum(),
+                now,
+                application.explanation,
+            );
             let debits: Vec<_> = changes
                 .iter()
                 .map(|change| store::credit_balance_transactions::Draw {
@@ -176,6 +181,42 @@ impl Services {
             ledger::entries_written(&entries, &mut events)?;
             Ok(record.outcome(entries))
         })
+    }
+
+    /// The application of one invoice line as recorded: its entries and the stored explanation
+    /// of each draw and skip (exactly what `ApplyCredits` answered). `resource_missing` when no
+    /// credits were applied to that line for this customer.
+    pub async fn explain_application(
+        &self,
+        ctx: &RequestContext,
+        line: &ExplainLine,
+    ) -> Result<CreditApplication> {
+        let conn = self.db.reader();
+        let (customer_id, invoice, item) =
+            (line.customer_id(), line.invoice(), line.invoice_line_item());
+        if !store::customers::exists(conn, &ctx.tenant, customer_id).await? {
+            return Err(Error::no_such("customer", customer_id, "customer"));
+        }
+        let applied =
+            store::credit_balance_transactions::find_application(conn, &ctx.tenant, invoice, item)
+                .await?
+                .filter(|applied| applied.customer_id == customer_id)
+                .ok_or_else(|| {
+                    Error::resource_missing(
+                        "credit application",
+                        &format!("{invoice}/{item}"),
+                        "invoice_line_item",
+                    )
+                })?;
+        let entries = store::credit_balance_transactions::applied_to_line(
+            conn,
+            &ctx.tenant,
+            customer_id,
+            invoice,
+            item,
+        )
+        .await?;
+        Ok(applied.outcome(entries))
     }
 
     /// The invoice was voided: gives every amount applied to its lines back to the grant it

@@ -288,7 +288,12 @@ fn application_row(tenant: &Tenant, line: &AppliedLine) -> Result<application::M
         price: serde_json::to_string(&line.price).map_err(Error::internal)?,
         created: line.created,
         reinstated_at: line.reinstated_at,
-        explanation: None,
+        explanation: line
+            .explanation
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(Error::internal)?,
     })
 }
 
@@ -308,6 +313,12 @@ fn applied_line(row: application::Model) -> Result<AppliedLine> {
         applied: row.applied,
         created: row.created,
         reinstated_at: row.reinstated_at,
+        explanation: row
+            .explanation
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|error| stored("explanation", &error))?,
     })
 }
 
