@@ -560,6 +560,7 @@ on_every_backend! {
                 format!("UPDATE credit_balance_transactions SET amount = 200 WHERE id = '{entry}'"),
                 vec![
                     (kind::GRANT_REMAINING_MISMATCH, g1),
+                    (kind::RUNNING_REMAINDER_MISMATCH, g1),
                     (kind::APPLICATION_APPLIED_MISMATCH, in_a_il_2.as_str()),
                 ],
             ),
@@ -570,6 +571,7 @@ on_every_backend! {
                 vec![
                     (kind::GRANT_GRANTED_ENTRY, g1),
                     (kind::GRANT_REMAINING_MISMATCH, g1),
+                    (kind::RUNNING_REMAINDER_MISMATCH, g1),
                 ],
             ),
             (

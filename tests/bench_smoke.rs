@@ -101,7 +101,14 @@ fn check(lines: &[Value]) {
         .collect();
     assert_eq!(
         cases,
-        BTreeSet::from(["summary-small", "summary-big", "list-first", "list-deep"])
+        BTreeSet::from([
+            "summary-small",
+            "summary-big",
+            "as-of-small",
+            "as-of-big",
+            "list-first",
+            "list-deep"
+        ])
     );
 
     let ratios: BTreeSet<&str> = of_type("ratio")
@@ -115,6 +122,7 @@ fn check(lines: &[Value]) {
             "apply/db-insert",
             "hot/db-update",
             "history-summary-p50-big/small",
+            "history-as-of-p50-big/small",
             "history-list-p50-deep/first",
             "cbt-rest/cbt-grpc",
         ])

@@ -1118,7 +1118,7 @@ on_every_backend! {
 
         let negative = credits.balance.apply_credits(app.grpc(metered_line(&customer, USD, &invoice_id("bad"), "il_1", -1))).await;
         assert_code(negative, Code::InvalidArgument, "negative amount_due");
-        let no_filter = credits.balance.get_credit_balance_summary(app.grpc(proto::GetCreditBalanceSummaryRequest { customer: customer.clone(), filter: None })).await;
+        let no_filter = credits.balance.get_credit_balance_summary(app.grpc(proto::GetCreditBalanceSummaryRequest { customer: customer.clone(), filter: None, as_of: None })).await;
         assert_code(no_filter, Code::InvalidArgument, "summary without a filter");
 
         let unauthenticated = grants.create_credit_grant(tonic::Request::new(metered_grant(&customer, USD, 1000))).await;

@@ -414,6 +414,7 @@ async fn call(
         "ListCreditBalanceTransactions" => Balance.list_credit_balance_transactions(proto::ListCreditBalanceTransactionsRequest),
         "ApplyCredits" => Balance.apply_credits(proto::ApplyCreditsRequest),
         "ReinstateInvoiceCredits" => Balance.reinstate_invoice_credits(proto::ReinstateInvoiceCreditsRequest),
+        "ExplainApplication" => Balance.explain_application(proto::ExplainApplicationRequest),
         "CreateTestClock" => Clocks.create_test_clock(proto::CreateTestClockRequest),
         "GetTestClock" => Clocks.get_test_clock(proto::GetTestClockRequest),
         "ListTestClocks" => Clocks.list_test_clocks(proto::ListTestClocksRequest),

@@ -14,6 +14,7 @@ mod m20261130_000007_api_key_secrets;
 mod m20261130_000008_customer_deletion;
 mod m20261130_000009_events;
 mod m20261130_000010_webhooks;
+mod m20261130_000011_entry_running_remainder;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000008_customer_deletion::Migration),
             Box::new(m20261130_000009_events::Migration),
             Box::new(m20261130_000010_webhooks::Migration),
+            Box::new(m20261130_000011_entry_running_remainder::Migration),
         ]
     }
 }

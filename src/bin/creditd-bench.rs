@@ -759,6 +759,25 @@ fn ops(
                     Arc::new(scenarios::HistorySummary {
                         ctx: ctx.clone(),
                         customer: history.small_customer.clone(),
+                        as_of: false,
+                    }),
+                ),
+                case(
+                    "as-of-small",
+                    format!("summary as_of, {} ledger entries", history.small_entries),
+                    Arc::new(scenarios::HistorySummary {
+                        ctx: ctx.clone(),
+                        customer: history.small_customer.clone(),
+                        as_of: true,
+                    }),
+                ),
+                case(
+                    "as-of-big",
+                    format!("summary as_of, {} ledger entries", history.big_entries),
+                    Arc::new(scenarios::HistorySummary {
+                        ctx: ctx.clone(),
+                        customer: history.big_customer.clone(),
+                        as_of: true,
                     }),
                 ),
                 case(
@@ -767,6 +786,7 @@ fn ops(
                     Arc::new(scenarios::HistorySummary {
                         ctx: ctx.clone(),
                         customer: history.big_customer.clone(),
+                        as_of: false,
                     }),
                 ),
                 case(
@@ -967,6 +987,14 @@ fn report(
             p50(
                 find(Scenario::History, Some("summary-big")),
                 find(Scenario::History, Some("summary-small")),
+            ),
+        ),
+        (
+            "history-as-of-p50-big/small",
+            format!("summary as_of p50: {entries} ÷ {small} ledger entries"),
+            p50(
+                find(Scenario::History, Some("as-of-big")),
+                find(Scenario::History, Some("as-of-small")),
             ),
         ),
         (

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Currency;
 use super::credit_balance_transaction::CreditBalanceTransaction;
-use super::credit_grant::PriceRef;
+use super::credit_grant::{BurnKey, BurnPlan, CreditGrant, PriceRef, SkipReason};
 use super::ledger::InvoiceLine;
 use super::text::required_id;
 use crate::error::{Error, Result};
@@ -82,6 +82,94 @@ impl ReinstateCredits {
     }
 }
 
+/// Why each credit of an application was spent: made by [`Explanation::of`] from the same
+/// [`BurnPlan`] that decided the draws, and stored with the application.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Explanation {
+    /// One per grant drawn from, in burn order.
+    pub draws: Vec<DrawReason>,
+    /// Every grant of the customer that could not pay for the line, with why.
+    pub skipped: Vec<SkippedGrant>,
+}
+
+/// Why one grant was drawn from when it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrawReason {
+    pub credit_grant: String,
+    pub amount: i64,
+    /// 1-based position among the grants eligible for the line, in burn-down order.
+    pub rank: u32,
+    /// The next-ranked eligible grant, drawn from or not (`None` for the last eligible one).
+    pub next_credit_grant: Option<String>,
+    /// The burn-down key that put this grant before `next_credit_grant`.
+    pub decided_by: Option<BurnKey>,
+}
+
+/// A grant that could not pay for the line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedGrant {
+    pub credit_grant: String,
+    pub reason: SkipReason,
+}
+
+impl Explanation {
+    /// The explanation of `plan` over `grants` (the grants it was planned over).
+    pub fn of(plan: &BurnPlan, grants: &[CreditGrant]) -> Explanation {
+        let id = |index: usize| grants[index].id.clone();
+        Explanation {
+            draws: plan
+                .draws
+                .iter()
+                .map(|draw| DrawReason {
+                    credit_grant: id(draw.index),
+                    amount: draw.amount,
+                    rank: draw.rank,
+                    next_credit_grant: draw.before.map(|(next, _)| id(next)),
+                    decided_by: draw.before.map(|(_, key)| key),
+                })
+                .collect(),
+            skipped: plan
+                .skipped
+                .iter()
+                .map(|&(index, reason)| SkippedGrant {
+                    credit_grant: id(index),
+                    reason,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The invoice line whose application to explain: built only by [`ExplainLine::parse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExplainLine {
+    customer_id: String,
+    invoice: String,
+    invoice_line_item: String,
+}
+
+impl ExplainLine {
+    pub fn parse(customer: String, invoice: String, invoice_line_item: String) -> Result<Self> {
+        Ok(ExplainLine {
+            customer_id: required_id(Some(customer), "customer")?,
+            invoice: required_id(Some(invoice), "invoice")?,
+            invoice_line_item: required_id(Some(invoice_line_item), "invoice_line_item")?,
+        })
+    }
+
+    pub fn customer_id(&self) -> &str {
+        &self.customer_id
+    }
+
+    pub fn invoice(&self) -> &str {
+        &self.invoice
+    }
+
+    pub fn invoice_line_item(&self) -> &str {
+        &self.invoice_line_item
+    }
+}
+
 /// The record of credits applied to one invoice line: one per line, so a line is applied once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedLine {
@@ -95,6 +183,8 @@ pub struct AppliedLine {
     pub created: i64,
     /// When the line's credits were given back for a voided invoice.
     pub reinstated_at: Option<i64>,
+    /// Why each credit was spent; `None` for lines applied before explanations were stored.
+    pub explanation: Option<Explanation>,
 }
 
 impl AppliedLine {
@@ -131,8 +221,8 @@ impl ApplyCredits {
         }
     }
 
-    /// The line's record once `applied` was applied at `now`.
-    pub fn record(&self, applied: i64, now: i64) -> AppliedLine {
+    /// The line's record once `applied` was applied at `now`, for the reasons `explanation`.
+    pub fn record(&self, applied: i64, now: i64, explanation: Explanation) -> AppliedLine {
         AppliedLine {
             customer_id: self.customer_id.clone(),
             currency: self.currency.clone(),
@@ -143,6 +233,7 @@ impl ApplyCredits {
             price: self.price.clone(),
             created: now,
             reinstated_at: None,
+            explanation: Some(explanation),
         }
     }
 }
@@ -158,6 +249,7 @@ impl AppliedLine {
             amount_due: self.amount_due,
             applied: self.applied,
             entries,
+            explanation: self.explanation,
         }
     }
 }
@@ -173,6 +265,9 @@ pub struct CreditApplication {
     pub applied: i64,
     /// One `credits_applied` entry per grant drawn from, in burn order.
     pub entries: Vec<CreditBalanceTransaction>,
+    /// Why each credit was spent (`None` for lines applied before explanations were stored).
+    #[serde(default)]
+    pub explanation: Option<Explanation>,
 }
 
 impl CreditApplication {

@@ -69,6 +69,10 @@ pub struct CreditBalanceTransaction {
     pub invoice: Option<String>,
     pub invoice_line_item: Option<String>,
     pub test_clock: Option<String>,
+    /// The grant's remainder right after this entry (the running sum of the grant's entries in
+    /// ledger order: `created`, then ID). Not part of Stripe's object: it answers
+    /// "what was left at time T" in one lookup.
+    pub grant_remaining_after: i64,
 }
 
 /// Filters for listing credit balance transactions.

@@ -196,12 +196,32 @@ impl CreditGrant {
 
     /// Can pay for a line in `currency` with `price` at `now`.
     pub fn is_eligible(&self, currency: &Currency, price: &PriceRef, now: i64) -> bool {
-        &self.currency == currency
-            && self.is_effective(now)
-            && !self.is_expired(now)
-            && !self.is_voided()
-            && self.remaining > 0
-            && self.scope.applies_to(price)
+        self.ineligibility(currency, price, now).is_none()
+    }
+
+    /// Why this grant cannot pay for a line in `currency` with `price` at `now` (the first
+    /// reason that applies, in this order), or `None` when it can.
+    pub fn ineligibility(
+        &self,
+        currency: &Currency,
+        price: &PriceRef,
+        now: i64,
+    ) -> Option<SkipReason> {
+        if &self.currency != currency {
+            Some(SkipReason::OtherCurrency)
+        } else if self.is_voided() {
+            Some(SkipReason::Voided)
+        } else if self.is_expired(now) {
+            Some(SkipReason::Expired)
+        } else if !self.is_effective(now) {
+            Some(SkipReason::NotYetEffective)
+        } else if !self.scope.applies_to(price) {
+            Some(SkipReason::OutOfScope)
+        } else if self.remaining <= 0 {
+            Some(SkipReason::Exhausted)
+        } else {
+            None
+        }
     }
 
     /// The remainder that has expired but whose `credits_expired` entry is not written yet.
@@ -228,6 +248,25 @@ impl CreditGrant {
             )));
         }
         Ok(())
+    }
+
+    /// This grant as it stood at `as_of` (recording time), given `remaining_at`: its running
+    /// remainder after its last entry recorded at or before `as_of` (`None` when it had none).
+    /// `None` when the grant was created after `as_of` (it did not exist yet). A void or a
+    /// recorded expiry counts from the moment it was recorded; the expiry time is the grant's
+    /// current `expires_at` (its history is not stored: see the README's "Balance at any
+    /// moment"), so a grant whose `expires_at` had passed by `as_of` but whose
+    /// `credits_expired` entry was recorded later is lapsed-but-unswept at `as_of`, exactly as
+    /// [`summarize`] treats such a grant now. [`summarize`] turns these states into balances.
+    pub fn state_at(&self, remaining_at: Option<i64>, as_of: i64) -> Option<CreditGrant> {
+        if self.created > as_of {
+            return None;
+        }
+        let mut state = self.clone();
+        state.remaining = remaining_at.unwrap_or(0);
+        state.voided_at = self.voided_at.filter(|at| *at <= as_of);
+        state.expiry_recorded_at = self.expiry_recorded_at.filter(|at| *at <= as_of);
+        Some(state)
     }
 
     /// Takes `amount` out of the remainder.
@@ -262,27 +301,160 @@ impl CreditGrant {
     }
 }
 
+/// Why a grant could not pay for an invoice line. (A `held` reason belongs here once holds
+/// exist.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// The grant is in another currency than the line.
+    OtherCurrency,
+    Voided,
+    /// Past its `expires_at` (whether or not its `credits_expired` entry is written yet).
+    Expired,
+    /// Its `effective_at` has not come yet.
+    NotYetEffective,
+    /// Its scope does not cover the line's price.
+    OutOfScope,
+    /// Nothing left.
+    Exhausted,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::OtherCurrency => "other_currency",
+            SkipReason::Voided => "voided",
+            SkipReason::Expired => "expired",
+            SkipReason::NotYetEffective => "not_yet_effective",
+            SkipReason::OutOfScope => "out_of_scope",
+            SkipReason::Exhausted => "exhausted",
+        }
+    }
+}
+
+/// The keys of the burn-down order, in the order [`burn_order_decided`] compares them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BurnKey {
+    /// `priority` ascending.
+    Priority,
+    /// The soonest `expires_at`, never-expiring last.
+    ExpiresAt,
+    /// `promotional` before `paid`.
+    Category,
+    /// The earliest `effective_at`.
+    EffectiveAt,
+    /// Creation order (`created`, then the time-ordered ID).
+    Created,
+}
+
+impl BurnKey {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BurnKey::Priority => "priority",
+            BurnKey::ExpiresAt => "expires_at",
+            BurnKey::Category => "category",
+            BurnKey::EffectiveAt => "effective_at",
+            BurnKey::Created => "created",
+        }
+    }
+}
+
 /// The documented burn-down order: priority ascending (0 first), then the soonest
 /// `expires_at` (never-expiring last), then promotional before paid, then the earliest
-/// `effective_at`, then creation order (the time-ordered ID breaks the final tie).
-pub fn burn_order(a: &CreditGrant, b: &CreditGrant) -> Ordering {
+/// `effective_at`, then creation order (the time-ordered ID breaks the final tie). Also says
+/// which key decided: the first that differs ([`BurnKey::Created`] when none does). The one
+/// definition of the order: [`burn_order`] and every explanation of a draw come from here.
+pub fn burn_order_decided(a: &CreditGrant, b: &CreditGrant) -> (Ordering, BurnKey) {
     let expiry = |grant: &CreditGrant| grant.expires_at.unwrap_or(i64::MAX);
     let category = |grant: &CreditGrant| match grant.category {
         Category::Promotional => 0,
         Category::Paid => 1,
     };
-    a.priority
-        .cmp(&b.priority)
-        .then(expiry(a).cmp(&expiry(b)))
-        .then(category(a).cmp(&category(b)))
-        .then(a.effective_at.cmp(&b.effective_at))
-        .then(a.created.cmp(&b.created))
-        .then(a.id.cmp(&b.id))
+    let keys = [
+        (BurnKey::Priority, a.priority.cmp(&b.priority)),
+        (BurnKey::ExpiresAt, expiry(a).cmp(&expiry(b))),
+        (BurnKey::Category, category(a).cmp(&category(b))),
+        (BurnKey::EffectiveAt, a.effective_at.cmp(&b.effective_at)),
+        (
+            BurnKey::Created,
+            a.created.cmp(&b.created).then(a.id.cmp(&b.id)),
+        ),
+    ];
+    keys.into_iter()
+        .find(|(_, ordering)| ordering.is_ne())
+        .map_or((Ordering::Equal, BurnKey::Created), |(key, ordering)| {
+            (ordering, key)
+        })
 }
 
-/// How much to draw from which grant to pay `amount_due`: eligible grants in burn order, each
-/// drained before the next. Returns `(grant index, amount)` pairs; their sum is
-/// `min(amount_due, total eligible remainder)`.
+/// [`burn_order_decided`] without the deciding key.
+pub fn burn_order(a: &CreditGrant, b: &CreditGrant) -> Ordering {
+    burn_order_decided(a, b).0
+}
+
+/// One draw of a [`BurnPlan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedDraw {
+    /// The grant's index in the grants given.
+    pub index: usize,
+    pub amount: i64,
+    /// 1-based position among the grants eligible for the line, in burn-down order.
+    pub rank: u32,
+    /// The next-ranked eligible grant (drawn or not) and the key that put this one before
+    /// it; `None` for the last eligible grant.
+    pub before: Option<(usize, BurnKey)>,
+}
+
+/// How to pay an amount from a customer's grants, and why: the draws in burn order, and every
+/// grant that could not pay with its reason.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BurnPlan {
+    pub draws: Vec<PlannedDraw>,
+    /// `(grant index, reason)`, in the order the grants were given.
+    pub skipped: Vec<(usize, SkipReason)>,
+}
+
+/// How much to draw from which grant to pay `amount_due`, and why: eligible grants in burn
+/// order, each drained before the next; their sum is `min(amount_due, total eligible
+/// remainder)`.
+pub fn plan_burn_down(
+    grants: &[CreditGrant],
+    currency: &Currency,
+    price: &PriceRef,
+    amount_due: i64,
+    now: i64,
+) -> BurnPlan {
+    let mut plan = BurnPlan::default();
+    let mut order = Vec::with_capacity(grants.len());
+    for (index, grant) in grants.iter().enumerate() {
+        match grant.ineligibility(currency, price, now) {
+            None => order.push(index),
+            Some(reason) => plan.skipped.push((index, reason)),
+        }
+    }
+    order.sort_by(|&a, &b| burn_order(&grants[a], &grants[b]));
+    let mut left = amount_due.max(0);
+    for (position, &index) in order.iter().enumerate() {
+        if left == 0 {
+            break;
+        }
+        let take = grants[index].remaining.min(left);
+        let before = order
+            .get(position + 1)
+            .map(|&next| (next, burn_order_decided(&grants[index], &grants[next]).1));
+        plan.draws.push(PlannedDraw {
+            index,
+            amount: take,
+            rank: u32::try_from(position + 1).unwrap_or(u32::MAX),
+            before,
+        });
+        left -= take;
+    }
+    plan
+}
+
+/// The draws of [`plan_burn_down`]: `(grant index, amount)` pairs.
 pub fn burn_down(
     grants: &[CreditGrant],
     currency: &Currency,
@@ -290,21 +462,11 @@ pub fn burn_down(
     amount_due: i64,
     now: i64,
 ) -> Vec<(usize, i64)> {
-    let mut order: Vec<usize> = (0..grants.len())
-        .filter(|&index| grants[index].is_eligible(currency, price, now))
-        .collect();
-    order.sort_by(|&a, &b| burn_order(&grants[a], &grants[b]));
-    let mut left = amount_due.max(0);
-    let mut draws = Vec::new();
-    for index in order {
-        if left == 0 {
-            break;
-        }
-        let take = grants[index].remaining.min(left);
-        draws.push((index, take));
-        left -= take;
-    }
-    draws
+    plan_burn_down(grants, currency, price, amount_due, now)
+        .draws
+        .into_iter()
+        .map(|draw| (draw.index, draw.amount))
+        .collect()
 }
 
 /// What a summary is filtered by.
@@ -385,6 +547,9 @@ impl SummaryFilter {
 pub struct SummaryQuery {
     customer_id: String,
     filter: SummaryFilter,
+    /// The balances as they stood at this moment (recording time; see
+    /// [`CreditGrant::state_at`]) instead of now.
+    as_of: Option<i64>,
 }
 
 impl SummaryQuery {
@@ -397,7 +562,36 @@ impl SummaryQuery {
         Ok(SummaryQuery {
             customer_id,
             filter: SummaryFilter::parse(filter)?,
+            as_of: None,
         })
+    }
+
+    /// The same query as of `as_of` (a Unix time, not negative), or now for `None`.
+    pub fn at(self, as_of: Option<i64>) -> Result<SummaryQuery> {
+        if as_of.is_some_and(|at| at < 0) {
+            return Err(Error::invalid_param(
+                "as_of",
+                "Invalid as_of: must be a Unix timestamp.",
+            ));
+        }
+        Ok(SummaryQuery { as_of, ..self })
+    }
+
+    pub fn as_of(&self) -> Option<i64> {
+        self.as_of
+    }
+
+    /// The moment the summary describes: `as_of`, or `now`. An `as_of` after the customer's
+    /// `now` is refused: what the ledger will know then is not known yet.
+    pub fn moment(&self, now: i64) -> Result<i64> {
+        match self.as_of {
+            Some(as_of) if as_of > now => Err(Error::invalid_param(
+                "as_of",
+                format!("Invalid as_of: {as_of} is after the customer's current time {now}."),
+            )),
+            Some(as_of) => Ok(as_of),
+            None => Ok(now),
+        }
     }
 
     /// From an already parsed filter (the customer is still checked).
@@ -405,6 +599,7 @@ impl SummaryQuery {
         Ok(SummaryQuery {
             customer_id: required_id(Some(customer.to_string()), "customer")?,
             filter,
+            as_of: None,
         })
     }
 
@@ -751,6 +946,43 @@ mod tests {
     }
 
     #[test]
+    fn the_comparator_names_the_first_key_that_differs() {
+        let base = grant("a", 50, Some(5_000), Category::Paid, 100, 10, 5);
+        let with = |change: fn(&mut CreditGrant)| {
+            let mut other = base.clone();
+            other.id = "b".into();
+            change(&mut other);
+            burn_order_decided(&base, &other)
+        };
+        assert_eq!(
+            with(|g| g.priority = 60),
+            (Ordering::Less, BurnKey::Priority)
+        );
+        assert_eq!(
+            with(|g| g.expires_at = None),
+            (Ordering::Less, BurnKey::ExpiresAt)
+        );
+        assert_eq!(
+            with(|g| g.category = Category::Promotional),
+            (Ordering::Greater, BurnKey::Category)
+        );
+        assert_eq!(
+            with(|g| g.effective_at = 50),
+            (Ordering::Greater, BurnKey::EffectiveAt)
+        );
+        assert_eq!(with(|g| g.created = 20), (Ordering::Less, BurnKey::Created));
+        assert_eq!(
+            with(|_| {}),
+            (Ordering::Less, BurnKey::Created),
+            "the ID breaks the tie"
+        );
+        assert_eq!(
+            burn_order_decided(&base, &base),
+            (Ordering::Equal, BurnKey::Created)
+        );
+    }
+
+    #[test]
     fn each_grant_is_drained_before_the_next() {
         let grants = [
             grant("a", 1, None, Category::Paid, 0, 0, 30),
@@ -805,6 +1037,50 @@ mod tests {
         assert_eq!(after_sweep[0].ledger, after_sweep[0].available);
         let one = summarize(&grants, &SummaryFilter::CreditGrant("lapsed".into()), 1_000);
         assert_eq!(one[0].ledger, 40);
+    }
+
+    #[test]
+    fn a_grant_as_of_a_moment_is_what_was_recorded_by_then() {
+        let mut g = grant("g", 50, Some(800), Category::Paid, 100, 100, 0);
+        g.amount = 90;
+        g.voided_at = Some(600);
+        assert_eq!(g.state_at(Some(90), 99), None, "not created yet");
+        let before_void = g.state_at(Some(40), 500).unwrap();
+        assert_eq!((before_void.remaining, before_void.voided_at), (40, None));
+        let after_void = g.state_at(Some(0), 600).unwrap();
+        assert_eq!(after_void.voided_at, Some(600));
+        // An expiry recorded late: lapsed but unswept in between, as the live summary has it.
+        let mut lapsing = grant("l", 50, Some(300), Category::Paid, 0, 0, 0);
+        lapsing.amount = 70;
+        lapsing.expiry_recorded_at = Some(400);
+        let unswept = lapsing.state_at(Some(70), 350).unwrap();
+        assert_eq!(unswept.expiry_recorded_at, None);
+        let all = SummaryFilter::ApplicabilityScope(Scope::Metered);
+        let at_350 = summarize(&[unswept], &all, 350);
+        assert_eq!((at_350[0].ledger, at_350[0].available), (70, 0));
+        let swept = lapsing.state_at(Some(0), 400).unwrap();
+        assert_eq!(swept.expiry_recorded_at, Some(400));
+        // No entry by then: nothing left.
+        assert_eq!(lapsing.state_at(None, 10).unwrap().remaining, 0);
+    }
+
+    #[test]
+    fn as_of_is_refused_after_now() {
+        let query = SummaryQuery::parse(
+            Some("cus_1".into()),
+            Some(SummaryFilterFields {
+                kind: Some("credit_grant".into()),
+                credit_grant: Some("g".into()),
+                applicability_scope: None,
+            }),
+        )
+        .unwrap();
+        assert_eq!(query.moment(50).unwrap(), 50);
+        let past = query.clone().at(Some(40)).unwrap();
+        assert_eq!(past.moment(50).unwrap(), 40);
+        let error = query.clone().at(Some(60)).unwrap().moment(50).unwrap_err();
+        assert_eq!(error.param.as_deref(), Some("as_of"));
+        assert!(query.at(Some(-1)).is_err());
     }
 
     #[test]
@@ -966,6 +1242,23 @@ mod tests {
             for pair in draws.windows(2) {
                 prop_assert_ne!(burn_order(&grants[pair[0].0], &grants[pair[1].0]), Ordering::Greater);
             }
+            // The plan explains itself with the same comparator: each draw comes before the
+            // next eligible grant by the key named, every key before it ties, and every grant
+            // not eligible is skipped with the reason that keeps it out.
+            let plan = plan_burn_down(&grants, &usd(), &metered(), amount_due, now);
+            for (rank, draw) in plan.draws.iter().enumerate() {
+                prop_assert_eq!(draw.rank as usize, rank + 1);
+                if let Some((next, key)) = draw.before {
+                    prop_assert_eq!(burn_order_decided(&grants[draw.index], &grants[next]), (Ordering::Less, key));
+                }
+            }
+            for (index, reason) in &plan.skipped {
+                prop_assert_eq!(grants[*index].ineligibility(&usd(), &metered(), now), Some(*reason));
+            }
+            prop_assert_eq!(
+                plan.skipped.len(),
+                grants.iter().filter(|g| !g.is_eligible(&usd(), &metered(), now)).count()
+            );
         }
 
         #[test]

@@ -16,10 +16,10 @@
 //! recorded — by the sweeper, shortly after; by a test-clock advance, which passes through
 //! each moment in order, exactly at `expires_at`.
 
-use super::credit_application::ApplyCredits;
+use super::credit_application::{ApplyCredits, Explanation};
 use super::credit_balance_transaction::EntryType;
 use super::credit_grant::{
-    CreateCreditGrant, CreditGrant, UpdateCreditGrant, burn_down, check_expiry_after,
+    CreateCreditGrant, CreditGrant, UpdateCreditGrant, check_expiry_after, plan_burn_down,
 };
 use crate::error::Result;
 
@@ -39,6 +39,10 @@ pub struct EntryDraft {
     pub created: i64,
     pub effective_at: i64,
     pub invoice_line: Option<InvoiceLine>,
+    /// The grant's remainder right after this entry: the running sum of the grant's entries in
+    /// ledger order (`created`, then ID), stored with the entry so a balance at any moment is
+    /// one lookup (see [`crate::domain::credit_grant::state_at`]).
+    pub remaining_after: i64,
 }
 
 /// The outcome of one lifecycle step on one grant: its new state, the remainder it had
@@ -81,6 +85,7 @@ impl GrantChange {
             created,
             effective_at,
             invoice_line,
+            remaining_after: self.grant.remaining,
         });
         Ok(())
     }
@@ -154,6 +159,7 @@ impl CreditGrant {
                 created: new.now,
                 effective_at,
                 invoice_line: None,
+                remaining_after: grant.remaining,
             }],
             previous_remaining: grant.remaining,
             grant,
@@ -242,7 +248,9 @@ pub fn lapse_until(grants: &[CreditGrant], target: i64) -> Result<Vec<GrantChang
     due.sort_by(|a, b| a.expires_at.cmp(&b.expires_at).then(a.id.cmp(&b.id)));
     let mut changes = Vec::with_capacity(due.len());
     for grant in due {
-        let at = grant.expires_at.unwrap_or(target);
+        // Never before the grant existed (a grant can be created already lapsed): a grant's
+        // entries are in `created` order, which the running remainders follow.
+        let at = grant.expires_at.unwrap_or(target).max(grant.created);
         if let Some(change) = grant.record_lapsed_expiry(at)? {
             changes.push(change);
         }
@@ -250,37 +258,52 @@ pub fn lapse_until(grants: &[CreditGrant], target: i64) -> Result<Vec<GrantChang
     Ok(changes)
 }
 
+/// What applying credits to one line changes, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineApplication {
+    /// One change per grant drawn from, in burn order.
+    pub changes: Vec<GrantChange>,
+    /// Made from the same plan as the changes.
+    pub explanation: Explanation,
+}
+
 /// Applies the customer's eligible credits to one invoice line, in burn-down order: one
 /// `credits_applied` entry per grant drawn from, each grant drained before the next. Returns
-/// one change per grant drawn from, in that order; their total is
-/// `min(amount_due, eligible remainder)`.
+/// one change per grant drawn from, in that order (their total is
+/// `min(amount_due, eligible remainder)`), with the explanation of each draw and skip.
 pub fn apply_to_line(
     grants: &[CreditGrant],
     command: &ApplyCredits,
     now: i64,
-) -> Result<Vec<GrantChange>> {
+) -> Result<LineApplication> {
     let line = command.line();
-    burn_down(
+    let plan = plan_burn_down(
         grants,
         &command.currency,
         &command.price,
         command.amount_due,
         now,
-    )
-    .into_iter()
-    .map(|(index, amount)| {
-        let mut change = GrantChange::start(&grants[index]);
-        change.write(
-            EntryType::CreditsApplied,
-            amount,
-            now,
-            now,
-            Some(line.clone()),
-        )?;
-        change.grant.updated = now;
-        Ok(change)
+    );
+    let changes = plan
+        .draws
+        .iter()
+        .map(|draw| {
+            let mut change = GrantChange::start(&grants[draw.index]);
+            change.write(
+                EntryType::CreditsApplied,
+                draw.amount,
+                now,
+                now,
+                Some(line.clone()),
+            )?;
+            change.grant.updated = now;
+            Ok(change)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(LineApplication {
+        changes,
+        explanation: Explanation::of(&plan, grants),
     })
-    .collect()
 }
 
 #[cfg(test)]
@@ -417,6 +440,33 @@ mod tests {
     }
 
     #[test]
+    fn every_entry_carries_the_remainder_it_leaves() {
+        let change = grant("g", 30, None).reinstate(50, line(), 1_000).unwrap();
+        assert_eq!(change.entries[0].remaining_after, 80);
+        let mut voided = grant("v", 0, None);
+        voided.voided_at = Some(10);
+        let change = voided.reinstate(50, line(), 1_000).unwrap();
+        let after: Vec<i64> = change.entries.iter().map(|e| e.remaining_after).collect();
+        assert_eq!(after, [50, 0]);
+    }
+
+    #[test]
+    fn a_clock_never_dates_a_lapse_before_its_grant_was_created() {
+        // Created at 700 already past its expiry at 300 (effective_at can be in the past).
+        let mut late = grant("late", 40, Some(300));
+        late.created = 700;
+        let changes = lapse_until(&[late], 1_000).unwrap();
+        assert_eq!(
+            (
+                changes[0].entries[0].created,
+                changes[0].entries[0].effective_at
+            ),
+            (700, 300)
+        );
+        assert_eq!(changes[0].grant.expiry_recorded_at, Some(700));
+    }
+
+    #[test]
     fn reinstating_onto_a_live_grant_gives_the_credits_back() {
         let change = grant("g", 30, None).reinstate(50, line(), 1_000).unwrap();
         assert_eq!(change.grant.remaining, 80);
@@ -468,7 +518,9 @@ mod tests {
             amount_due: 45,
         })
         .unwrap();
-        let changes = apply_to_line(&[second, first], &command, 100).unwrap();
+        let changes = apply_to_line(&[second, first], &command, 100)
+            .unwrap()
+            .changes;
         let drawn: Vec<(&str, i64, i64)> = changes
             .iter()
             .map(|change| {

@@ -8,7 +8,9 @@ use super::proto::{
     self, credit_balance_service_server::CreditBalanceService,
     credit_grant_service_server::CreditGrantService,
 };
-use crate::domain::credit_application::{ApplyCredits, ApplyFields, ReinstateCredits};
+use crate::domain::credit_application::{
+    ApplyCredits, ApplyFields, ExplainLine, Explanation, ReinstateCredits,
+};
 use crate::domain::credit_balance_transaction::CreditTransactionFilter;
 use crate::domain::credit_grant::{
     CreateCreditGrant, GrantFields, ScopeFields, SummaryFilterFields, SummaryQuery,
@@ -183,7 +185,8 @@ impl CreditBalanceService for CreditBalanceApi {
         let query = SummaryQuery::parse(
             Some(message.customer),
             summary_filter_fields(message.filter),
-        )?;
+        )?
+        .at(message.as_of)?;
         let balances = self.services.credit_balance_summary(&ctx, &query).await?;
         Ok(Response::new(proto::CreditBalanceSummary {
             object: "billing.credit_balance_summary".to_string(),
@@ -252,6 +255,29 @@ impl CreditBalanceService for CreditBalanceApi {
             remaining_amount_due: application.remaining_due(),
             currency: application.currency.to_string(),
             entries: application.entries.into_iter().map(Into::into).collect(),
+            explanation: application.explanation.map(explanation),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn explain_application(
+        &self,
+        request: Request<proto::ExplainApplicationRequest>,
+    ) -> Result<Response<proto::ExplainApplicationResponse>, Status> {
+        let ctx = context(&self.services, &request).await?;
+        let message = request.into_inner();
+        let line =
+            ExplainLine::parse(message.customer, message.invoice, message.invoice_line_item)?;
+        let application = self.services.explain_application(&ctx, &line).await?;
+        Ok(Response::new(proto::ExplainApplicationResponse {
+            customer: application.customer_id,
+            invoice: application.invoice,
+            invoice_line_item: application.invoice_line_item,
+            currency: application.currency.to_string(),
+            amount_due: application.amount_due,
+            applied: application.applied,
+            entries: application.entries.into_iter().map(Into::into).collect(),
+            explanation: application.explanation.map(explanation),
         }))
     }
 
@@ -271,5 +297,30 @@ impl CreditBalanceService for CreditBalanceApi {
             reinstated: reinstatement.reinstated,
             entries: reinstatement.entries.into_iter().map(Into::into).collect(),
         }))
+    }
+}
+
+/// The message form of an application's explanation.
+fn explanation(explanation: Explanation) -> proto::ApplicationExplanation {
+    proto::ApplicationExplanation {
+        draws: explanation
+            .draws
+            .into_iter()
+            .map(|draw| proto::CreditDraw {
+                credit_grant: draw.credit_grant,
+                amount: draw.amount,
+                rank: draw.rank,
+                next_credit_grant: draw.next_credit_grant,
+                decided_by: draw.decided_by.map(|key| key.as_str().to_string()),
+            })
+            .collect(),
+        skipped: explanation
+            .skipped
+            .into_iter()
+            .map(|skipped| proto::SkippedCreditGrant {
+                credit_grant: skipped.credit_grant,
+                reason: skipped.reason.as_str().to_string(),
+            })
+            .collect(),
     }
 }

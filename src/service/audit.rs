@@ -36,6 +36,9 @@ pub mod kind {
     pub const GRANT_REMAINING_OUT_OF_RANGE: &str = "grant_remaining_out_of_range";
     /// A voided grant, or one whose expiry was recorded, still has credits left.
     pub const GRANT_WRITTEN_OFF_NOT_ZERO: &str = "grant_written_off_not_zero";
+    /// A credit entry's `grant_remaining_after` is not the sum of its grant's entries up to it
+    /// (reported once per grant, at the first entry that differs).
+    pub const RUNNING_REMAINDER_MISMATCH: &str = "running_remainder_mismatch";
     /// A credit entry's customer, currency, account or mode differs from its grant's.
     pub const GRANT_ENTRY_MISMATCH: &str = "grant_entry_mismatch";
     /// A credit application's `applied` is not the sum of the line's `credits_applied` entries.
@@ -171,6 +174,9 @@ async fn audit_in(tx: &store::Transaction, scope: Option<&Tenant>) -> Result<Aud
     }
     for grant in rows::grant_differences(tx, scope).await? {
         grant_findings(&grant, &mut findings);
+    }
+    for entry in rows::running_remainder_differences(tx, scope).await? {
+        findings.push(running_remainder_finding(&entry));
     }
     for entry in rows::foreign_entries(tx, scope).await? {
         findings.push(foreign_entry_finding(&entry));
@@ -409,6 +415,27 @@ fn grant_findings(grant: &rows::GrantDifference, findings: &mut Vec<Finding>) {
             ),
         ));
     }
+}
+
+fn running_remainder_finding(entry: &rows::RunningRemainderDifference) -> Finding {
+    let stored = entry
+        .stored
+        .map_or_else(|| "none".to_string(), |stored| stored.to_string());
+    let later = match entry.differing {
+        1 => String::new(),
+        n => format!(" ({} later entries differ too)", n - 1),
+    };
+    Finding::new(
+        kind::RUNNING_REMAINDER_MISMATCH,
+        entry.credit_grant_id.clone(),
+        entry.expected,
+        stored.clone(),
+        format!(
+            "entry {} of customer {} stores the grant's remainder after it as {stored}, but the \
+             grant's entries up to it sum to {}{later}",
+            entry.id, entry.customer_id, entry.expected
+        ),
+    )
 }
 
 fn foreign_entry_finding(entry: &rows::ForeignEntry) -> Finding {

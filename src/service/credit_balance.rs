@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::{RequestContext, Services, idempotent_write, ledger, page_after_cursor};
 use crate::domain::credit_application::{
-    AppliedLine, ApplyCredits, CreditApplication, ReinstateCredits,
+    AppliedLine, ApplyCredits, CreditApplication, ExplainLine, ReinstateCredits,
 };
 use crate::domain::credit_balance_transaction::{
     CreditBalanceTransaction, CreditTransactionFilter,
@@ -27,25 +27,53 @@ pub struct Reinstatement {
 
 impl Services {
     /// One balance per currency of the customer's grants matching `filter`, computed from
-    /// the grants' materialized remainders (O(grants), not O(history)).
+    /// the grants' materialized remainders (O(grants), not O(history)). With `as_of`, from each
+    /// grant's state at that moment: its stored running remainder after its last entry
+    /// recorded by then (one index lookup per grant, still not O(history)).
     pub async fn credit_balance_summary(
         &self,
         ctx: &RequestContext,
         query: &SummaryQuery,
     ) -> Result<Vec<CurrencyBalance>> {
         let (customer_id, filter) = (query.customer_id(), query.filter());
-        let found =
-            store::credit_grants::customer_grants(self.db.reader(), &ctx.tenant, customer_id, None)
+        let missing = || Error::no_such("customer", customer_id, "customer");
+        let conn = self.db.reader();
+        let (found, remaining_at) = match query.as_of() {
+            None => (
+                store::credit_grants::customer_grants(conn, &ctx.tenant, customer_id, None)
+                    .await?
+                    .ok_or_else(missing)?,
+                None,
+            ),
+            Some(as_of) => {
+                let (found, remaining_at) = store::credit_grants::customer_grants_as_of(
+                    conn,
+                    &ctx.tenant,
+                    customer_id,
+                    as_of,
+                )
                 .await?
-                .ok_or_else(|| Error::no_such("customer", customer_id, "customer"))?;
+                .ok_or_else(missing)?;
+                (found, Some(remaining_at))
+            }
+        };
         let now = found.clock_time.unwrap_or_else(|| self.clock.now());
+        let moment = query.moment(now)?;
         let grants = found.grants;
         if let SummaryFilter::CreditGrant(id) = filter
             && !grants.iter().any(|grant| &grant.id == id)
         {
             return Err(Error::no_such("credit grant", id, "filter[credit_grant]"));
         }
-        Ok(summarize(&grants, filter, now))
+        let grants: Vec<CreditGrant> = match remaining_at {
+            None => grants,
+            Some(remaining_at) => grants
+                .iter()
+                .zip(remaining_at)
+                .filter_map(|(grant, remaining)| grant.state_at(remaining, moment))
+                .collect(),
+        };
+        Ok(summarize(&grants, filter, moment))
     }
 
     pub async fn get_credit_balance_transaction(
@@ -124,12 +152,17 @@ impl Services {
                 return earlier_application(&tx, ctx, &command, existing).await;
             }
             let now = found.clock_time.unwrap_or(now);
-            let changes = apply_to_line(&found.grants, &command, now)?;
+            let application = apply_to_line(&found.grants, &command, now)?;
+            let changes = application.changes;
             let entries: Vec<CreditBalanceTransaction> = changes
                 .iter()
                 .flat_map(|change| ledger::entries_of(&ctx.tenant, &change.grant, &change.entries))
                 .collect();
-            let record = command.record(entries.iter().map(|entry| entry.amount).sum(), now);
+            let record = command.record(
+                entries.iter().map(|entry| entry.amount).sum(),
+                now,
+                application.explanation,
+            );
             let debits: Vec<_> = changes
                 .iter()
                 .map(|change| store::credit_balance_transactions::Draw {
@@ -148,6 +181,42 @@ impl Services {
             ledger::entries_written(&entries, &mut events)?;
             Ok(record.outcome(entries))
         })
+    }
+
+    /// The application of one invoice line as recorded: its entries and the stored explanation
+    /// of each draw and skip (exactly what `ApplyCredits` answered). `resource_missing` when no
+    /// credits were applied to that line for this customer.
+    pub async fn explain_application(
+        &self,
+        ctx: &RequestContext,
+        line: &ExplainLine,
+    ) -> Result<CreditApplication> {
+        let conn = self.db.reader();
+        let (customer_id, invoice, item) =
+            (line.customer_id(), line.invoice(), line.invoice_line_item());
+        if !store::customers::exists(conn, &ctx.tenant, customer_id).await? {
+            return Err(Error::no_such("customer", customer_id, "customer"));
+        }
+        let applied =
+            store::credit_balance_transactions::find_application(conn, &ctx.tenant, invoice, item)
+                .await?
+                .filter(|applied| applied.customer_id == customer_id)
+                .ok_or_else(|| {
+                    Error::resource_missing(
+                        "credit application",
+                        &format!("{invoice}/{item}"),
+                        "invoice_line_item",
+                    )
+                })?;
+        let entries = store::credit_balance_transactions::applied_to_line(
+            conn,
+            &ctx.tenant,
+            customer_id,
+            invoice,
+            item,
+        )
+        .await?;
+        Ok(applied.outcome(entries))
     }
 
     /// The invoice was voided: gives every amount applied to its lines back to the grant it

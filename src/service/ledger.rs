@@ -39,6 +39,7 @@ pub(crate) fn entries_of(
                 .as_ref()
                 .map(|line| line.invoice_line_item.clone()),
             test_clock: grant.test_clock.clone(),
+            grant_remaining_after: draft.remaining_after,
         })
         .collect()
 }

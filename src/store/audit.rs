@@ -105,6 +105,22 @@ pub struct GrantDifference {
     pub granted_amount: i64,
 }
 
+/// The first entry of a grant (in ledger order) whose stored running remainder is not the
+/// prefix sum of the grant's entries up to and including it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningRemainderDifference {
+    pub credit_grant_id: String,
+    pub customer_id: String,
+    /// The first entry that disagrees.
+    pub id: String,
+    /// What is stored (`None`: nothing).
+    pub stored: Option<i64>,
+    /// The prefix sum.
+    pub expected: i64,
+    /// How many of the grant's entries disagree.
+    pub differing: i64,
+}
+
 /// A credit balance transaction that disagrees with its grant about whose and which money it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForeignEntry {
@@ -412,6 +428,53 @@ pub async fn grant_differences(
                 ledger_remaining: get(row, "ledger_remaining")?,
                 granted_entries: get(row, "granted_entries")?,
                 granted_amount: get(row, "granted_amount")?,
+            })
+        })
+        .collect()
+}
+
+/// Per grant, the first entry whose `grant_remaining_after` is missing or is not the signed sum
+/// of the grant's entries up to and including it, in ledger order (the order the summary's
+/// `as_of` reads them in).
+pub async fn running_remainder_differences(
+    conn: &impl Connection,
+    scope: Option<&Tenant>,
+) -> Result<Vec<RunningRemainderDifference>> {
+    let mut query = Query::new(scope);
+    let order = super::credit_balance_transactions::ledger_order("e");
+    let sql = format!(
+        "SELECT credit_grant_id, customer_id, id, stored, expected, differing \
+         FROM ( \
+           SELECT r.credit_grant_id, r.customer_id, r.id, r.stored, r.expected, \
+             ROW_NUMBER() OVER (PARTITION BY r.credit_grant_id ORDER BY r.created, r.id) AS nth, \
+             COUNT(*) OVER (PARTITION BY r.credit_grant_id) AS differing \
+           FROM ( \
+             SELECT e.id, e.credit_grant_id, e.customer_id, e.created, \
+               e.grant_remaining_after AS stored, \
+               CAST(SUM({signed_amount}) OVER (PARTITION BY e.credit_grant_id ORDER BY {order} \
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS BIGINT) AS expected \
+             FROM credit_balance_transactions e \
+             JOIN credit_grants g ON g.id = e.credit_grant_id \
+             WHERE {} \
+           ) r \
+           WHERE r.stored IS NULL OR r.stored <> r.expected \
+         ) d \
+         WHERE nth = 1 \
+         ORDER BY credit_grant_id",
+        query.tenant("g"),
+        signed_amount = SIGNED_CREDIT_AMOUNT.as_str(),
+    );
+    all(conn, query.statement(conn, sql))
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(RunningRemainderDifference {
+                credit_grant_id: get(row, "credit_grant_id")?,
+                customer_id: get(row, "customer_id")?,
+                id: get(row, "id")?,
+                stored: get(row, "stored")?,
+                expected: get(row, "expected")?,
+                differing: get(row, "differing")?,
             })
         })
         .collect()

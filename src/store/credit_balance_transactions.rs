@@ -15,6 +15,20 @@ use crate::domain::pagination::ListRequest;
 use crate::domain::{Currency, Tenant};
 use crate::error::{Error, Result};
 
+/// The ledger order of a grant's entries: by `created` (the moment recorded, in the customer's
+/// time), then by ID (time-ordered, so the write order within a second). Running remainders
+/// follow it, the audit checks them in it and the summary's `as_of` reads it; `created` never
+/// goes back within one grant (every write holds the customer's lock and dates entries at the
+/// customer's now; a lapsed expiry is never dated before its grant's creation).
+pub(crate) fn ledger_order(alias: &str) -> String {
+    format!("{alias}.created, {alias}.id")
+}
+
+/// [`ledger_order`] reversed: the last entry first.
+pub(crate) fn ledger_order_last_first(alias: &str) -> String {
+    format!("{alias}.created DESC, {alias}.id DESC")
+}
+
 fn scoped(tenant: &Tenant) -> Condition {
     Condition::all()
         .add(entry::Column::AccountId.eq(tenant.account_id.as_str()))
@@ -44,6 +58,7 @@ fn to_row(tenant: &Tenant, txn: &CreditBalanceTransaction) -> entry::Model {
         invoice: txn.invoice.clone(),
         invoice_line_item: txn.invoice_line_item.clone(),
         test_clock: txn.test_clock.clone(),
+        grant_remaining_after: Some(txn.grant_remaining_after),
     }
 }
 
@@ -236,6 +251,12 @@ pub async fn applied_to_line(
 fn to_domain(row: entry::Model) -> Result<CreditBalanceTransaction> {
     let kind = EntryType::parse(&row.kind)
         .ok_or_else(|| Error::internal(anyhow::anyhow!("stored credit entry type {}", row.kind)))?;
+    let grant_remaining_after = row.grant_remaining_after.ok_or_else(|| {
+        Error::internal(anyhow::anyhow!(
+            "stored credit entry {} has no running remainder",
+            row.id
+        ))
+    })?;
     Ok(CreditBalanceTransaction {
         currency: Currency::try_from(row.currency)
             .map_err(|error| Error::internal(anyhow::anyhow!("stored currency: {error}")))?,
@@ -250,6 +271,7 @@ fn to_domain(row: entry::Model) -> Result<CreditBalanceTransaction> {
         invoice: row.invoice,
         invoice_line_item: row.invoice_line_item,
         test_clock: row.test_clock,
+        grant_remaining_after,
     })
 }
 
@@ -266,6 +288,12 @@ fn application_row(tenant: &Tenant, line: &AppliedLine) -> Result<application::M
         price: serde_json::to_string(&line.price).map_err(Error::internal)?,
         created: line.created,
         reinstated_at: line.reinstated_at,
+        explanation: line
+            .explanation
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(Error::internal)?,
     })
 }
 
@@ -285,6 +313,12 @@ fn applied_line(row: application::Model) -> Result<AppliedLine> {
         applied: row.applied,
         created: row.created,
         reinstated_at: row.reinstated_at,
+        explanation: row
+            .explanation
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|error| stored("explanation", &error))?,
     })
 }
 

@@ -286,6 +286,48 @@ pub async fn customer_grants(
     read_customer_grants(conn, sql, values).await
 }
 
+/// [`customer_grants`] as of `as_of`, in one statement: with each grant, its running remainder
+/// after its last entry recorded at or before `as_of` (`None`: it had none), found by one
+/// lookup of the index `credit_balance_transactions_as_of` (migration 11) per grant.
+pub async fn customer_grants_as_of(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    customer_id: &str,
+    as_of: i64,
+) -> Result<Option<(CustomerGrants, Vec<Option<i64>>)>> {
+    let sql = format!(
+        "SELECT tc.frozen_time AS clock_time, FALSE AS line_applied, {columns}, \
+           (SELECT e.grant_remaining_after FROM credit_balance_transactions e \
+            WHERE e.account_id = g.account_id AND e.livemode = g.livemode \
+              AND e.credit_grant_id = g.id AND e.created <= $4 \
+            ORDER BY {last} LIMIT 1) AS remaining_at \
+         FROM customers c \
+         LEFT JOIN test_clocks tc ON tc.id = c.test_clock \
+         LEFT JOIN credit_grants g ON g.account_id = c.account_id AND g.livemode = c.livemode \
+         AND g.customer_id = c.id \
+         WHERE c.id = $1 AND c.account_id = $2 AND c.livemode = $3 \
+         ORDER BY g.id",
+        columns = JOINED_GRANT_COLUMNS.as_str(),
+        last = super::credit_balance_transactions::ledger_order_last_first("e"),
+    );
+    let values: Vec<sea_orm::Value> = vec![
+        customer_id.into(),
+        tenant.account_id.as_str().into(),
+        tenant.livemode.into(),
+        as_of.into(),
+    ];
+    let mut remaining_at = Vec::new();
+    let found = read_grant_rows(conn, sql, values, |row| {
+        remaining_at.push(
+            row.try_get::<Option<i64>>("", "remaining_at")
+                .map_err(db_error)?,
+        );
+        Ok(())
+    })
+    .await?;
+    Ok(found.map(|found| (found, remaining_at)))
+}
+
 /// [`customer_grants`] inside a write transaction, with the customer locked for the rest of it
 /// so that writes for one customer happen one at a time. On SQLite the single writer
 /// connection already does this. On PostgreSQL the customer row is locked first and read
@@ -348,6 +390,17 @@ async fn read_customer_grants(
     sql: String,
     values: Vec<sea_orm::Value>,
 ) -> Result<Option<CustomerGrants>> {
+    read_grant_rows(conn, sql, values, |_| Ok(())).await
+}
+
+/// [`read_customer_grants`], handing each grant's row to `extra` (in grant order) for the
+/// columns a caller added.
+async fn read_grant_rows(
+    conn: &impl Connection,
+    sql: String,
+    values: Vec<sea_orm::Value>,
+    mut extra: impl FnMut(&sea_orm::QueryResult) -> Result<()>,
+) -> Result<Option<CustomerGrants>> {
     use sea_orm::{FromQueryResult, Statement};
     let backend = super::backend_of(conn);
     let rows = conn
@@ -373,6 +426,7 @@ async fn read_customer_grants(
             grants.push(to_domain(
                 grant::Model::from_query_result(row, "g_").map_err(db_error)?,
             )?);
+            extra(row)?;
         }
     }
     Ok(Some(CustomerGrants {

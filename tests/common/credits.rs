@@ -466,6 +466,7 @@ pub async fn grpc_summary(
         .get_credit_balance_summary(app.grpc(proto::GetCreditBalanceSummaryRequest {
             customer: customer.to_string(),
             filter: Some(filter),
+            as_of: None,
         }))
         .await
         .expect("credit balance summary")

@@ -34,7 +34,8 @@ pub enum Scenario {
     CbtGrpc,
     /// POST /v1/customers/{id}/balance_transactions (form, Basic auth) for a random customer.
     CbtRest,
-    /// Summary and list pages of a customer with a short and one with a long credit ledger.
+    /// Summary (now and `as_of`) and list pages of a customer with a short and one with a long
+    /// credit ledger.
     History,
     /// One-row insert transactions into a scratch table, through creditd's database pool.
     DbInsert,
@@ -312,6 +313,7 @@ impl Op for Summary {
                             credit_grant: None,
                             applicability_scope: Some(metered()),
                         }),
+                        as_of: None,
                     },
                     None,
                 ))
@@ -445,10 +447,12 @@ impl Op for CbtRest {
     }
 }
 
-/// GetCreditBalanceSummary of one customer.
+/// GetCreditBalanceSummary of one customer, now or `as_of` a second ago (one index lookup per
+/// grant for its running remainder, whatever the history's length).
 pub struct HistorySummary {
     pub ctx: Arc<Context>,
     pub customer: String,
+    pub as_of: bool,
 }
 
 impl Op for HistorySummary {
@@ -463,6 +467,8 @@ impl Op for HistorySummary {
                             credit_grant: None,
                             applicability_scope: Some(metered()),
                         }),
+                        // A second back, so the server's clock is surely past it.
+                        as_of: self.as_of.then(|| now() - 1),
                     },
                     None,
                 ))

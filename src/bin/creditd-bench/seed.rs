@@ -181,9 +181,9 @@ pub async fn seed_credit_history(
         format!(
             "INSERT INTO credit_balance_transactions (id, account_id, livemode, customer_id, \
                credit_grant_id, created, effective_at, \"type\", amount, currency, invoice, \
-               invoice_line_item, test_clock) \
+               invoice_line_item, test_clock, grant_remaining_after) \
              VALUES ({}, {account}, {livemode}, {customer}, {grant}, {now}, {now}, \
-               'credits_granted', {amount}, 'usd', NULL, NULL, NULL)",
+               'credits_granted', {amount}, 'usd', NULL, NULL, NULL, {amount})",
             quote(&granted_id)
         ),
     ];
@@ -211,9 +211,11 @@ pub async fn seed_credit_history(
             }
             let invoice = quote(&format!("in_bench_{tag}_{}", line / 100));
             let line_item = quote(&format!("il_bench_{tag}_{line}"));
+            // One cent per application: the grant's running remainder after line `line`.
+            let remaining_after = amount - line as i64;
             entry_rows.push(format!(
                 "({}, {account}, {livemode}, {customer}, {grant}, {now}, {now}, \
-                 'credits_applied', 1, 'usd', {invoice}, {line_item}, NULL)",
+                 'credits_applied', 1, 'usd', {invoice}, {line_item}, NULL, {remaining_after})",
                 quote(&id)
             ));
             application_rows.push(format!(
@@ -224,7 +226,8 @@ pub async fn seed_credit_history(
                 statements.push(format!(
                     "INSERT INTO credit_balance_transactions (id, account_id, livemode, \
                        customer_id, credit_grant_id, created, effective_at, \"type\", amount, \
-                       currency, invoice, invoice_line_item, test_clock) VALUES {}",
+                       currency, invoice, invoice_line_item, test_clock, grant_remaining_after) \
+                       VALUES {}",
                     entry_rows.join(", ")
                 ));
                 statements.push(format!(

@@ -19,6 +19,8 @@ pub struct Model {
     pub price: String,
     pub created: i64,
     pub reinstated_at: Option<i64>,
+    /// JSON of why each credit was spent (migration 11); null for lines applied before it.
+    pub explanation: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

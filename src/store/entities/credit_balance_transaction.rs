@@ -18,6 +18,8 @@ pub struct Model {
     pub invoice: Option<String>,
     pub invoice_line_item: Option<String>,
     pub test_clock: Option<String>,
+    /// The grant's remainder after this entry (migration 11; every row has it).
+    pub grant_remaining_after: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
