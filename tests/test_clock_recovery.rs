@@ -83,5 +83,24 @@ on_every_backend! {
         assert_eq!(expired[0]["debit"]["amount"]["monetary"]["value"], 800);
         assert_eq!(expired[0]["effective_at"], t0 + 100);
         assert_eq!(services.resume_advancing_test_clocks().await.unwrap(), 0);
+
+        // The client whose advance was cut off retries with its key: the clock is where it asked
+        // for, so that is its answer (not a 400 for advancing to the current time), stored for
+        // the key's later retries; without a key, advancing to the current time stays an error.
+        let path = format!("/v1/test_helpers/test_clocks/{}/advance", clock.id);
+        let body = format!("frozen_time={}", t0 + 500);
+        for _ in 0..2 {
+            let retried = app.post_idempotent(&path, "crashed-advance", &body).await.ok();
+            assert_eq!(retried["frozen_time"], t0 + 500, "{retried}");
+            assert_eq!(retried["status"], "ready");
+        }
+        app.post(&path, &body)
+            .await
+            .assert_error(400, "invalid_request_error", Some("parameter_invalid"), Some("frozen_time"));
+        let advancing = app
+            .get("/v1/events?type=test_helpers.test_clock.advancing")
+            .await
+            .ok();
+        assert_eq!(advancing["data"].as_array().unwrap().len(), 0, "the retry did no new work: {advancing}");
     }
 }

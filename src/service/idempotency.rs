@@ -150,6 +150,11 @@ impl Drop for HeldKey {
 }
 
 impl Claim {
+    /// Whether the request carried an idempotency key.
+    pub(crate) fn is_keyed(&self) -> bool {
+        self.held.is_some()
+    }
+
     /// Reports that the request is answered with the stored result (once that is certain).
     pub(crate) fn mark_replayed(&self) {
         if let Some(held) = &self.held {

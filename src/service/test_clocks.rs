@@ -165,6 +165,17 @@ impl Services {
                     let mut clock = store::test_clocks::lock(&tx, &ctx.tenant, id)
                         .await?
                         .ok_or_else(|| Error::resource_missing("test_clock", id, "test_clock"))?;
+                    if claim.is_keyed()
+                        && clock.status == ClockStatus::Ready
+                        && clock.frozen_time == target
+                    {
+                        // An earlier attempt with this key marked the advance and was cut off
+                        // (a crash) before it could store its answer; the resumer finished the
+                        // work. The clock is where the key asked for: that is the answer, kept
+                        // for the key's later retries, with nothing to do or emit.
+                        claim.record(&tx, now, &clock).await?;
+                        return Ok(clock);
+                    }
                     clock.check_advance(target)?;
                     clock.status = ClockStatus::Advancing;
                     clock.target_frozen_time = Some(target);
