@@ -232,6 +232,18 @@ async fn relay(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>, cut
     stop.notify_one();
 }
 
+/// Lets the background work a write set off finish first (the event pump numbers the write's
+/// events in a transaction of its own), so that the next COMMIT through the proxy is the
+/// request's.
+async fn quiesce(app: &TestApp) {
+    app.services
+        .events
+        .run_once(&app.services.db)
+        .await
+        .expect("event pump");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_left_unanswered_is_a_503_never_retried_blindly_and_the_key_settles_it() {
     if !postgres_or_skip() {
@@ -251,6 +263,7 @@ async fn a_commit_left_unanswered_is_a_503_never_retried_blindly_and_the_key_set
     let path = format!("/v1/customers/{customer}/balance_transactions");
 
     // Without a key: the client cannot know, and creditd must not guess by running it again.
+    quiesce(&app).await;
     proxy.armed.store(true, Ordering::SeqCst);
     let reply = app.post(&path, "amount=-100&currency=usd").await;
     assert_eq!(proxy.cut.load(Ordering::SeqCst), 1, "the COMMIT was cut");
@@ -264,6 +277,7 @@ async fn a_commit_left_unanswered_is_a_503_never_retried_blindly_and_the_key_set
     assert_eq!(chain.len(), 1, "committed once, not re-run: {chain:?}");
 
     // With a key: the retry answers with what was committed, and writes nothing more.
+    quiesce(&app).await;
     proxy.armed.store(true, Ordering::SeqCst);
     let reply = app
         .post_idempotent(&path, "cut-commit-1", "amount=-250&currency=usd")
@@ -289,6 +303,7 @@ async fn a_commit_left_unanswered_is_a_503_never_retried_blindly_and_the_key_set
     common::faults::assert_gapless_chain(&chain);
 
     // Over gRPC the same loss is UNAVAILABLE.
+    quiesce(&app).await;
     proxy.armed.store(true, Ordering::SeqCst);
     let mut grants = GrantClient::new(app.channel().await);
     let status = grants

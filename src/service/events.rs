@@ -185,7 +185,8 @@ impl EventPump {
 
     /// One round: numbers what committed (PostgreSQL), then publishes the newest position.
     pub async fn run_once(&self, db: &Db) -> Result<i64> {
-        if db.is_postgres() {
+        // Only when something waits to be numbered: an idle server opens no transactions.
+        if db.is_postgres() && store::events::any_unsequenced(db.reader()).await? {
             loop {
                 let numbered = db
                     .retrying(|| async {

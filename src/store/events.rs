@@ -111,6 +111,23 @@ pub async fn head(conn: &impl Connection) -> Result<i64> {
     Ok(max.flatten().unwrap_or(0))
 }
 
+/// PostgreSQL: whether any committed event still waits for its number (one probe of the
+/// partial index of unnumbered rows). Always false elsewhere, where nothing is numbered later.
+pub async fn any_unsequenced(conn: &impl Connection) -> Result<bool> {
+    if backend_of(conn) != DbBackend::Postgres {
+        return Ok(false);
+    }
+    Ok(event::Entity::find()
+        .select_only()
+        .column(event::Column::Position)
+        .filter(event::Column::Sequence.is_null())
+        .into_tuple::<i64>()
+        .one(conn)
+        .await
+        .map_err(db_error)?
+        .is_some())
+}
+
 /// What a stream reader asks for: the tenant's events after `after`, optionally only some
 /// types and one customer, at most `limit` of them.
 #[derive(Debug, Clone)]
