@@ -550,6 +550,39 @@ on_every_backend! {
         assert_eq!(entries[0]["data"]["object"]["debit"]["type"], "credits_applied");
     }
 
+    async fn a_clock_advance_lapses_and_expires_the_holds_of_its_customers(app) {
+        let frozen = app.now() - 1_000;
+        let clock = app.post("/v1/test_helpers/test_clocks", &format!("frozen_time={frozen}")).await.ok();
+        let clock_id = clock["id"].as_str().unwrap().to_string();
+        let customer = app.post("/v1/customers", &format!("name=Ada&test_clock={clock_id}")).await.ok();
+        let customer = customer["id"].as_str().unwrap().to_string();
+        let lapsing = grant(&app, &customer, 40, 0, Some(frozen + 100)).await;
+        let lasting = grant(&app, &customer, 100, 50, None).await;
+        let mut client = holds(&app).await;
+        let short = client
+            .create_credit_hold(app.grpc(proto::CreateCreditHoldRequest { ttl_seconds: Some(500), ..hold_request(&customer, 60) }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((short.created, short.test_clock.as_deref()), (frozen, Some(clock_id.as_str())));
+        assert_eq!(reserved_on(&short), [(lapsing.clone(), 40), (lasting.clone(), 20)]);
+
+        let advance_path = format!("/v1/test_helpers/test_clocks/{clock_id}/advance");
+        app.post(&advance_path, &format!("frozen_time={}", frozen + 200)).await.ok();
+        let after_lapse = client.get_credit_hold(app.grpc(proto::GetCreditHoldRequest { id: short.id.clone() })).await.unwrap().into_inner();
+        assert_eq!((after_lapse.status.as_str(), after_lapse.reserved, after_lapse.lapsed_amount), ("active", 20, 40));
+        assert_eq!(metered_balances(&app, &customer).await, (100, 80));
+
+        app.post(&advance_path, &format!("frozen_time={}", frozen + 600)).await.ok();
+        let expired = client.get_credit_hold(app.grpc(proto::GetCreditHoldRequest { id: short.id.clone() })).await.unwrap().into_inner();
+        assert_eq!((expired.status.as_str(), expired.reserved, expired.ended_at), ("expired", 0, Some(frozen + 600)));
+        assert_eq!(metered_balances(&app, &customer).await, (100, 100));
+        assert_eq!(events_of(&app, "creditd.credit_hold.expired").await.len(), 1);
+        // The real-time sweeper leaves clock holds alone.
+        assert_eq!(app.services.sweep_expired_credit_holds().await.unwrap(), 0);
+        assert_audit_clean(&app).await;
+    }
+
     async fn racing_holds_captures_and_applications_never_exceed_the_grants(app) {
         let customer = app.create_customer("name=Ada").await;
         grant(&app, &customer, 300, 10, None).await;

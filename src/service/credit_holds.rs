@@ -293,6 +293,38 @@ async fn locked_hold(
     Ok((hold, found.grants, found.clock_time.unwrap_or(now)))
 }
 
+/// A test-clock advance to `target` for a customer on the clock (under its lock, after the
+/// clock's grant lapses were written): records lapses on its active holds, and expires those
+/// whose `expires_at` the clock has reached (`creditd.credit_hold.expired`), as the real-time
+/// sweeper does for customers without a clock.
+pub(crate) async fn advance_holds(
+    tx: &Transaction,
+    tenant: &Tenant,
+    customer_id: &str,
+    target: i64,
+    events: &mut EventBatch,
+) -> Result<()> {
+    let holds = store::credit_holds::active_for_customer(tx, tenant, customer_id).await?;
+    if holds.is_empty() {
+        return Ok(());
+    }
+    let grants = store::credit_grants::for_customer(tx, tenant, customer_id).await?;
+    for mut hold in holds {
+        let lapsed = hold.lapse(&grants, target)?;
+        if let Some(expired) = hold.expire_if_due(target) {
+            store::credit_holds::save(tx, tenant, &expired).await?;
+            events.emit(
+                EventType::CreditHoldExpired,
+                Some(&expired.customer_id),
+                &CreditHoldJson::from(expired.clone()),
+            )?;
+        } else if lapsed {
+            store::credit_holds::save(tx, tenant, &hold).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Records, on the customer's active holds, the lapse of what they reserved on grants that
 /// have just been voided or expired (called under the customer's lock after such a change).
 /// The held part lapses with the grant; the hold shrinks by it (`lapsed_amount`).
