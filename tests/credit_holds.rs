@@ -527,11 +527,37 @@ on_every_backend! {
     async fn every_step_emits_its_credit_hold_event(app) {
         let customer = app.create_customer("name=Ada").await;
         grant(&app, &customer, 100, 50, None).await;
+        // The stream sees them too (opened before the changes, from now).
+        let mut stream = proto::event_service_client::EventServiceClient::new(app.channel().await)
+            .watch_events(app.grpc(proto::WatchEventsRequest {
+                resume: Some(proto::watch_events_request::Resume::FromNow(true)),
+                types: ["created", "captured", "released", "expired"]
+                    .iter()
+                    .map(|step| format!("creditd.credit_hold.{step}"))
+                    .collect(),
+                customer: Some(customer.clone()),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
         let mut client = holds(&app).await;
         let a = hold(&app, &customer, 10).await;
         let b = hold(&app, &customer, 10).await;
         client.release_credit_hold(app.grpc(proto::ReleaseCreditHoldRequest { id: a.id.clone() })).await.unwrap();
         client.capture_credit_hold(app.grpc(capture_request(&b.id, &invoice_id("ev"), Some(4)))).await.unwrap();
+        let mut streamed = Vec::new();
+        for _ in 0..4 {
+            let message = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()
+                .unwrap();
+            streamed.push(message.event.unwrap().r#type);
+        }
+        assert_eq!(
+            streamed,
+            ["creditd.credit_hold.created", "creditd.credit_hold.created", "creditd.credit_hold.released", "creditd.credit_hold.captured"]
+        );
 
         let created = events_of(&app, "creditd.credit_hold.created").await;
         assert_eq!(created.len(), 2);

@@ -571,4 +571,109 @@ mod tests {
         assert!(at(1_000).expiry(1_000, 500).is_err());
         assert_eq!(at(1_200).expiry(1_000, 500).unwrap(), 1_200);
     }
+
+    /// One step of a random history.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Hold(i64, i64),
+        Capture(usize, i64),
+        Release(usize),
+        Apply(i64),
+        Void(usize),
+        Advance(i64),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (1i64..120, 1i64..400).prop_map(|(amount, ttl)| Step::Hold(amount, ttl)),
+            (0usize..8, 0i64..120).prop_map(|(hold, amount)| Step::Capture(hold, amount)),
+            (0usize..8).prop_map(Step::Release),
+            (0i64..120).prop_map(Step::Apply),
+            (0usize..4).prop_map(Step::Void),
+            (1i64..150).prop_map(Step::Advance),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever happens, live holds never reserve more than a grant has left, and applied
+        /// plus live holds never exceed what was granted.
+        #[test]
+        fn holds_and_applications_never_overspend(
+            steps in proptest::collection::vec(step(), 1..40),
+        ) {
+            use crate::domain::credit_application::{ApplyCredits, ApplyFields};
+            use crate::domain::ledger::{apply_to_line, capture_hold};
+            let mut grants: Vec<CreditGrant> = (0..4)
+                .map(|i| {
+                    let mut g = grant(&format!("g{i}"), 100, i * 10);
+                    g.expires_at = (i == 1).then_some(300);
+                    g
+                })
+                .collect();
+            let granted: i64 = grants.iter().map(|g| g.amount).sum();
+            let mut holds: Vec<CreditHold> = Vec::new();
+            let (mut now, mut applied, mut lines) = (10i64, 0i64, 0);
+            for step in steps {
+                match step {
+                    Step::Hold(amount, ttl) => {
+                        let new = NewHold { id: format!("h{}", holds.len()), livemode: false, now, expires_at: now + ttl, test_clock: None };
+                        if let Ok(hold) = reserve(&grants, &holds, &command(amount), new) {
+                            holds.push(hold);
+                        }
+                    }
+                    Step::Capture(index, amount) => {
+                        let Some(hold) = holds.get(index).cloned() else { continue };
+                        lines += 1;
+                        let capture = CaptureCreditHold::parse(hold.id.clone(), "in_1".into(), format!("il_{lines}"), Some(amount)).unwrap();
+                        if let Ok(captured) = capture_hold(&hold, &grants, &capture, now) {
+                            for change in captured.application.changes {
+                                applied += change.entries.iter().map(|e| e.amount).sum::<i64>();
+                                let slot = grants.iter_mut().find(|g| g.id == change.grant.id).unwrap();
+                                *slot = change.grant;
+                            }
+                            holds[index] = captured.hold;
+                        }
+                    }
+                    Step::Release(index) => {
+                        if let Some(released) = holds.get(index).and_then(|hold| hold.release(now).ok()) {
+                            holds[index] = released;
+                        }
+                    }
+                    Step::Apply(amount) => {
+                        lines += 1;
+                        let command = ApplyCredits::parse(ApplyFields {
+                            customer: "cus_1".into(), currency: "usd".into(), invoice: "in_1".into(),
+                            invoice_line_item: format!("il_{lines}"), price_type: Some("metered".into()), price: None, amount_due: amount,
+                        }).unwrap();
+                        let held = held_by_grant(&holds, &grants, now);
+                        for change in apply_to_line(&grants, &held, &command, now).unwrap().changes {
+                            applied += change.entries.iter().map(|e| e.amount).sum::<i64>();
+                            let slot = grants.iter_mut().find(|g| g.id == change.grant.id).unwrap();
+                            *slot = change.grant;
+                        }
+                    }
+                    Step::Void(index) => {
+                        if let Ok(change) = grants[index].void_now(now) {
+                            grants[index] = change.grant;
+                            for hold in &mut holds {
+                                hold.lapse(&grants, now).unwrap();
+                            }
+                        }
+                    }
+                    Step::Advance(seconds) => now += seconds,
+                }
+                let held = held_by_grant(&holds, &grants, now);
+                for grant in &grants {
+                    let on_hold = held.get(&grant.id).copied().unwrap_or(0);
+                    proptest::prop_assert!(on_hold <= grant.remaining, "{} holds {on_hold} of {}", grant.id, grant.remaining);
+                }
+                let live: i64 = held.values().sum();
+                proptest::prop_assert!(applied + live <= granted);
+                for hold in &holds {
+                    proptest::prop_assert_eq!(hold.captured_amount + hold.lapsed_amount + hold.reserved() <= hold.amount, true);
+                }
+            }
+        }
+    }
 }
