@@ -237,22 +237,22 @@ impl Services {
                 let tx = self.db.begin().await?;
                 let mut events = EventBatch::automatic(&due.tenant, now);
                 let outcome = async {
-                    let Some(found) = store::credit_grants::lock_customer_grants(
-                        &tx,
-                        &due.tenant,
-                        &due.customer_id,
-                        None,
-                    )
-                    .await?
-                    else {
+                    // A deleted customer's holds still expire (as its grants do).
+                    if store::customers::lock_including_deleted(&tx, &due.tenant, &due.customer_id)
+                        .await?
+                        .is_none()
+                    {
                         return Ok(false);
-                    };
+                    }
+                    let grants =
+                        store::credit_grants::for_customer(&tx, &due.tenant, &due.customer_id)
+                            .await?;
                     let Some(mut hold) =
                         store::credit_holds::find(&tx, &due.tenant, &due.hold_id).await?
                     else {
                         return Ok(false);
                     };
-                    hold.lapse(&found.grants, now)?;
+                    hold.lapse(&grants, now)?;
                     // Decided under the lock: another sweeper may have been first.
                     let Some(expired) = hold.expire_if_due(now) else {
                         return Ok(false);
