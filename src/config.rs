@@ -226,6 +226,10 @@ pub struct ServeConfig {
     /// RESOURCE_EXHAUSTED. Each holds a database connection only for its short reads.
     #[arg(long, env = "CREDITD_MAX_EVENT_STREAMS", default_value_t = 1024)]
     pub max_event_streams: usize,
+    /// The longest a credit hold may live, in seconds (its TTL or expiry time must fall within
+    /// it; also the lifetime of a hold given neither). Default 7 days.
+    #[arg(long, env = "CREDITD_MAX_HOLD_SECONDS", default_value_t = 7 * 24 * 3600)]
+    pub max_hold_seconds: i64,
     /// Longest a request may run before it is answered with a timeout, in seconds.
     #[arg(long, env = "CREDITD_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
     pub request_timeout_seconds: u64,
@@ -377,6 +381,7 @@ impl ServeConfig {
             event_poll_interval_ms: 50,
             event_retention_days: 30,
             max_event_streams: 1024,
+            max_hold_seconds: 7 * 24 * 3600,
             request_timeout_seconds: 30,
             max_body_bytes: 1024 * 1024,
             max_concurrent_requests: 1024,

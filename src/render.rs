@@ -517,3 +517,76 @@ impl WebhookEndpointJson {
         }
     }
 }
+
+/// What a credit hold still reserves on one grant.
+#[derive(Debug, Serialize)]
+pub struct CreditHoldReservationJson {
+    pub credit_grant: String,
+    pub amount: i64,
+}
+
+/// The price a hold is for (like an invoice line's): `price_type` and/or `price`.
+#[derive(Debug, Serialize)]
+pub struct CreditHoldApplicabilityJson {
+    pub price_type: Option<&'static str>,
+    pub price: Option<String>,
+}
+
+/// creditd's own `creditd.credit_hold` (no Stripe counterpart): a reservation of credits, the
+/// `data.object` of the `creditd.credit_hold.*` events.
+#[derive(Debug, Serialize)]
+pub struct CreditHoldJson {
+    pub id: String,
+    pub object: &'static str,
+    pub amount: CreditAmountJson,
+    pub applicability: CreditHoldApplicabilityJson,
+    pub captured_amount: i64,
+    pub created: i64,
+    pub currency: String,
+    pub customer: String,
+    pub ended_at: Option<i64>,
+    pub expires_at: i64,
+    pub invoice: Option<String>,
+    pub invoice_line_item: Option<String>,
+    pub lapsed_amount: i64,
+    pub livemode: bool,
+    pub reserved: i64,
+    pub reservations: Vec<CreditHoldReservationJson>,
+    pub status: &'static str,
+    pub test_clock: Option<String>,
+}
+
+impl From<crate::domain::credit_hold::CreditHold> for CreditHoldJson {
+    fn from(hold: crate::domain::credit_hold::CreditHold) -> Self {
+        CreditHoldJson {
+            object: "creditd.credit_hold",
+            amount: CreditAmountJson::new(&hold.currency, hold.amount),
+            applicability: CreditHoldApplicabilityJson {
+                price_type: hold.price.metered.then_some("metered"),
+                price: hold.price.id.clone(),
+            },
+            captured_amount: hold.captured_amount,
+            created: hold.created,
+            currency: hold.currency.to_string(),
+            ended_at: hold.ended_at,
+            expires_at: hold.expires_at,
+            invoice: hold.invoice.clone(),
+            invoice_line_item: hold.invoice_line_item.clone(),
+            lapsed_amount: hold.lapsed_amount,
+            livemode: hold.livemode,
+            reserved: hold.reserved(),
+            status: hold.status.as_str(),
+            test_clock: hold.test_clock.clone(),
+            reservations: hold
+                .reservations
+                .into_iter()
+                .map(|r| CreditHoldReservationJson {
+                    credit_grant: r.credit_grant,
+                    amount: r.amount,
+                })
+                .collect(),
+            customer: hold.customer_id,
+            id: hold.id,
+        }
+    }
+}

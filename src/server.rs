@@ -41,7 +41,8 @@ impl Server {
             .with_event_retention(Duration::from_secs(
                 config.event_retention_days.saturating_mul(24 * 60 * 60),
             ))
-            .with_max_event_streams(config.max_event_streams);
+            .with_max_event_streams(config.max_event_streams)
+            .with_max_hold_seconds(config.max_hold_seconds);
         services.ensure_api_keys(&config.api_keys).await?;
         if !config.no_bootstrap_key
             && let Some(key) = services.bootstrap_test_key().await?
@@ -301,6 +302,11 @@ async fn sweep_expired_grants(
             Ok(0) => {}
             Ok(expired) => tracing::info!(expired, "expired lapsed credit grants"),
             Err(error) => tracing::warn!(error = %error, "expiry sweep failed"),
+        }
+        match services.sweep_expired_credit_holds().await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "released expired credit holds"),
+            Err(error) => tracing::warn!(error = %error, "credit hold expiry sweep failed"),
         }
     }
 }

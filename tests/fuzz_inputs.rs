@@ -380,6 +380,7 @@ async fn call(
 ) -> Result<(), tonic::Status> {
     use proto::credit_balance_service_client::CreditBalanceServiceClient as Balance;
     use proto::credit_grant_service_client::CreditGrantServiceClient as Grants;
+    use proto::credit_hold_service_client::CreditHoldServiceClient as Holds;
     use proto::customer_balance_transaction_service_client::CustomerBalanceTransactionServiceClient as Txns;
     use proto::customer_service_client::CustomerServiceClient as Customers;
     use proto::test_clock_service_client::TestClockServiceClient as Clocks;
@@ -415,6 +416,11 @@ async fn call(
         "ApplyCredits" => Balance.apply_credits(proto::ApplyCreditsRequest),
         "ReinstateInvoiceCredits" => Balance.reinstate_invoice_credits(proto::ReinstateInvoiceCreditsRequest),
         "ExplainApplication" => Balance.explain_application(proto::ExplainApplicationRequest),
+        "CreateCreditHold" => Holds.create_credit_hold(proto::CreateCreditHoldRequest),
+        "CaptureCreditHold" => Holds.capture_credit_hold(proto::CaptureCreditHoldRequest),
+        "ReleaseCreditHold" => Holds.release_credit_hold(proto::ReleaseCreditHoldRequest),
+        "GetCreditHold" => Holds.get_credit_hold(proto::GetCreditHoldRequest),
+        "ListCreditHolds" => Holds.list_credit_holds(proto::ListCreditHoldsRequest),
         "CreateTestClock" => Clocks.create_test_clock(proto::CreateTestClockRequest),
         "GetTestClock" => Clocks.get_test_clock(proto::GetTestClockRequest),
         "ListTestClocks" => Clocks.list_test_clocks(proto::ListTestClocksRequest),

@@ -19,6 +19,7 @@ on_every_backend! {
             "creditd.v1.CustomerBalanceTransactionService",
             "creditd.v1.CreditGrantService",
             "creditd.v1.CreditBalanceService",
+            "creditd.v1.CreditHoldService",
             "creditd.v1.TestClockService",
         ] {
             let response = health
@@ -51,6 +52,7 @@ on_every_backend! {
             "creditd.v1.CustomerBalanceTransactionService",
             "creditd.v1.CreditGrantService",
             "creditd.v1.CreditBalanceService",
+            "creditd.v1.CreditHoldService",
             "creditd.v1.TestClockService",
             "grpc.health.v1.Health",
         ] {

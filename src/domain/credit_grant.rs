@@ -301,8 +301,7 @@ impl CreditGrant {
     }
 }
 
-/// Why a grant could not pay for an invoice line. (A `held` reason belongs here once holds
-/// exist.)
+/// Why a grant could not pay for an invoice line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SkipReason {
@@ -317,6 +316,8 @@ pub enum SkipReason {
     OutOfScope,
     /// Nothing left.
     Exhausted,
+    /// Something left, but all of it reserved by live credit holds.
+    Held,
 }
 
 impl SkipReason {
@@ -328,6 +329,7 @@ impl SkipReason {
             SkipReason::NotYetEffective => "not_yet_effective",
             SkipReason::OutOfScope => "out_of_scope",
             SkipReason::Exhausted => "exhausted",
+            SkipReason::Held => "held",
         }
     }
 }
@@ -618,13 +620,20 @@ pub struct CurrencyBalance {
     pub currency: Currency,
     /// Committed ledger: the remainders of matching, effective grants.
     pub ledger: i64,
-    /// Ledger minus what has already expired but is not yet written as `credits_expired`.
+    /// Ledger minus what has already expired but is not yet written as `credits_expired`, and
+    /// minus what live credit holds reserve.
     pub available: i64,
 }
 
 /// The balance summary over a customer's grants: one entry per currency of the matching
-/// grants, in O(grants).
-pub fn summarize(grants: &[CreditGrant], filter: &SummaryFilter, now: i64) -> Vec<CurrencyBalance> {
+/// grants, in O(grants). `held` is what live credit holds reserve on each grant (by grant ID;
+/// see [`crate::domain::credit_hold::held_by_grant`]): it lowers `available`, never `ledger`.
+pub fn summarize(
+    grants: &[CreditGrant],
+    held: &BTreeMap<String, i64>,
+    filter: &SummaryFilter,
+    now: i64,
+) -> Vec<CurrencyBalance> {
     let mut by_currency: BTreeMap<Currency, CurrencyBalance> = BTreeMap::new();
     for grant in grants {
         let matches = match filter {
@@ -643,7 +652,17 @@ pub fn summarize(grants: &[CreditGrant], filter: &SummaryFilter, now: i64) -> Ve
             });
         if grant.is_effective(now) && !grant.is_voided() {
             entry.ledger += grant.remaining;
-            entry.available += grant.remaining - grant.pending_expiry(now);
+            let pending = grant.pending_expiry(now);
+            // A lapsed grant's held part is already in its pending expiry.
+            let on_hold = if pending > 0 {
+                0
+            } else {
+                held.get(&grant.id)
+                    .copied()
+                    .unwrap_or(0)
+                    .min(grant.remaining)
+            };
+            entry.available += grant.remaining - pending - on_hold;
         }
     }
     by_currency.into_values().collect()
@@ -840,6 +859,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The summary with no credit holds.
+    fn summarize_all(
+        grants: &[CreditGrant],
+        filter: &SummaryFilter,
+        now: i64,
+    ) -> Vec<CurrencyBalance> {
+        summarize(grants, &BTreeMap::new(), filter, now)
+    }
+
     fn usd() -> Currency {
         Currency::parse("usd", "currency").unwrap()
     }
@@ -1021,7 +1049,7 @@ mod tests {
         let future = grant("future", 50, None, Category::Paid, 5_000, 0, 70);
         let grants = [live, lapsed.clone(), future];
         let all = SummaryFilter::ApplicabilityScope(Scope::Metered);
-        let summary = summarize(&grants, &all, 1_000);
+        let summary = summarize_all(&grants, &all, 1_000);
         assert_eq!(
             summary,
             vec![CurrencyBalance {
@@ -1033,9 +1061,9 @@ mod tests {
         let mut recorded = lapsed;
         recorded.expiry_recorded_at = Some(600);
         recorded.remaining = 0;
-        let after_sweep = summarize(&[grants[0].clone(), recorded], &all, 1_000);
+        let after_sweep = summarize_all(&[grants[0].clone(), recorded], &all, 1_000);
         assert_eq!(after_sweep[0].ledger, after_sweep[0].available);
-        let one = summarize(&grants, &SummaryFilter::CreditGrant("lapsed".into()), 1_000);
+        let one = summarize_all(&grants, &SummaryFilter::CreditGrant("lapsed".into()), 1_000);
         assert_eq!(one[0].ledger, 40);
     }
 
@@ -1056,7 +1084,7 @@ mod tests {
         let unswept = lapsing.state_at(Some(70), 350).unwrap();
         assert_eq!(unswept.expiry_recorded_at, None);
         let all = SummaryFilter::ApplicabilityScope(Scope::Metered);
-        let at_350 = summarize(&[unswept], &all, 350);
+        let at_350 = summarize_all(&[unswept], &all, 350);
         assert_eq!((at_350[0].ledger, at_350[0].available), (70, 0));
         let swept = lapsing.state_at(Some(0), 400).unwrap();
         assert_eq!(swept.expiry_recorded_at, Some(400));
@@ -1266,7 +1294,7 @@ mod tests {
             grants in proptest::collection::vec(arbitrary_grant(), 0..12),
             now in 0i64..2_500,
         ) {
-            let summary = summarize(&grants, &SummaryFilter::ApplicabilityScope(Scope::Metered), now);
+            let summary = summarize_all(&grants, &SummaryFilter::ApplicabilityScope(Scope::Metered), now);
             let ledger: i64 = grants.iter().filter(|g| g.scope == Scope::Metered && g.is_effective(now)).map(|g| g.remaining).sum();
             let available: i64 = grants.iter().filter(|g| g.scope == Scope::Metered && g.is_effective(now) && !g.is_expired(now)).map(|g| g.remaining).sum();
             let total_ledger: i64 = summary.iter().map(|b| b.ledger).sum();

@@ -18,6 +18,10 @@ pub enum EventType {
     CreditGrantCreated,
     CreditGrantUpdated,
     CreditBalanceTransactionCreated,
+    CreditHoldCreated,
+    CreditHoldCaptured,
+    CreditHoldReleased,
+    CreditHoldExpired,
     TestClockCreated,
     TestClockAdvancing,
     TestClockReady,
@@ -26,13 +30,17 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 15] = [
         EventType::CustomerCreated,
         EventType::CustomerUpdated,
         EventType::CustomerDeleted,
         EventType::CreditGrantCreated,
         EventType::CreditGrantUpdated,
         EventType::CreditBalanceTransactionCreated,
+        EventType::CreditHoldCreated,
+        EventType::CreditHoldCaptured,
+        EventType::CreditHoldReleased,
+        EventType::CreditHoldExpired,
         EventType::TestClockCreated,
         EventType::TestClockAdvancing,
         EventType::TestClockReady,
@@ -50,6 +58,10 @@ impl EventType {
             EventType::CreditBalanceTransactionCreated => {
                 "billing.credit_balance_transaction.created"
             }
+            EventType::CreditHoldCreated => "creditd.credit_hold.created",
+            EventType::CreditHoldCaptured => "creditd.credit_hold.captured",
+            EventType::CreditHoldReleased => "creditd.credit_hold.released",
+            EventType::CreditHoldExpired => "creditd.credit_hold.expired",
             EventType::TestClockCreated => "test_helpers.test_clock.created",
             EventType::TestClockAdvancing => "test_helpers.test_clock.advancing",
             EventType::TestClockReady => "test_helpers.test_clock.ready",

@@ -18,6 +18,8 @@ pub enum IdKind {
     Customer,
     CustomerBalanceTransaction,
     CreditGrant,
+    /// creditd's own: a reservation of credits (`credhold_`).
+    CreditHold,
     /// Stripe gives credit ledger entries the same `cbtxn_` prefix as customer balance ones.
     CreditBalanceTransaction,
     TestClock,
@@ -33,6 +35,7 @@ impl IdKind {
             IdKind::Customer => "cus",
             IdKind::CustomerBalanceTransaction | IdKind::CreditBalanceTransaction => "cbtxn",
             IdKind::CreditGrant => "credgr",
+            IdKind::CreditHold => "credhold",
             IdKind::TestClock => "clock",
             IdKind::Event => "evt",
             IdKind::WebhookEndpoint => "we",

@@ -16,11 +16,15 @@
 //! recorded — by the sweeper, shortly after; by a test-clock advance, which passes through
 //! each moment in order, exactly at `expires_at`.
 
+use std::collections::BTreeMap;
+
 use super::credit_application::{ApplyCredits, Explanation};
 use super::credit_balance_transaction::EntryType;
 use super::credit_grant::{
-    CreateCreditGrant, CreditGrant, UpdateCreditGrant, check_expiry_after, plan_burn_down,
+    BurnPlan, CreateCreditGrant, CreditGrant, SkipReason, UpdateCreditGrant, check_expiry_after,
+    plan_burn_down,
 };
+use super::credit_hold::{CaptureCreditHold, CreditHold, HoldStatus, available_view};
 use crate::error::Result;
 
 /// The invoice line an entry belongs to: `(invoice, invoice_line_item)`.
@@ -268,22 +272,42 @@ pub struct LineApplication {
 }
 
 /// Applies the customer's eligible credits to one invoice line, in burn-down order: one
-/// `credits_applied` entry per grant drawn from, each grant drained before the next. Returns
-/// one change per grant drawn from, in that order (their total is
-/// `min(amount_due, eligible remainder)`), with the explanation of each draw and skip.
+/// `credits_applied` entry per grant drawn from, each grant drained before the next. What live
+/// holds reserve (`held`, by grant: [`held_by_grant`]) is set aside first, so an application
+/// never spends held credits. Returns one change per grant drawn from, in that order (their
+/// total is `min(amount_due, eligible available remainder)`), with the explanation of each draw
+/// and skip (a grant whose whole remainder is held is skipped as `held`).
 pub fn apply_to_line(
     grants: &[CreditGrant],
+    held: &BTreeMap<String, i64>,
     command: &ApplyCredits,
     now: i64,
 ) -> Result<LineApplication> {
-    let line = command.line();
+    let view = available_view(grants, held);
     let plan = plan_burn_down(
-        grants,
+        &view,
         &command.currency,
         &command.price,
         command.amount_due,
         now,
     );
+    spend(grants, plan, command, now)
+}
+
+/// Writes the draws of `plan` (made over a view of `grants`, same order) as `credits_applied`
+/// entries on the real grants, with the explanation.
+fn spend(
+    grants: &[CreditGrant],
+    mut plan: BurnPlan,
+    command: &ApplyCredits,
+    now: i64,
+) -> Result<LineApplication> {
+    let line = command.line();
+    for (index, reason) in &mut plan.skipped {
+        if *reason == SkipReason::Exhausted && grants[*index].remaining > 0 {
+            *reason = SkipReason::Held;
+        }
+    }
     let changes = plan
         .draws
         .iter()
@@ -303,6 +327,83 @@ pub fn apply_to_line(
     Ok(LineApplication {
         changes,
         explanation: Explanation::of(&plan, grants),
+    })
+}
+
+/// What capturing a hold decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldCapture {
+    /// The hold, captured (what was not captured is released).
+    pub hold: CreditHold,
+    /// The line's application, exactly as `ApplyCredits` would record it: the same entries,
+    /// the same record (so a later `ApplyCredits` of the line is answered from it).
+    pub command: ApplyCredits,
+    pub application: LineApplication,
+}
+
+/// Captures `capture.amount` (all that is still reserved when `None`) of `hold` against an
+/// invoice line: `credits_applied` entries drawn only from the hold's reserved grants, in
+/// burn-down order, at most what the hold reserves on each. The rest is released. Refused when
+/// the hold has ended (captured, released, expired) or the amount exceeds what is still
+/// reserved (after reservations on grants that died lapsed: [`CreditHold::lapse`]).
+pub fn capture_hold(
+    hold: &CreditHold,
+    grants: &[CreditGrant],
+    capture: &CaptureCreditHold,
+    now: i64,
+) -> Result<HoldCapture> {
+    hold.check_open(now, "capture")?;
+    let mut hold = hold.clone();
+    hold.lapse(grants, now)?;
+    let reserved = hold.reserved();
+    let amount = capture.amount.unwrap_or(reserved);
+    if amount > reserved {
+        return Err(crate::error::Error::invalid_state(format!(
+            "You cannot capture {amount} from credit hold {}: only {reserved} is still reserved.",
+            hold.id
+        ))
+        .with_code("amount_too_large")
+        .with_param("amount"));
+    }
+    let command = ApplyCredits {
+        customer_id: hold.customer_id.clone(),
+        currency: hold.currency.clone(),
+        invoice: capture.invoice.clone(),
+        invoice_line_item: capture.invoice_line_item.clone(),
+        price: hold.price.clone(),
+        amount_due: amount,
+    };
+    let view: Vec<CreditGrant> = grants
+        .iter()
+        .map(|grant| {
+            let mut view = grant.clone();
+            let reserved_here: i64 = hold
+                .reservations
+                .iter()
+                .filter(|r| r.credit_grant == grant.id)
+                .map(|r| r.amount)
+                .sum();
+            view.remaining = reserved_here.min(grant.remaining);
+            view
+        })
+        .collect();
+    let plan = plan_burn_down(&view, &hold.currency, &hold.price, amount, now);
+    let drawn: i64 = plan.draws.iter().map(|draw| draw.amount).sum();
+    if drawn != amount {
+        return Err(crate::error::Error::internal(anyhow::anyhow!(
+            "credit hold {} reserves {reserved} but only {drawn} of {amount} could be drawn",
+            hold.id
+        )));
+    }
+    let application = spend(grants, plan, &command, now)?;
+    hold.captured_amount = amount;
+    hold.invoice = Some(capture.invoice.clone());
+    hold.invoice_line_item = Some(capture.invoice_line_item.clone());
+    hold.end(HoldStatus::Captured, now);
+    Ok(HoldCapture {
+        hold,
+        command,
+        application,
     })
 }
 
@@ -518,7 +619,7 @@ mod tests {
             amount_due: 45,
         })
         .unwrap();
-        let changes = apply_to_line(&[second, first], &command, 100)
+        let changes = apply_to_line(&[second, first], &BTreeMap::new(), &command, 100)
             .unwrap()
             .changes;
         let drawn: Vec<(&str, i64, i64)> = changes
@@ -565,5 +666,50 @@ mod tests {
         // The default effective time must still come before the expiry.
         let late = NewGrant { now: 500, ..new };
         assert!(CreditGrant::create(&command, late).is_err());
+    }
+
+    #[test]
+    fn a_capture_draws_only_what_the_hold_reserves_in_burn_order() {
+        use crate::domain::credit_hold::{CreateCreditHold, HoldFields, NewHold, reserve};
+        let mut first = grant("first", 30, None);
+        first.priority = 0;
+        let second = grant("second", 100, None);
+        let grants = [second, first];
+        let command = CreateCreditHold::parse(HoldFields {
+            customer: "cus_1".into(),
+            currency: "usd".into(),
+            amount: 50,
+            price_type: Some("metered".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let new = NewHold {
+            id: "h".into(),
+            livemode: false,
+            now: 10,
+            expires_at: 100,
+            test_clock: None,
+        };
+        let hold = reserve(&grants, &[], &command, new).unwrap();
+        let capture =
+            CaptureCreditHold::parse("h".into(), "in_1".into(), "il_1".into(), Some(40)).unwrap();
+        let captured = capture_hold(&hold, &grants, &capture, 20).unwrap();
+        let drawn: Vec<(&str, i64)> = captured
+            .application
+            .changes
+            .iter()
+            .map(|change| (change.grant.id.as_str(), change.entries[0].amount))
+            .collect();
+        assert_eq!(drawn, [("first", 30), ("second", 10)]);
+        assert_eq!(captured.hold.status, HoldStatus::Captured);
+        assert_eq!(
+            (captured.hold.captured_amount, captured.hold.reserved()),
+            (40, 0)
+        );
+        assert_eq!(captured.command.amount_due(), 40);
+        let too_much =
+            CaptureCreditHold::parse("h".into(), "in_1".into(), "il_1".into(), Some(51)).unwrap();
+        assert!(capture_hold(&hold, &grants, &too_much, 20).is_err());
+        assert!(capture_hold(&captured.hold, &grants, &capture, 20).is_err());
     }
 }

@@ -4,6 +4,7 @@
 pub mod credit_application;
 pub mod credit_balance_transaction;
 pub mod credit_grant;
+pub mod credit_hold;
 pub mod currency;
 pub mod customer;
 pub mod customer_balance_transaction;

@@ -301,7 +301,7 @@ impl CreditBalanceService for CreditBalanceApi {
 }
 
 /// The message form of an application's explanation.
-fn explanation(explanation: Explanation) -> proto::ApplicationExplanation {
+pub(super) fn explanation(explanation: Explanation) -> proto::ApplicationExplanation {
     proto::ApplicationExplanation {
         draws: explanation
             .draws

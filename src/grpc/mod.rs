@@ -3,6 +3,7 @@
 
 mod admin;
 mod convert;
+mod credit_holds;
 mod credits;
 mod customer_balance_transactions;
 mod customers;
@@ -34,6 +35,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/creditd_descriptor.bin"));
 
 pub use admin::AdminApi;
+pub use credit_holds::CreditHoldApi;
 pub use credits::{CreditBalanceApi, CreditGrantApi};
 pub use customer_balance_transactions::CustomerBalanceTransactionApi;
 pub use customers::CustomerApi;
@@ -51,6 +53,7 @@ pub async fn routes(
     use proto::admin_service_server::AdminServiceServer;
     use proto::credit_balance_service_server::CreditBalanceServiceServer;
     use proto::credit_grant_service_server::CreditGrantServiceServer;
+    use proto::credit_hold_service_server::CreditHoldServiceServer;
     use proto::customer_balance_transaction_service_server::CustomerBalanceTransactionServiceServer;
     use proto::customer_service_server::CustomerServiceServer;
     use proto::event_service_server::EventServiceServer;
@@ -69,6 +72,9 @@ pub async fn routes(
         .await;
     health_reporter
         .set_serving::<CreditBalanceServiceServer<CreditBalanceApi>>()
+        .await;
+    health_reporter
+        .set_serving::<CreditHoldServiceServer<CreditHoldApi>>()
         .await;
 
     health_reporter
@@ -114,6 +120,10 @@ pub async fn routes(
         )
         .add_service(
             CreditBalanceServiceServer::new(CreditBalanceApi::new(services.clone()))
+                .max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            CreditHoldServiceServer::new(CreditHoldApi::new(services.clone()))
                 .max_decoding_message_size(max_message_bytes),
         )
         .add_service(

@@ -13,6 +13,7 @@ use crate::domain::credit_balance_transaction::{
 use crate::domain::credit_grant::{
     CreditGrant, CurrencyBalance, SummaryFilter, SummaryQuery, summarize,
 };
+use crate::domain::credit_hold::held_by_grant;
 use crate::domain::ledger::{InvoiceLine, apply_to_line};
 use crate::domain::pagination::{ListRequest, Page};
 use crate::error::{Error, Result};
@@ -65,15 +66,25 @@ impl Services {
         {
             return Err(Error::no_such("credit grant", id, "filter[credit_grant]"));
         }
-        let grants: Vec<CreditGrant> = match remaining_at {
-            None => grants,
-            Some(remaining_at) => grants
-                .iter()
-                .zip(remaining_at)
-                .filter_map(|(grant, remaining)| grant.state_at(remaining, moment))
-                .collect(),
+        let (grants, held) = match remaining_at {
+            None => {
+                let holds =
+                    store::credit_holds::active_for_customer(conn, &ctx.tenant, customer_id)
+                        .await?;
+                let held = held_by_grant(&holds, &grants, moment);
+                (grants, held)
+            }
+            // Holds are not kept as history: a past balance leaves them out.
+            Some(remaining_at) => (
+                grants
+                    .iter()
+                    .zip(remaining_at)
+                    .filter_map(|(grant, remaining)| grant.state_at(remaining, moment))
+                    .collect::<Vec<CreditGrant>>(),
+                BTreeMap::new(),
+            ),
         };
-        Ok(summarize(&grants, filter, moment))
+        Ok(summarize(&grants, &held, filter, moment))
     }
 
     pub async fn get_credit_balance_transaction(
@@ -152,7 +163,11 @@ impl Services {
                 return earlier_application(&tx, ctx, &command, existing).await;
             }
             let now = found.clock_time.unwrap_or(now);
-            let application = apply_to_line(&found.grants, &command, now)?;
+            let holds =
+                store::credit_holds::active_for_customer(&tx, &ctx.tenant, command.customer_id())
+                    .await?;
+            let held = held_by_grant(&holds, &found.grants, now);
+            let application = apply_to_line(&found.grants, &held, &command, now)?;
             let changes = application.changes;
             let entries: Vec<CreditBalanceTransaction> = changes
                 .iter()

@@ -117,6 +117,8 @@ impl Services {
                 .await?;
             let change = change(&before, now)?;
             let (grant, _) = ledger::save_change(&tx, &ctx.tenant, change, &mut events).await?;
+            super::credit_holds::record_lapsed_holds(&tx, &ctx.tenant, &grant.customer_id, now)
+                .await?;
             events.emit_update(
                 EventType::CreditGrantUpdated,
                 Some(&grant.customer_id),
@@ -175,6 +177,13 @@ impl Services {
                         return Ok(false);
                     };
                     ledger::save_change(&tx, &due.tenant, change, &mut events).await?;
+                    super::credit_holds::record_lapsed_holds(
+                        &tx,
+                        &due.tenant,
+                        &due.customer_id,
+                        now,
+                    )
+                    .await?;
                     Ok(true)
                 }
                 .await;

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod clock;
 pub mod credit_balance;
 pub mod credit_grants;
+pub mod credit_holds;
 pub mod customer_balance_transactions;
 pub mod customers;
 pub mod event_stream;
@@ -90,6 +91,8 @@ pub struct Services {
     pub event_streams: Arc<event_stream::EventStreams>,
     /// Refuse webhook endpoint URLs on internal addresses (multi-tenant deployments).
     pub refuse_private_webhook_addresses: bool,
+    /// The longest a credit hold may live, in seconds.
+    pub max_hold_seconds: i64,
 }
 
 impl Services {
@@ -109,12 +112,19 @@ impl Services {
             event_retention: events::DEFAULT_RETENTION,
             event_streams: Arc::new(event_stream::EventStreams::default()),
             refuse_private_webhook_addresses: false,
+            max_hold_seconds: crate::domain::credit_hold::DEFAULT_MAX_HOLD_SECONDS,
         }
     }
 
     /// Keeps events for `retention` (the Events API's window and the pruner's cutoff).
     pub fn with_event_retention(mut self, retention: std::time::Duration) -> Self {
         self.event_retention = retention;
+        self
+    }
+
+    /// Bounds the lifetime of credit holds to `seconds` (at least one second).
+    pub fn with_max_hold_seconds(mut self, seconds: i64) -> Self {
+        self.max_hold_seconds = seconds.max(1);
         self
     }
 

@@ -252,6 +252,16 @@ impl Services {
                     for change in lapse_until(&grants, target)? {
                         ledger::save_change(&tx, tenant, change, &mut events).await?;
                     }
+                    for customer in &customers {
+                        super::credit_holds::advance_holds(
+                            &tx,
+                            tenant,
+                            customer,
+                            target,
+                            &mut events,
+                        )
+                        .await?;
+                    }
                     clock.frozen_time = target;
                     clock.status = ClockStatus::Ready;
                     clock.target_frozen_time = None;

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod audit;
 pub mod credit_balance_transactions;
 pub mod credit_grants;
+pub mod credit_holds;
 pub mod customer_balance_transactions;
 pub mod customers;
 pub mod entities;

@@ -6,6 +6,7 @@ pub mod api_key;
 pub mod credit_application;
 pub mod credit_balance_transaction;
 pub mod credit_grant;
+pub mod credit_hold;
 pub mod customer;
 pub mod customer_balance;
 pub mod customer_balance_transaction;
