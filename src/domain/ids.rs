@@ -23,6 +23,7 @@ pub enum IdKind {
     TestClock,
     Event,
     WebhookEndpoint,
+    BillingAlert,
 }
 
 impl IdKind {
@@ -36,6 +37,7 @@ impl IdKind {
             IdKind::TestClock => "clock",
             IdKind::Event => "evt",
             IdKind::WebhookEndpoint => "we",
+            IdKind::BillingAlert => "alrt",
         }
     }
 }
