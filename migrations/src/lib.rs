@@ -15,6 +15,7 @@ mod m20261130_000008_customer_deletion;
 mod m20261130_000009_events;
 mod m20261130_000010_webhooks;
 mod m20261130_000011_entry_running_remainder;
+mod m20261130_000013_billing_alerts;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000009_events::Migration),
             Box::new(m20261130_000010_webhooks::Migration),
             Box::new(m20261130_000011_entry_running_remainder::Migration),
+            Box::new(m20261130_000013_billing_alerts::Migration),
         ]
     }
 }
