@@ -104,6 +104,9 @@ on_every_backend! {
         assert_eq!(config["lte"]["monetary"]["currency"], "usd");
         assert_eq!(config["lte"]["monetary"]["value"], 300);
         assert_eq!(app.get(&format!("{ALERTS}/{id}")).await.ok(), created);
+        let replayed = app.post_idempotent(ALERTS, "alert-once", &alert_body(&customer, 7, "")).await.ok();
+        assert_eq!(app.post_idempotent(ALERTS, "alert-once", &alert_body(&customer, 7, "")).await.ok(), replayed);
+        app.post(&format!("{ALERTS}/{}/archive", id_of(&replayed)), "").await.ok();
 
         let second = create_alert(&app, &customer, 100).await;
         let other_customer = app.create_customer("name=Bo").await;
@@ -297,6 +300,14 @@ on_every_backend! {
             .await
             .unwrap();
         assert_eq!(alert_events(&app).await[1..], [(TRIGGERED.to_string(), scoped, 50)]);
+        // The value is the summary's available balance under the same scope filter.
+        let summary = app
+            .get(&format!(
+                "/v1/billing/credit_balance_summary?customer={customer}&filter[type]=applicability_scope&filter[applicability_scope][prices][0][id]=price_x"
+            ))
+            .await
+            .ok();
+        assert_eq!(summary["balances"][0]["available_balance"]["monetary"]["value"], 50);
         assert!(alert_events(&app).await.iter().all(|(_, alert, _)| *alert != whole), "1050 left in all");
     }
 

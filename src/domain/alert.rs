@@ -446,7 +446,7 @@ mod tests {
         assert_eq!(alert.evaluate(0), None);
         assert_eq!(alert.evaluate(501), Some(Crossing::Recovered));
         assert_eq!(alert.evaluate(502), None);
-        assert_eq!(alert.evaluate(-0), Some(Crossing::Triggered));
+        assert_eq!(alert.evaluate(0), Some(Crossing::Triggered));
     }
 
     #[test]

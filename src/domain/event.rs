@@ -255,6 +255,27 @@ mod tests {
     }
 
     #[test]
+    fn balance_changing_types_are_ledger_grant_and_hold_events() {
+        for kind in [
+            "billing.credit_balance_transaction.created",
+            "billing.credit_grant.created",
+            "billing.credit_grant.updated",
+            "creditd.credit_hold.created",
+            "creditd.credit_hold.expired",
+        ] {
+            assert!(EventType::may_change_credit_balance(kind), "{kind}");
+        }
+        for kind in [
+            "customer.updated",
+            "billing.alert.triggered",
+            "creditd.alert.recovered",
+            "test_helpers.test_clock.ready",
+        ] {
+            assert!(!EventType::may_change_credit_balance(kind), "{kind}");
+        }
+    }
+
+    #[test]
     fn patterns_match_exactly_or_by_wildcard_prefix() {
         assert!(type_matches("*", "customer.created"));
         assert!(type_matches("customer.*", "customer.updated"));
