@@ -49,25 +49,29 @@ async fn create_alert(app: &TestApp, customer: &str, threshold: i64) -> String {
 
 /// The alert events (triggered and recovered), oldest first, as (type, alert, value).
 async fn alert_events(app: &TestApp) -> Vec<(String, String, i64)> {
-    let list = app
-        .get(&format!(
-            "/v1/events?limit=100&types[]={TRIGGERED}&types[]={RECOVERED}"
-        ))
-        .await
-        .ok();
-    let mut events: Vec<(String, String, i64)> = list["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|event| {
+    let mut events = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let list = app
+            .get(&format!(
+                "/v1/events?limit=100&types[]={TRIGGERED}&types[]={RECOVERED}{cursor}"
+            ))
+            .await
+            .ok();
+        let data = list["data"].as_array().unwrap();
+        for event in data {
             let object = &event["data"]["object"];
-            (
+            events.push((
                 event["type"].as_str().unwrap().to_string(),
                 object["alert"]["id"].as_str().unwrap().to_string(),
                 object["value"].as_i64().unwrap(),
-            )
-        })
-        .collect();
+            ));
+        }
+        if list["has_more"] != true {
+            break;
+        }
+        cursor = format!("&starting_after={}", id_of(data.last().unwrap()));
+    }
     events.reverse();
     events
 }
@@ -397,5 +401,86 @@ on_every_backend! {
         // Events of one write are in alert-ID order, the order the alerts were created in.
         assert_eq!(alert_events(&app).await, expected);
         assert!(!expected.is_empty());
+    }
+
+    async fn fired_events_match_a_replay_with_expiries_sweeps_and_time(app) {
+        let customer = app.create_customer("name=Ada").await;
+        let thresholds = [0, 150, 400];
+        let mut alerts = Vec::new();
+        for threshold in thresholds {
+            alerts.push(create_alert(&app, &customer, threshold).await);
+        }
+        // The model: each grant's (expires_at, remaining) in creation order; the balance is what
+        // remains of grants not expired at the server's time. All at `below` (balance 0).
+        let mut grants: Vec<(Option<i64>, i64)> = Vec::new();
+        let mut below = [true; 3];
+        let mut expected = Vec::new();
+        let available = |grants: &[(Option<i64>, i64)], now: i64| -> i64 {
+            grants.iter().filter(|(expires, _)| expires.is_none_or(|at| at > now)).map(|(_, left)| left).sum()
+        };
+        let mut seed: u64 = 0xa1e7_5eed;
+        let mut next = |bound: i64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            ((seed >> 33) as i64) % bound
+        };
+        for step in 0..150 {
+            let evaluated = match next(4) {
+                0 => {
+                    let amount = 1 + next(400);
+                    let expires = (next(2) == 0).then(|| app.now() + 1 + next(300));
+                    let extra = expires.map_or(String::new(), |at| format!("&expires_at={at}"));
+                    create_grant(&app, &format!("{}{extra}", usd_grant_body(&customer, amount))).await;
+                    grants.push((expires, amount));
+                    true
+                }
+                1 => {
+                    let amount = 1 + next(200);
+                    let now = app.now();
+                    let applied = apply_credits(&app, &customer, &invoice_id("replay"), "il_1", amount).await.applied;
+                    // Burn-down: soonest expiry first (never-expiring last), then creation order.
+                    let mut order: Vec<usize> = (0..grants.len())
+                        .filter(|&i| grants[i].0.is_none_or(|at| at > now))
+                        .collect();
+                    order.sort_by_key(|&i| (grants[i].0.unwrap_or(i64::MAX), i));
+                    let mut due = amount;
+                    for i in order {
+                        let draw = due.min(grants[i].1);
+                        grants[i].1 -= draw;
+                        due -= draw;
+                    }
+                    assert_eq!(applied, amount - due, "step {step}: the model draws what the server drew");
+                    applied > 0
+                }
+                2 => {
+                    app.advance(1 + next(200));
+                    false
+                }
+                _ => {
+                    sweep(&app).await;
+                    let now = app.now();
+                    for grant in &mut grants {
+                        if grant.0.is_some_and(|at| at <= now) {
+                            grant.1 = 0;
+                        }
+                    }
+                    true
+                }
+            };
+            if !evaluated {
+                continue;
+            }
+            let balance = available(&grants, app.now());
+            for (i, threshold) in thresholds.iter().enumerate() {
+                let now_below = balance <= *threshold;
+                if now_below != below[i] {
+                    let kind = if now_below { TRIGGERED } else { RECOVERED };
+                    expected.push((kind.to_string(), alerts[i].clone(), balance));
+                    below[i] = now_below;
+                }
+            }
+        }
+        assert_eq!(alert_events(&app).await, expected);
+        assert!(expected.iter().any(|(kind, _, _)| kind == TRIGGERED));
+        assert!(expected.iter().any(|(kind, _, _)| kind == RECOVERED));
     }
 }
