@@ -337,9 +337,19 @@ on_every_backend! {
         create_grant(&app, &usd_grant_body(&customer, 3000)).await;
         let alert = create_alert(&app, &customer, 1450).await;
         let channel = app.channel().await;
+        // On PostgreSQL, half the debits go through a second replica on the same database.
+        let replica = match app.backend {
+            common::Backend::Postgres => Some(app.spawn_replica().await),
+            common::Backend::Sqlite => None,
+        };
+        let other = match &replica {
+            Some(replica) => replica.channel().await,
+            None => channel.clone(),
+        };
         let mut tasks = Vec::new();
         for i in 0..30 {
-            let mut client = BalanceClient::new(channel.clone());
+            let chosen = if i % 2 == 0 { &channel } else { &other };
+            let mut client = BalanceClient::new(chosen.clone());
             let request = app.grpc(metered_line(&customer, "usd", &invoice_id("race"), &format!("il_{i}"), 100));
             tasks.push(tokio::spawn(async move { client.apply_credits(request).await }));
         }
