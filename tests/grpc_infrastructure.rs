@@ -20,6 +20,7 @@ on_every_backend! {
             "creditd.v1.CreditGrantService",
             "creditd.v1.CreditBalanceService",
             "creditd.v1.TestClockService",
+            "creditd.v1.AlertService",
         ] {
             let response = health
                 .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
@@ -52,6 +53,7 @@ on_every_backend! {
             "creditd.v1.CreditGrantService",
             "creditd.v1.CreditBalanceService",
             "creditd.v1.TestClockService",
+            "creditd.v1.AlertService",
             "grpc.health.v1.Health",
         ] {
             assert!(names.contains(&expected.to_string()), "{expected} missing from {names:?}");
