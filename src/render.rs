@@ -194,6 +194,22 @@ pub struct ScopeJson {
     pub prices: Option<Vec<PriceJson>>,
 }
 
+impl ScopeJson {
+    pub fn new(scope: crate::domain::credit_grant::Scope) -> Self {
+        use crate::domain::credit_grant::Scope;
+        match scope {
+            Scope::Metered => ScopeJson {
+                price_type: Some("metered"),
+                prices: None,
+            },
+            Scope::Prices(prices) => ScopeJson {
+                price_type: None,
+                prices: Some(prices.into_iter().map(|id| PriceJson { id }).collect()),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct ApplicabilityConfigJson {
     pub scope: ScopeJson,
@@ -225,17 +241,7 @@ impl CreditGrantJson {
         grant: crate::domain::credit_grant::CreditGrant,
         customer: Option<Customer>,
     ) -> Self {
-        use crate::domain::credit_grant::Scope;
-        let scope = match grant.scope {
-            Scope::Metered => ScopeJson {
-                price_type: Some("metered"),
-                prices: None,
-            },
-            Scope::Prices(prices) => ScopeJson {
-                price_type: None,
-                prices: Some(prices.into_iter().map(|id| PriceJson { id }).collect()),
-            },
-        };
+        let scope = ScopeJson::new(grant.scope);
         CreditGrantJson {
             object: "billing.credit_grant",
             amount: CreditAmountJson::new(&grant.currency, grant.amount),
@@ -514,6 +520,127 @@ impl WebhookEndpointJson {
             status: endpoint.status.as_str(),
             url: endpoint.url,
             id: endpoint.id,
+        }
+    }
+}
+
+/// Stripe's `billing.alert` of type `credit_balance_threshold` (preview shape): every config
+/// key present, `null` for the types creditd does not serve.
+#[derive(Debug, Serialize)]
+pub struct BillingAlertJson {
+    pub id: String,
+    pub object: &'static str,
+    pub alert_type: &'static str,
+    pub credit_balance_threshold: Option<CreditBalanceThresholdJson>,
+    pub livemode: bool,
+    pub spend_threshold: Option<()>,
+    pub status: Option<&'static str>,
+    pub title: String,
+    pub usage_threshold: Option<()>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreditBalanceThresholdJson {
+    pub filters: Option<Vec<AlertFilterJson>>,
+    pub lte: AlertLteJson,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AlertFilterJson {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub customer: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credit_grants: Option<ApplicabilityJson>,
+}
+
+/// `credit_grants` of an alert filter: `{applicability_config: {scope}}`.
+#[derive(Debug, Serialize)]
+pub struct ApplicabilityJson {
+    pub applicability_config: ApplicabilityConfigJson,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AlertLteJson {
+    pub balance_type: &'static str,
+    pub custom_pricing_unit: Option<()>,
+    pub monetary: Option<AlertMonetaryJson>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AlertMonetaryJson {
+    pub currency: String,
+    pub value: i64,
+}
+
+impl BillingAlertJson {
+    pub fn new(alert: crate::domain::alert::CreditBalanceAlert) -> Self {
+        BillingAlertJson {
+            object: "billing.alert",
+            alert_type: crate::domain::alert::CREDIT_BALANCE_THRESHOLD,
+            credit_balance_threshold: Some(CreditBalanceThresholdJson {
+                filters: Some(vec![AlertFilterJson {
+                    kind: "customer",
+                    customer: alert.customer_id,
+                    credit_grants: alert.scope.map(|scope| ApplicabilityJson {
+                        applicability_config: ApplicabilityConfigJson {
+                            scope: ScopeJson::new(scope),
+                        },
+                    }),
+                }]),
+                lte: AlertLteJson {
+                    balance_type: "monetary",
+                    custom_pricing_unit: None,
+                    monetary: Some(AlertMonetaryJson {
+                        currency: alert.currency.as_str().to_string(),
+                        value: alert.threshold,
+                    }),
+                },
+            }),
+            livemode: alert.livemode,
+            spend_threshold: None,
+            status: Some(alert.status.as_str()),
+            title: alert.title,
+            usage_threshold: None,
+            id: alert.id,
+        }
+    }
+}
+
+/// The `data.object` of `billing.alert.triggered` (Stripe's `billing.alert_triggered`) and of
+/// creditd's `creditd.alert.recovered` (`creditd.alert_recovered`, the same fields): the alert
+/// as it is after the crossing, the customer, and the balance that crossed (`value`, minor
+/// units of `currency`). `created` is the event's time.
+#[derive(Debug, Serialize)]
+pub struct AlertCrossingJson {
+    pub object: &'static str,
+    pub alert: BillingAlertJson,
+    pub created: i64,
+    pub currency: String,
+    pub customer: String,
+    pub livemode: bool,
+    pub value: i64,
+}
+
+impl AlertCrossingJson {
+    pub fn new(
+        crossing: crate::domain::alert::Crossing,
+        alert: crate::domain::alert::CreditBalanceAlert,
+        value: i64,
+        created: i64,
+    ) -> Self {
+        use crate::domain::alert::Crossing;
+        AlertCrossingJson {
+            object: match crossing {
+                Crossing::Triggered => "billing.alert_triggered",
+                Crossing::Recovered => "creditd.alert_recovered",
+            },
+            currency: alert.currency.as_str().to_string(),
+            customer: alert.customer_id.clone(),
+            livemode: alert.livemode,
+            alert: BillingAlertJson::new(alert),
+            created,
+            value,
         }
     }
 }

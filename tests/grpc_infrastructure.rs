@@ -21,6 +21,7 @@ on_every_backend! {
             "creditd.v1.CreditBalanceService",
             "creditd.v1.CreditHoldService",
             "creditd.v1.TestClockService",
+            "creditd.v1.AlertService",
         ] {
             let response = health
                 .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
@@ -54,6 +55,7 @@ on_every_backend! {
             "creditd.v1.CreditBalanceService",
             "creditd.v1.CreditHoldService",
             "creditd.v1.TestClockService",
+            "creditd.v1.AlertService",
             "grpc.health.v1.Health",
         ] {
             assert!(names.contains(&expected.to_string()), "{expected} missing from {names:?}");

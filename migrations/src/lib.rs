@@ -16,6 +16,7 @@ mod m20261130_000009_events;
 mod m20261130_000010_webhooks;
 mod m20261130_000011_entry_running_remainder;
 mod m20261130_000012_credit_holds;
+mod m20261130_000013_billing_alerts;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000010_webhooks::Migration),
             Box::new(m20261130_000011_entry_running_remainder::Migration),
             Box::new(m20261130_000012_credit_holds::Migration),
+            Box::new(m20261130_000013_billing_alerts::Migration),
         ]
     }
 }

@@ -476,6 +476,8 @@ pub fn burn_down(
 pub enum SummaryFilter {
     CreditGrant(String),
     ApplicabilityScope(Scope),
+    /// Every grant (a billing alert without an applicability filter; not a Stripe filter).
+    AllGrants,
 }
 
 /// A scope's two mutually exclusive fields, unvalidated.
@@ -639,6 +641,7 @@ pub fn summarize(
         let matches = match filter {
             SummaryFilter::CreditGrant(id) => &grant.id == id,
             SummaryFilter::ApplicabilityScope(scope) => grant.scope.matches_filter(scope),
+            SummaryFilter::AllGrants => true,
         };
         if !matches {
             continue;

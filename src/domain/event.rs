@@ -27,10 +27,15 @@ pub enum EventType {
     TestClockReady,
     TestClockInternalFailure,
     TestClockDeleted,
+    /// A credit balance alert's balance crossed to at or below its threshold.
+    BillingAlertTriggered,
+    /// A triggered credit balance alert's balance rose back above its threshold (creditd's own
+    /// name: Stripe's preview `billing.alert.recovered` is not in the contract).
+    AlertRecovered,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 15] = [
+    pub const ALL: [EventType; 17] = [
         EventType::CustomerCreated,
         EventType::CustomerUpdated,
         EventType::CustomerDeleted,
@@ -46,6 +51,8 @@ impl EventType {
         EventType::TestClockReady,
         EventType::TestClockInternalFailure,
         EventType::TestClockDeleted,
+        EventType::BillingAlertTriggered,
+        EventType::AlertRecovered,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,11 +74,22 @@ impl EventType {
             EventType::TestClockReady => "test_helpers.test_clock.ready",
             EventType::TestClockInternalFailure => "test_helpers.test_clock.internal_failure",
             EventType::TestClockDeleted => "test_helpers.test_clock.deleted",
+            EventType::BillingAlertTriggered => "billing.alert.triggered",
+            EventType::AlertRecovered => "creditd.alert.recovered",
         }
     }
 
     pub fn parse(raw: &str) -> Option<EventType> {
         EventType::ALL.into_iter().find(|kind| kind.as_str() == raw)
+    }
+
+    /// Whether an event of type `raw` may have changed its customer's credit balance (so the
+    /// customer's billing alerts are evaluated): a ledger entry, a grant change, or any credit
+    /// hold event.
+    pub fn may_change_credit_balance(raw: &str) -> bool {
+        raw == EventType::CreditBalanceTransactionCreated.as_str()
+            || raw.starts_with("billing.credit_grant.")
+            || raw.starts_with("creditd.credit_hold.")
     }
 }
 
@@ -246,6 +264,27 @@ mod tests {
             assert_eq!(EventType::parse(kind.as_str()), Some(kind));
         }
         assert_eq!(EventType::parse("customer.*"), None);
+    }
+
+    #[test]
+    fn balance_changing_types_are_ledger_grant_and_hold_events() {
+        for kind in [
+            "billing.credit_balance_transaction.created",
+            "billing.credit_grant.created",
+            "billing.credit_grant.updated",
+            "creditd.credit_hold.created",
+            "creditd.credit_hold.expired",
+        ] {
+            assert!(EventType::may_change_credit_balance(kind), "{kind}");
+        }
+        for kind in [
+            "customer.updated",
+            "billing.alert.triggered",
+            "creditd.alert.recovered",
+            "test_helpers.test_clock.ready",
+        ] {
+            assert!(!EventType::may_change_credit_balance(kind), "{kind}");
+        }
     }
 
     #[test]

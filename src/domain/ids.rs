@@ -25,6 +25,7 @@ pub enum IdKind {
     TestClock,
     Event,
     WebhookEndpoint,
+    BillingAlert,
 }
 
 impl IdKind {
@@ -39,6 +40,7 @@ impl IdKind {
             IdKind::TestClock => "clock",
             IdKind::Event => "evt",
             IdKind::WebhookEndpoint => "we",
+            IdKind::BillingAlert => "alrt",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The pure domain: money, currencies, identifiers, metadata, pagination and the rules of each
 //! resource. Nothing here touches a database or a transport; everything is unit-tested.
 
+pub mod alert;
 pub mod credit_application;
 pub mod credit_balance_transaction;
 pub mod credit_grant;

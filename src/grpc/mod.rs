@@ -2,6 +2,7 @@
 //! calls and back, plus `grpc.health.v1` and server reflection. No rules live here.
 
 mod admin;
+mod alerts;
 mod convert;
 mod credit_holds;
 mod credits;
@@ -35,6 +36,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/creditd_descriptor.bin"));
 
 pub use admin::AdminApi;
+pub use alerts::AlertApi;
 pub use credit_holds::CreditHoldApi;
 pub use credits::{CreditBalanceApi, CreditGrantApi};
 pub use customer_balance_transactions::CustomerBalanceTransactionApi;
@@ -51,6 +53,7 @@ pub async fn routes(
     max_message_bytes: usize,
 ) -> anyhow::Result<tonic::service::Routes> {
     use proto::admin_service_server::AdminServiceServer;
+    use proto::alert_service_server::AlertServiceServer;
     use proto::credit_balance_service_server::CreditBalanceServiceServer;
     use proto::credit_grant_service_server::CreditGrantServiceServer;
     use proto::credit_hold_service_server::CreditHoldServiceServer;
@@ -88,6 +91,9 @@ pub async fn routes(
         .await;
     health_reporter
         .set_serving::<WebhookEndpointServiceServer<WebhookEndpointApi>>()
+        .await;
+    health_reporter
+        .set_serving::<AlertServiceServer<AlertApi>>()
         .await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -136,6 +142,10 @@ pub async fn routes(
         )
         .add_service(
             WebhookEndpointServiceServer::new(WebhookEndpointApi::new(services.clone()))
+                .max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            AlertServiceServer::new(AlertApi::new(services.clone()))
                 .max_decoding_message_size(max_message_bytes),
         )
         .add_service(

@@ -1,6 +1,7 @@
 //! The Stripe REST shim: axum handlers that speak Stripe's form-encoded API and JSON shapes,
 //! translating to the same service calls as gRPC. No rules live here.
 
+mod alerts;
 mod body;
 mod context;
 mod credit_balance;
@@ -122,6 +123,14 @@ pub fn router(services: Services) -> Router {
             "/v1/billing/credit_balance_transactions/{id}",
             get(credit_balance::retrieve_transaction),
         )
+        .route("/v1/billing/alerts", get(alerts::list).post(alerts::create))
+        .route("/v1/billing/alerts/{id}", get(alerts::retrieve))
+        .route("/v1/billing/alerts/{id}/activate", post(alerts::activate))
+        .route(
+            "/v1/billing/alerts/{id}/deactivate",
+            post(alerts::deactivate),
+        )
+        .route("/v1/billing/alerts/{id}/archive", post(alerts::archive))
         .route(
             "/v1/test_helpers/test_clocks",
             get(test_clocks::list).post(test_clocks::create),

@@ -14,12 +14,13 @@ use tokio::sync::{Notify, watch};
 
 use super::{RequestContext, Services, page_after_cursor};
 use crate::domain::Tenant;
+use crate::domain::alert::Crossing;
 use crate::domain::event::{Event, EventFilter, EventRequest, EventType, event_data};
 use crate::domain::ids::{IdKind, new_id};
 use crate::domain::pagination::{ListRequest, Page};
 use crate::domain::webhook::subscribes;
 use crate::error::{Error, Result};
-use crate::render::STRIPE_API_VERSION;
+use crate::render::{AlertCrossingJson, STRIPE_API_VERSION};
 use crate::store::{self, Db, Transaction};
 
 /// How long events are kept unless configured otherwise (Stripe's 30 days).
@@ -118,6 +119,7 @@ impl EventBatch {
         if self.events.is_empty() {
             return Ok(());
         }
+        self.fire_alerts(tx).await?;
         let endpoints = store::webhooks::enabled_endpoints(tx, &self.tenant).await?;
         let mut deliveries = Vec::new();
         if !endpoints.is_empty() {
@@ -138,6 +140,48 @@ impl EventBatch {
         }
         store::events::insert(tx, &self.tenant, &self.events).await?;
         store::webhooks::insert_deliveries(tx, &self.tenant, deliveries).await
+    }
+}
+
+impl EventBatch {
+    /// The billing alert hook: evaluates the active alerts of every customer whose credit
+    /// balance this batch may have changed (see [`EventType::may_change_credit_balance`]) and
+    /// adds a `billing.alert.triggered` or `creditd.alert.recovered` event per crossing, after
+    /// the change's own events, with no `request` (automatic, as the contract has it for alert
+    /// triggering). Nothing is read for a batch without such events.
+    async fn fire_alerts(&mut self, tx: &Transaction) -> Result<()> {
+        let mut customers: Vec<&str> = self
+            .events
+            .iter()
+            .filter(|event| EventType::may_change_credit_balance(&event.kind))
+            .filter_map(|event| event.customer_id.as_deref())
+            .collect();
+        if customers.is_empty() {
+            return Ok(());
+        }
+        customers.sort_unstable();
+        customers.dedup();
+        let crossings =
+            super::alerts::evaluate_alerts(tx, &self.tenant, self.created, &customers).await?;
+        for crossing in crossings {
+            let customer = crossing.alert.customer_id.clone();
+            let kind = match crossing.crossing {
+                Crossing::Triggered => EventType::BillingAlertTriggered,
+                Crossing::Recovered => EventType::AlertRecovered,
+            };
+            let object = AlertCrossingJson::new(
+                crossing.crossing,
+                crossing.alert,
+                crossing.balance,
+                self.created,
+            );
+            self.emit(kind, Some(&customer), &object)?;
+            // A crossing is automatic, like an expiry: Stripe's `request` is null for it.
+            if let Some(event) = self.events.last_mut() {
+                event.request = EventRequest::automatic();
+            }
+        }
+        Ok(())
     }
 }
 

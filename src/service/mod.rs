@@ -2,6 +2,7 @@
 //! own every transaction boundary, the per-customer serialization of writes, tenant scoping
 //! and idempotency.
 
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod clock;

@@ -3,6 +3,7 @@
 //! database errors, and offers the queries the service layer composes into transactions.
 
 pub mod accounts;
+pub mod alerts;
 pub mod audit;
 pub mod credit_balance_transactions;
 pub mod credit_grants;

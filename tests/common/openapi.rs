@@ -25,7 +25,9 @@
 //! * `type`, `properties`, `required`, `additionalProperties` (only where the spec has it),
 //!   `items`, `enum`, `maxLength`, `pattern`, `anyOf`, ... are kept exactly as written (even the
 //!   odd `url` pattern `^/v1/billing/credit_grants` of the credit balance transaction list);
-//! * a `oneOf` with an omitted branch becomes `anyOf`, since "any object" branches overlap.
+//! * a `oneOf` with an omitted branch becomes `anyOf`, since "any object" branches overlap;
+//! * an `enum` marked `x-stripeBypassValidation: true` is dropped (Stripe sends values beyond
+//!   it, such as the preview `alert_type=credit_balance_threshold`).
 //!
 //! Validators are compiled lazily, once per schema, and cached in the process-wide [`OpenApi`]
 //! returned by [`OpenApi::get`].
@@ -560,8 +562,14 @@ impl Converter<'_> {
         }
 
         let mut out = Map::new();
+        // An enum Stripe marks `x-stripeBypassValidation` is open: values beyond the listed ones
+        // occur (a preview `alert_type` such as `credit_balance_threshold`).
+        let open_enum = obj.get("x-stripeBypassValidation") == Some(&Value::Bool(true));
         for (key, value) in obj {
-            if key.starts_with("x-") || DROPPED_KEYS.contains(&key.as_str()) {
+            if key.starts_with("x-")
+                || DROPPED_KEYS.contains(&key.as_str())
+                || (open_enum && key == "enum")
+            {
                 continue;
             }
             let sub = format!("{at}/{key}");

@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod api_key;
+pub mod billing_alert;
 pub mod credit_application;
 pub mod credit_balance_transaction;
 pub mod credit_grant;
