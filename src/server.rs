@@ -195,10 +195,12 @@ impl Server {
             self.services
                 .events
                 .clone()
-                .run(self.services.db.clone(), self.event_poll_interval),
+                .run(self.services.db.for_background(), self.event_poll_interval),
         );
-        let webhook_worker =
-            crate::service::webhook_delivery::spawn(self.services.clone(), self.webhooks.clone())?;
+        let webhook_worker = crate::service::webhook_delivery::spawn(
+            self.services.with_background_db(),
+            self.webhooks.clone(),
+        )?;
         crate::telemetry::metrics::register_pool_metrics(&self.services.db);
         crate::telemetry::metrics::register_event_stream_metrics(&self.services.event_streams);
         // A clock left `advancing` by a crash is finished before serving.

@@ -141,6 +141,14 @@ impl Services {
         self
     }
 
+    /// These services on the database's background connections (see [`Db::for_background`]),
+    /// for work that runs beside the requests.
+    pub fn with_background_db(&self) -> Self {
+        let mut background = self.clone();
+        background.db = self.db.for_background();
+        background
+    }
+
     /// Limits each API key to `per_second` requests per second (0 = no limit).
     pub fn with_rate_limit(mut self, per_second: u32) -> Self {
         self.rate_limiter =

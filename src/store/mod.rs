@@ -52,6 +52,9 @@ impl DbOptions {
     }
 }
 
+/// Connections of the PostgreSQL pool for background work.
+const BACKGROUND_CONNECTIONS: u32 = 4;
+
 /// `url` with its database (path) replaced by `database`, keeping any query string.
 pub fn replace_database(url: &str, database: &str) -> String {
     let (base, query) = match url.split_once('?') {
@@ -78,6 +81,8 @@ pub struct Db {
     writer: DatabaseConnection,
     reader: DatabaseConnection,
     backend: DbBackend,
+    /// PostgreSQL: a small pool of its own for background work (see [`Db::for_background`]).
+    background: Option<DatabaseConnection>,
 }
 
 impl Db {
@@ -94,10 +99,20 @@ impl Db {
             let pool = Database::connect(connect)
                 .await
                 .map_err(|error| Error::unavailable("cannot connect to PostgreSQL", error))?;
+            let mut background = ConnectOptions::new(options.url.clone());
+            background
+                .max_connections(BACKGROUND_CONNECTIONS)
+                .min_connections(0)
+                .acquire_timeout(options.acquire_timeout)
+                .sqlx_logging(false);
+            let background = Database::connect(background)
+                .await
+                .map_err(|error| Error::unavailable("cannot connect to PostgreSQL", error))?;
             Ok(Db {
                 writer: pool.clone(),
                 reader: pool,
                 backend: DbBackend::Postgres,
+                background: Some(background),
             })
         } else {
             Err(Error::invalid_param(
@@ -139,6 +154,7 @@ impl Db {
             writer,
             reader,
             backend: DbBackend::Sqlite,
+            background: None,
         })
     }
 
@@ -146,6 +162,23 @@ impl Db {
         Migrator::up(&self.writer, None)
             .await
             .map_err(|error| Error::internal(anyhow::Error::new(error).context("migration failed")))
+    }
+
+    /// The database for background work (numbering events, delivering webhooks). On PostgreSQL
+    /// it has its own few connections, so that it never queues for a connection behind the
+    /// requests that fill the main pool under load (which delayed the event stream by the time
+    /// a request waits); on SQLite, where every write goes through the one writer anyway, it is
+    /// the same database.
+    pub fn for_background(&self) -> Db {
+        match &self.background {
+            Some(pool) => Db {
+                writer: pool.clone(),
+                reader: pool.clone(),
+                backend: self.backend,
+                background: None,
+            },
+            None => self.clone(),
+        }
     }
 
     pub fn backend(&self) -> DbBackend {
@@ -243,6 +276,9 @@ impl Db {
     pub async fn close(self) {
         let _ = self.writer.close().await;
         let _ = self.reader.close().await;
+        if let Some(background) = self.background {
+            let _ = background.close().await;
+        }
     }
 }
 
