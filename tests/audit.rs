@@ -154,6 +154,7 @@ const LEDGER_CHECKED: Checked = Checked {
     credit_balance_transactions: 12,
     // in_a/il_1, in_a/il_2, in_b/il_1, and an eur line nothing could be applied to.
     credit_applications: 4,
+    credit_holds: 0,
 };
 
 async fn build_ledger(caller: &mut Caller<'_>) -> Ledger {
@@ -246,6 +247,7 @@ fn from_proto(report: proto::AuditReport) -> AuditReport {
             credit_grants: checked.credit_grants,
             credit_balance_transactions: checked.credit_balance_transactions,
             credit_applications: checked.credit_applications,
+            credit_holds: checked.credit_holds,
         },
         findings: report
             .findings
@@ -388,6 +390,73 @@ async fn corrupt_unguarded(app: &TestApp, sql: &str, checks: bool) {
 }
 
 on_every_backend! {
+    async fn holds_that_overcommit_a_grant_or_do_not_add_up_are_reported(app) {
+        let mut holds = proto::credit_hold_service_client::CreditHoldServiceClient::new(app.channel().await);
+        let customer = app.create_customer("name=Holder").await;
+        let grant = GrantClient::new(app.channel().await)
+            .create_credit_grant(app.grpc(metered_grant(&customer, "usd", 100)))
+            .await
+            .expect("grant")
+            .into_inner()
+            .id;
+        let request = |amount: i64| proto::CreateCreditHoldRequest {
+            customer: customer.clone(),
+            currency: "usd".into(),
+            amount,
+            price_type: Some("metered".into()),
+            price: None,
+            ttl_seconds: None,
+            expires_at: None,
+        };
+        let live = holds.create_credit_hold(app.grpc(request(60))).await.expect("hold").into_inner().id;
+        let ended = holds.create_credit_hold(app.grpc(request(30))).await.expect("hold").into_inner().id;
+        holds
+            .release_credit_hold(app.grpc(proto::ReleaseCreditHoldRequest { id: ended.clone() }))
+            .await
+            .expect("release");
+        let report = audit(&app).await;
+        assert_findings(&report, "clean", &[]);
+        assert_eq!(report.checked.credit_holds, 1, "the live hold");
+
+        let reserving = |amount: i64| format!("[{{\"credit_grant\":\"{grant}\",\"amount\":{amount}}}]");
+        let steps: Vec<Step<'_>> = vec![
+            (
+                "a live hold reserves more than the grant has left",
+                format!("UPDATE credit_holds SET amount = 160, reservations = '{}' WHERE id = '{live}'", reserving(160)),
+                format!("UPDATE credit_holds SET amount = 60, reservations = '{}' WHERE id = '{live}'", reserving(60)),
+                vec![(kind::HOLD_OVERCOMMITTED, grant.as_str())],
+            ),
+            (
+                "an active hold's amounts do not add up",
+                format!("UPDATE credit_holds SET lapsed_amount = 5 WHERE id = '{live}'"),
+                format!("UPDATE credit_holds SET lapsed_amount = 0 WHERE id = '{live}'"),
+                vec![(kind::HOLD_AMOUNT_MISMATCH, live.as_str())],
+            ),
+            (
+                "a released hold still reserves",
+                format!("UPDATE credit_holds SET reservations = '{}' WHERE id = '{ended}'", reserving(30)),
+                format!("UPDATE credit_holds SET reservations = '[]' WHERE id = '{ended}'"),
+                vec![(kind::HOLD_AMOUNT_MISMATCH, ended.as_str())],
+            ),
+        ];
+        for (step, corruption, repair, wanted) in &steps {
+            corrupt(&app, corruption).await;
+            assert_findings(&audit(&app).await, step, wanted);
+            corrupt(&app, repair).await;
+            assert_findings(&audit(&app).await, &format!("{step}, repaired"), &[]);
+        }
+        // A reservation on a grant of another customer.
+        let other = app.create_customer("name=Other").await;
+        let foreign = GrantClient::new(app.channel().await)
+            .create_credit_grant(app.grpc(metered_grant(&other, "usd", 100)))
+            .await
+            .expect("grant")
+            .into_inner()
+            .id;
+        corrupt(&app, &format!("UPDATE credit_holds SET reservations = '[{{\"credit_grant\":\"{foreign}\",\"amount\":60}}]' WHERE id = '{live}'")).await;
+        assert_findings(&audit(&app).await, "a foreign reservation", &[(kind::HOLD_FOREIGN_RESERVATION, &format!("{live}/{foreign}"))]);
+    }
+
     async fn a_ledger_built_through_the_api_audits_clean_everywhere(app) {
         let mut caller = Caller::new(&app, &app.key).await;
         build_ledger(&mut caller).await;
@@ -671,6 +740,7 @@ on_every_backend! {
                 credit_grants: 1,
                 credit_balance_transactions: 2,
                 credit_applications: 1,
+                credit_holds: 0,
             });
         }
         for (customer, grant, invoice) in &corrupted {

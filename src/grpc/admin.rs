@@ -48,6 +48,7 @@ impl From<Checked> for proto::AuditChecked {
             credit_grants: checked.credit_grants,
             credit_balance_transactions: checked.credit_balance_transactions,
             credit_applications: checked.credit_applications,
+            credit_holds: checked.credit_holds,
         }
     }
 }

@@ -5,12 +5,14 @@
 //! findings. `creditd audit` audits everything; `AdminService.Audit` the caller's account and
 //! mode only.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use super::{RequestContext, Services};
 use crate::domain::Tenant;
+use crate::domain::credit_hold::{CreditHold, HoldStatus, held_by_grant};
 use crate::error::Result;
 use crate::store::{self, audit as rows};
 
@@ -41,6 +43,15 @@ pub mod kind {
     pub const RUNNING_REMAINDER_MISMATCH: &str = "running_remainder_mismatch";
     /// A credit entry's customer, currency, account or mode differs from its grant's.
     pub const GRANT_ENTRY_MISMATCH: &str = "grant_entry_mismatch";
+    /// A hold's still-reserved, captured and lapsed amounts do not add up to its amount (an
+    /// active hold), or an ended hold still lists reservations.
+    pub const HOLD_AMOUNT_MISMATCH: &str = "hold_amount_mismatch";
+    /// A hold reserves a non-positive amount, or on a grant that is not its customer's in its
+    /// currency.
+    pub const HOLD_FOREIGN_RESERVATION: &str = "hold_foreign_reservation";
+    /// Live holds reserve more on a grant than the grant has left (held credits could be spent
+    /// twice).
+    pub const HOLD_OVERCOMMITTED: &str = "hold_overcommitted";
     /// A credit application's `applied` is not the sum of the line's `credits_applied` entries.
     pub const APPLICATION_APPLIED_MISMATCH: &str = "application_applied_mismatch";
     /// `credits_applied` entries name an invoice line that has no credit application.
@@ -63,6 +74,9 @@ pub struct Checked {
     pub credit_grants: u64,
     pub credit_balance_transactions: u64,
     pub credit_applications: u64,
+    /// Holds that are active or (wrongly) still list reservations.
+    #[serde(default)]
+    pub credit_holds: u64,
 }
 
 /// One difference between a materialized value and the ledger.
@@ -113,12 +127,13 @@ impl fmt::Display for AuditReport {
         writeln!(
             f,
             "checked {} customer balances, {} customer balance transactions, {} credit grants, \
-             {} credit balance transactions, {} credit applications",
+             {} credit balance transactions, {} credit applications, {} active credit holds",
             checked.customer_balances,
             checked.customer_balance_transactions,
             checked.credit_grants,
             checked.credit_balance_transactions,
             checked.credit_applications,
+            checked.credit_holds,
         )?;
         if self.findings.is_empty() {
             return writeln!(
@@ -152,13 +167,17 @@ impl Services {
 
     async fn audit_scope(&self, scope: Option<&Tenant>) -> Result<AuditReport> {
         let tx = store::audit::snapshot(&self.db).await?;
-        let outcome = audit_in(&tx, scope).await;
+        let outcome = audit_in(&tx, scope, self.clock.now()).await;
         store::rollback(tx).await?;
         outcome
     }
 }
 
-async fn audit_in(tx: &store::Transaction, scope: Option<&Tenant>) -> Result<AuditReport> {
+async fn audit_in(
+    tx: &store::Transaction,
+    scope: Option<&Tenant>,
+    now: i64,
+) -> Result<AuditReport> {
     let counts = rows::counts(tx, scope).await?;
     let chain = rows::chain_breaks(tx, scope).await?;
     let mut findings = Vec::new();
@@ -210,8 +229,10 @@ async fn audit_in(tx: &store::Transaction, scope: Option<&Tenant>) -> Result<Aud
             ),
         ));
     }
+    let credit_holds = hold_findings(tx, scope, now, &mut findings).await?;
     Ok(AuditReport {
         checked: Checked {
+            credit_holds,
             customer_balances: unsigned(counts.customer_balances),
             customer_balance_transactions: unsigned(counts.customer_balance_transactions),
             credit_grants: unsigned(counts.credit_grants),
@@ -220,6 +241,111 @@ async fn audit_in(tx: &store::Transaction, scope: Option<&Tenant>) -> Result<Aud
         },
         findings,
     })
+}
+
+/// Checks every hold that is active or still lists reservations: its amounts add up, it
+/// reserves only on its customer's grants in its currency, and, per customer at the customer's
+/// own time (its test clock's, if any), what live holds reserve on each grant (by the rule
+/// burn-down uses, [`held_by_grant`]) is within that grant's remainder. Returns how many holds
+/// it looked at.
+async fn hold_findings(
+    tx: &store::Transaction,
+    scope: Option<&Tenant>,
+    now: i64,
+    findings: &mut Vec<Finding>,
+) -> Result<u64> {
+    let holds = store::credit_holds::reserving(tx, scope).await?;
+    let count = u64::try_from(holds.len()).unwrap_or(u64::MAX);
+    let mut by_customer: BTreeMap<(String, bool, String), Vec<CreditHold>> = BTreeMap::new();
+    for (tenant, hold) in holds {
+        let reserved = hold.reserved();
+        let accounted = hold
+            .captured_amount
+            .saturating_add(hold.lapsed_amount)
+            .saturating_add(reserved);
+        if hold.status == HoldStatus::Active && accounted != hold.amount {
+            findings.push(Finding::new(
+                kind::HOLD_AMOUNT_MISMATCH,
+                &hold.id,
+                hold.amount,
+                accounted,
+                format!(
+                    "the active hold reserves {reserved}, has lapsed {} and captured {}, which \
+                     should add up to its amount {}",
+                    hold.lapsed_amount, hold.captured_amount, hold.amount
+                ),
+            ));
+        }
+        if hold.status != HoldStatus::Active {
+            findings.push(Finding::new(
+                kind::HOLD_AMOUNT_MISMATCH,
+                &hold.id,
+                0,
+                reserved,
+                format!(
+                    "the hold is {} yet still lists {} reservations",
+                    hold.status.as_str(),
+                    hold.reservations.len()
+                ),
+            ));
+            continue;
+        }
+        by_customer
+            .entry((tenant.account_id, tenant.livemode, hold.customer_id.clone()))
+            .or_default()
+            .push(hold);
+    }
+    for ((account_id, livemode, customer_id), holds) in by_customer {
+        let tenant = Tenant {
+            account_id,
+            livemode,
+        };
+        let grants = store::credit_grants::for_customer(tx, &tenant, &customer_id).await?;
+        let clock = holds.iter().find_map(|hold| hold.test_clock.as_deref());
+        let customer_now = match clock {
+            Some(clock) => store::test_clocks::frozen_time(tx, clock).await?,
+            None => now,
+        };
+        for hold in &holds {
+            for reservation in &hold.reservations {
+                let grant = grants
+                    .iter()
+                    .find(|grant| grant.id == reservation.credit_grant);
+                let fits = grant.is_some_and(|grant| grant.currency == hold.currency);
+                if reservation.amount <= 0 || !fits {
+                    findings.push(Finding::new(
+                        kind::HOLD_FOREIGN_RESERVATION,
+                        format!("{}/{}", hold.id, reservation.credit_grant),
+                        format!(
+                            "a positive amount on a {} grant of {customer_id}",
+                            hold.currency
+                        ),
+                        reservation.amount,
+                        "the hold reserves on a grant that cannot back it",
+                    ));
+                }
+            }
+        }
+        for (grant_id, held) in held_by_grant(&holds, &grants, customer_now) {
+            let Some(grant) = grants.iter().find(|grant| grant.id == grant_id) else {
+                continue;
+            };
+            if held > grant.remaining {
+                findings.push(Finding::new(
+                    kind::HOLD_OVERCOMMITTED,
+                    &grant.id,
+                    format!("at most {}", grant.remaining),
+                    held,
+                    format!(
+                        "live holds of customer {customer_id} reserve {held} on the grant, \
+                         which has {} left",
+                        grant.remaining
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(count)
 }
 
 fn unsigned(count: i64) -> u64 {

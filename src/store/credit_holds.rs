@@ -182,6 +182,35 @@ pub async fn due_for_expiry(conn: &impl Connection, now: i64, limit: u64) -> Res
         .collect())
 }
 
+/// For the audit: every hold in `scope` (everything when `None`) that is `active` or still
+/// lists reservations (an ended hold never should), with its owner, oldest first.
+pub async fn reserving(
+    conn: &impl Connection,
+    scope: Option<&Tenant>,
+) -> Result<Vec<(Tenant, CreditHold)>> {
+    let mut condition = Condition::any()
+        .add(hold::Column::Status.eq(HoldStatus::Active.as_str()))
+        .add(hold::Column::Reservations.ne("[]"));
+    if let Some(tenant) = scope {
+        condition = scoped(tenant).add(condition);
+    }
+    hold::Entity::find()
+        .filter(condition)
+        .order_by_asc(hold::Column::Id)
+        .all(conn)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(|row| {
+            let tenant = Tenant {
+                account_id: row.account_id.clone(),
+                livemode: row.livemode,
+            };
+            Ok((tenant, to_domain(row)?))
+        })
+        .collect()
+}
+
 fn stored(what: &str, detail: impl std::fmt::Display) -> Error {
     Error::internal(anyhow::anyhow!("stored credit hold {what}: {detail}"))
 }
