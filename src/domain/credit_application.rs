@@ -9,6 +9,22 @@ use super::ledger::InvoiceLine;
 use super::text::required_id;
 use crate::error::{Error, Result};
 
+/// The most invoice lines one `ApplyCreditsBatch` takes.
+pub const MAX_BATCH_LINES: usize = 1000;
+
+/// A batch of applications holds from 1 to [`MAX_BATCH_LINES`] lines.
+pub fn check_batch_size(lines: usize) -> Result<()> {
+    if lines == 0 || lines > MAX_BATCH_LINES {
+        return Err(Error::invalid_param(
+            "lines",
+            format!(
+                "A batch applies credits to between 1 and {MAX_BATCH_LINES} invoice lines; this one has {lines}."
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The largest amount due accepted for one line.
 pub const MAX_AMOUNT_DUE: i64 = 999_999_999_999;
 
@@ -191,13 +207,19 @@ impl AppliedLine {
     /// Whether an earlier application of this line was asked with the same terms as `command`
     /// (a line applied once can only be replayed, never applied with other terms).
     pub fn has_terms_of(&self, command: &ApplyCredits) -> bool {
-        self.customer_id == command.customer_id
-            && self.currency == command.currency
-            && self.amount_due == command.amount_due
+        command.has_terms(&self.customer_id, &self.currency, self.amount_due)
     }
 }
 
 impl ApplyCredits {
+    /// Whether this asks for the line on the terms an application of it was made with: the
+    /// same customer, currency and amount due (a line applied once can only be replayed).
+    fn has_terms(&self, customer_id: &str, currency: &Currency, amount_due: i64) -> bool {
+        self.customer_id == customer_id
+            && self.currency == *currency
+            && self.amount_due == amount_due
+    }
+
     pub fn customer_id(&self) -> &str {
         &self.customer_id
     }
@@ -273,5 +295,11 @@ pub struct CreditApplication {
 impl CreditApplication {
     pub fn remaining_due(&self) -> i64 {
         self.amount_due - self.applied
+    }
+
+    /// Whether `command` names this line on the terms it was applied with (see
+    /// [`AppliedLine::has_terms_of`]).
+    pub fn has_terms_of(&self, command: &ApplyCredits) -> bool {
+        command.has_terms(&self.customer_id, &self.currency, self.amount_due)
     }
 }

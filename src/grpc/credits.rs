@@ -9,7 +9,8 @@ use super::proto::{
     credit_grant_service_server::CreditGrantService,
 };
 use crate::domain::credit_application::{
-    ApplyCredits, ApplyFields, ExplainLine, Explanation, ReinstateCredits,
+    ApplyCredits, ApplyFields, CreditApplication, ExplainLine, Explanation, ReinstateCredits,
+    check_batch_size,
 };
 use crate::domain::credit_balance_transaction::CreditTransactionFilter;
 use crate::domain::credit_grant::{
@@ -173,6 +174,29 @@ fn summary_filter_fields(filter: Option<proto::SummaryFilter>) -> Option<Summary
     })
 }
 
+/// One invoice line of `ApplyCredits` (or of a batch), checked.
+fn apply_command(message: proto::ApplyCreditsRequest) -> crate::error::Result<ApplyCredits> {
+    ApplyCredits::parse(ApplyFields {
+        customer: message.customer,
+        currency: message.currency,
+        invoice: message.invoice,
+        invoice_line_item: message.invoice_line_item,
+        price_type: message.price_type,
+        price: message.price,
+        amount_due: message.amount_due,
+    })
+}
+
+fn application_response(application: CreditApplication) -> proto::ApplyCreditsResponse {
+    proto::ApplyCreditsResponse {
+        applied: application.applied,
+        remaining_amount_due: application.remaining_due(),
+        currency: application.currency.to_string(),
+        entries: application.entries.into_iter().map(Into::into).collect(),
+        explanation: application.explanation.map(explanation),
+    }
+}
+
 #[tonic::async_trait]
 impl CreditBalanceService for CreditBalanceApi {
     #[tracing::instrument(skip_all, err)]
@@ -239,24 +263,51 @@ impl CreditBalanceService for CreditBalanceApi {
         request: Request<proto::ApplyCreditsRequest>,
     ) -> Result<Response<proto::ApplyCreditsResponse>, Status> {
         let ctx = context(&self.services, &request).await?;
-        let message = request.into_inner();
-        let command = ApplyCredits::parse(ApplyFields {
-            customer: message.customer,
-            currency: message.currency,
-            invoice: message.invoice,
-            invoice_line_item: message.invoice_line_item,
-            price_type: message.price_type,
-            price: message.price,
-            amount_due: message.amount_due,
-        })?;
+        let command = apply_command(request.into_inner())?;
         let application = self.services.apply_credits(&ctx, command).await?;
-        Ok(Response::new(proto::ApplyCreditsResponse {
-            applied: application.applied,
-            remaining_amount_due: application.remaining_due(),
-            currency: application.currency.to_string(),
-            entries: application.entries.into_iter().map(Into::into).collect(),
-            explanation: application.explanation.map(explanation),
-        }))
+        Ok(Response::new(application_response(application)))
+    }
+
+    #[tracing::instrument(skip_all, err, fields(lines))]
+    async fn apply_credits_batch(
+        &self,
+        request: Request<proto::ApplyCreditsBatchRequest>,
+    ) -> Result<Response<proto::ApplyCreditsBatchResponse>, Status> {
+        let ctx = context(&self.services, &request).await?;
+        let lines = request.into_inner().lines;
+        tracing::Span::current().record("lines", lines.len());
+        check_batch_size(lines.len())?;
+        // A line that does not parse answers for itself; the rest are applied together.
+        let parsed: Vec<crate::error::Result<ApplyCredits>> =
+            lines.into_iter().map(apply_command).collect();
+        let commands: Vec<ApplyCredits> = parsed
+            .iter()
+            .filter_map(|line| line.as_ref().ok().cloned())
+            .collect();
+        let mut applied = if commands.is_empty() {
+            Vec::new()
+        } else {
+            self.services.apply_credits_batch(&ctx, &commands).await?
+        }
+        .into_iter();
+        let mut results = Vec::with_capacity(parsed.len());
+        for line in parsed {
+            let outcome = match line {
+                Err(error) => Err(error),
+                Ok(_) => applied.next().ok_or_else(|| {
+                    Status::internal("the batch answered fewer lines than it was given")
+                })?,
+            };
+            results.push(proto::ApplyCreditsLineResult {
+                result: Some(match outcome {
+                    Ok(application) => proto::apply_credits_line_result::Result::Applied(
+                        application_response(application),
+                    ),
+                    Err(error) => proto::apply_credits_line_result::Result::Error(error.into()),
+                }),
+            });
+        }
+        Ok(Response::new(proto::ApplyCreditsBatchResponse { results }))
     }
 
     #[tracing::instrument(skip_all, err)]

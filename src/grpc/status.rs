@@ -35,12 +35,7 @@ impl From<Error> for Status {
         if let Some(param) = &param {
             info.insert("param".to_string(), param.clone());
         }
-        let reason = error.code.unwrap_or(match error.kind {
-            ErrorKind::Internal => "internal",
-            ErrorKind::Unavailable => "unavailable",
-            _ => "invalid_request",
-        });
-        details.set_error_info(reason, "creditd", info);
+        details.set_error_info(reason(&error), "creditd", info);
         if let Some(param) = param
             && matches!(error.kind, ErrorKind::InvalidRequest | ErrorKind::NotFound)
         {
@@ -50,6 +45,29 @@ impl From<Error> for Status {
             details.set_retry_info(Some(std::time::Duration::from_secs(u64::from(seconds))));
         }
         Status::with_error_details(error.kind.grpc_code(), message, details)
+    }
+}
+
+/// The ErrorInfo reason: the error's code, or one named after its kind.
+fn reason(error: &Error) -> &'static str {
+    error.code.unwrap_or(match error.kind {
+        ErrorKind::Internal => "internal",
+        ErrorKind::Unavailable => "unavailable",
+        _ => "invalid_request",
+    })
+}
+
+/// A refusal of one line of a batch, carrying what its status would (code, message, and the
+/// ErrorInfo's type, reason and param).
+impl From<Error> for crate::grpc::proto::ApplyCreditsLineError {
+    fn from(error: Error) -> Self {
+        crate::grpc::proto::ApplyCreditsLineError {
+            code: error.kind.grpc_code() as i32,
+            message: bounded(&error.message),
+            r#type: error.kind.stripe_type().to_string(),
+            reason: reason(&error).to_string(),
+            param: error.param.as_deref().map(bounded),
+        }
     }
 }
 

@@ -168,33 +168,7 @@ impl Services {
                     .await?;
             let held = held_by_grant(&holds, &found.grants, now);
             let application = apply_to_line(&found.grants, &held, &command, now)?;
-            let changes = application.changes;
-            let entries: Vec<CreditBalanceTransaction> = changes
-                .iter()
-                .flat_map(|change| ledger::entries_of(&ctx.tenant, &change.grant, &change.entries))
-                .collect();
-            let record = command.record(
-                entries.iter().map(|entry| entry.amount).sum(),
-                now,
-                application.explanation,
-            );
-            let debits: Vec<_> = changes
-                .iter()
-                .map(|change| store::credit_balance_transactions::Draw {
-                    grant: &change.grant,
-                    previous_remaining: change.previous_remaining,
-                })
-                .collect();
-            store::credit_balance_transactions::record_application(
-                &tx,
-                &ctx.tenant,
-                &debits,
-                &entries,
-                &record,
-            )
-            .await?;
-            ledger::entries_written(&entries, &mut events)?;
-            Ok(record.outcome(entries))
+            ledger::record_line(&tx, &ctx.tenant, &command, application, now, &mut events).await
         })
     }
 
@@ -322,18 +296,23 @@ impl Services {
 
 /// The result of an earlier application of the same line, or an error when it came with
 /// different terms.
-async fn earlier_application(
+/// The refusal of a line that was already applied on other terms.
+pub(super) fn other_terms(command: &ApplyCredits) -> Error {
+    Error::invalid_state(format!(
+        "Credits were already applied to invoice line {} of invoice {} with a different customer, currency or amount due.",
+        command.invoice_line_item(),
+        command.invoice()
+    ))
+}
+
+pub(super) async fn earlier_application(
     tx: &store::Transaction,
     ctx: &RequestContext,
     command: &ApplyCredits,
     existing: AppliedLine,
 ) -> Result<CreditApplication> {
     if !existing.has_terms_of(command) {
-        return Err(Error::invalid_state(format!(
-            "Credits were already applied to invoice line {} of invoice {} with a different customer, currency or amount due.",
-            command.invoice_line_item(),
-            command.invoice()
-        )));
+        return Err(other_terms(command));
     }
     let entries = store::credit_balance_transactions::applied_to_line(
         tx,

@@ -10,7 +10,6 @@ use super::events::EventBatch;
 use super::{RequestContext, Services, idempotent_write, ledger, page_after_cursor};
 use crate::domain::Tenant;
 use crate::domain::credit_application::CreditApplication;
-use crate::domain::credit_balance_transaction::CreditBalanceTransaction;
 use crate::domain::credit_grant::CreditGrant;
 use crate::domain::credit_hold::{
     CaptureCreditHold, CreateCreditHold, CreditHold, HoldFilter, NewHold, reserve,
@@ -119,32 +118,15 @@ impl Services {
                 .with_code("invoice_line_already_applied"));
             }
             let captured = capture_hold(&hold, &found.grants, &capture, now)?;
-            let changes = captured.application.changes;
-            let entries: Vec<CreditBalanceTransaction> = changes
-                .iter()
-                .flat_map(|change| ledger::entries_of(&ctx.tenant, &change.grant, &change.entries))
-                .collect();
-            let record = captured.command.record(
-                entries.iter().map(|entry| entry.amount).sum(),
-                now,
-                captured.application.explanation,
-            );
-            let debits: Vec<_> = changes
-                .iter()
-                .map(|change| store::credit_balance_transactions::Draw {
-                    grant: &change.grant,
-                    previous_remaining: change.previous_remaining,
-                })
-                .collect();
-            store::credit_balance_transactions::record_application(
+            let application = ledger::record_line(
                 &tx,
                 &ctx.tenant,
-                &debits,
-                &entries,
-                &record,
+                &captured.command,
+                captured.application,
+                now,
+                &mut events,
             )
             .await?;
-            ledger::entries_written(&entries, &mut events)?;
             store::credit_holds::save(&tx, &ctx.tenant, &captured.hold).await?;
             events.emit(
                 EventType::CreditHoldCaptured,
@@ -153,7 +135,7 @@ impl Services {
             )?;
             Ok(CapturedHold {
                 hold: captured.hold,
-                application: record.outcome(entries),
+                application,
             })
         })
     }

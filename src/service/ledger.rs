@@ -3,11 +3,12 @@
 //! inside the caller's transaction. Every write of a credit entry goes through here.
 
 use crate::domain::Tenant;
+use crate::domain::credit_application::{ApplyCredits, CreditApplication};
 use crate::domain::credit_balance_transaction::CreditBalanceTransaction;
 use crate::domain::credit_grant::CreditGrant;
 use crate::domain::event::EventType;
 use crate::domain::ids::{IdKind, new_id};
-use crate::domain::ledger::{EntryDraft, GrantChange};
+use crate::domain::ledger::{EntryDraft, GrantChange, LineApplication};
 use crate::error::Result;
 use crate::render::{CreditBalanceTransactionJson, CreditGrantJson};
 use crate::store::{self, Transaction};
@@ -92,6 +93,41 @@ pub(crate) async fn save_grant(
 }
 
 /// Writes entries already given IDs by [`entries_of`], with their events.
+/// Writes one invoice line's application as burn-down decided it (`application` of `command`
+/// at `now`): its `credits_applied` entries, the drawn grants' new remainders and the line's
+/// record, in one statement, then the entries' events. `ApplyCredits`, each line of a batch and
+/// a hold's capture all write a line through here.
+pub(crate) async fn record_line(
+    tx: &Transaction,
+    tenant: &Tenant,
+    command: &ApplyCredits,
+    application: LineApplication,
+    now: i64,
+    events: &mut EventBatch,
+) -> Result<CreditApplication> {
+    let changes = application.changes;
+    let entries: Vec<CreditBalanceTransaction> = changes
+        .iter()
+        .flat_map(|change| entries_of(tenant, &change.grant, &change.entries))
+        .collect();
+    let record = command.record(
+        entries.iter().map(|entry| entry.amount).sum(),
+        now,
+        application.explanation,
+    );
+    let draws: Vec<_> = changes
+        .iter()
+        .map(|change| store::credit_balance_transactions::Draw {
+            grant: &change.grant,
+            previous_remaining: change.previous_remaining,
+        })
+        .collect();
+    store::credit_balance_transactions::record_application(tx, tenant, &draws, &entries, &record)
+        .await?;
+    entries_written(&entries, events)?;
+    Ok(record.outcome(entries))
+}
+
 pub(crate) async fn insert_entries(
     tx: &Transaction,
     tenant: &Tenant,

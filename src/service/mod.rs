@@ -3,6 +3,7 @@
 //! and idempotency.
 
 pub mod alerts;
+pub mod apply_batch;
 pub mod audit;
 pub mod auth;
 pub mod clock;

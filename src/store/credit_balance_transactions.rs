@@ -341,6 +341,36 @@ pub async fn find_application(
     .transpose()
 }
 
+/// The application records of any of `lines` (invoice, line item) that have one, in one query
+/// per 400 lines (a batch of applications checks all its lines at once).
+pub async fn find_applications(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    lines: &[(&str, &str)],
+) -> Result<Vec<AppliedLine>> {
+    let mut found = Vec::new();
+    for chunk in lines.chunks(400) {
+        let any_line = chunk.iter().fold(Condition::any(), |any, (invoice, item)| {
+            any.add(
+                Condition::all()
+                    .add(application::Column::Invoice.eq(*invoice))
+                    .add(application::Column::InvoiceLineItem.eq(*item)),
+            )
+        });
+        let rows = application::Entity::find()
+            .filter(application::Column::AccountId.eq(tenant.account_id.as_str()))
+            .filter(application::Column::Livemode.eq(tenant.livemode))
+            .filter(any_line)
+            .all(conn)
+            .await
+            .map_err(db_error)?;
+        for row in rows {
+            found.push(applied_line(row)?);
+        }
+    }
+    Ok(found)
+}
+
 /// The lines of an invoice whose credits have not been given back yet.
 pub async fn applications_to_reinstate(
     conn: &impl Connection,
