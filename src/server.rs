@@ -24,6 +24,8 @@ pub struct Server {
     limits: crate::rest::Limits,
     /// TLS for both listeners, when configured.
     tls: Option<crate::tls::ServerTls>,
+    /// This process's claim of its SQLite database, held until the server stops.
+    _sqlite: Option<crate::store::SqliteOwnership>,
 }
 
 impl Server {
@@ -32,9 +34,15 @@ impl Server {
         // A bad TLS configuration stops startup before the database is touched.
         crate::tls::ServerTls::from_config(config)?;
         let pepper = config.api_key_hashing.pepper()?;
+        let sqlite = crate::store::SqliteOwnership::claim(&config.database.database_url)?;
         let db = Db::connect(&config.database.options()).await?;
         db.migrate().await?;
+        let view = match db.backend() {
+            sea_orm::DbBackend::Sqlite => config.summary_view_customers,
+            _ => 0,
+        };
         let services = Services::new(db)
+            .with_grant_view(view)
             .with_rate_limit(config.rate_limit_per_key)
             .with_key_cache(Duration::from_secs(config.api_key_cache_seconds))
             .with_api_key_pepper(pepper)
@@ -53,7 +61,9 @@ impl Server {
                 key.reveal()
             );
         }
-        Self::bind(config, services).await
+        let mut server = Self::bind(config, services).await?;
+        server._sqlite = sqlite;
+        Ok(server)
     }
 
     /// Binds the listeners for already-built services.
@@ -81,6 +91,7 @@ impl Server {
                 max_concurrent_requests: config.max_concurrent_requests.max(1),
             },
             tls,
+            _sqlite: None,
         })
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::grant_view::CustomerState;
 use super::{RequestContext, Services, idempotent_write, ledger, page_after_cursor};
 use crate::domain::credit_application::{
     AppliedLine, ApplyCredits, CreditApplication, ExplainLine, ReinstateCredits,
@@ -39,9 +40,9 @@ impl Services {
         let (customer_id, filter) = (query.customer_id(), query.filter());
         let missing = || Error::no_such("customer", customer_id, "customer");
         let conn = self.db.reader();
-        let (found, remaining_at) = match query.as_of() {
+        let (state, remaining_at) = match query.as_of() {
             None => (
-                store::credit_grants::customer_grants(conn, &ctx.tenant, customer_id, None)
+                self.current_state(ctx, customer_id)
                     .await?
                     .ok_or_else(missing)?,
                 None,
@@ -55,12 +56,17 @@ impl Services {
                 )
                 .await?
                 .ok_or_else(missing)?;
-                (found, Some(remaining_at))
+                let state = CustomerState {
+                    clock_time: found.clock_time,
+                    grants: found.grants,
+                    holds: Vec::new(),
+                };
+                (state, Some(remaining_at))
             }
         };
-        let now = found.clock_time.unwrap_or_else(|| self.clock.now());
+        let now = state.clock_time.unwrap_or_else(|| self.clock.now());
         let moment = query.moment(now)?;
-        let grants = found.grants;
+        let grants = state.grants;
         if let SummaryFilter::CreditGrant(id) = filter
             && !grants.iter().any(|grant| &grant.id == id)
         {
@@ -68,10 +74,7 @@ impl Services {
         }
         let (grants, held) = match remaining_at {
             None => {
-                let holds =
-                    store::credit_holds::active_for_customer(conn, &ctx.tenant, customer_id)
-                        .await?;
-                let held = held_by_grant(&holds, &grants, moment);
+                let held = held_by_grant(&state.holds, &grants, moment);
                 (grants, held)
             }
             // Holds are not kept as history: a past balance leaves them out.
@@ -85,6 +88,40 @@ impl Services {
             ),
         };
         Ok(summarize(&grants, &held, filter, moment))
+    }
+
+    /// The customer's grants, active holds and clock time as committed (`None`: no such
+    /// customer): from the in-memory view when this process has one and it is current, else
+    /// from the database (two statements), kept in the view for the next read.
+    async fn current_state(
+        &self,
+        ctx: &RequestContext,
+        customer_id: &str,
+    ) -> Result<Option<CustomerState>> {
+        let miss = match &self.grant_view {
+            Some(view) => match view.lookup(&ctx.tenant, customer_id) {
+                Ok(state) => return Ok(Some(state)),
+                Err(miss) => Some(miss),
+            },
+            None => None,
+        };
+        let conn = self.db.reader();
+        let Some(found) =
+            store::credit_grants::customer_grants(conn, &ctx.tenant, customer_id, None).await?
+        else {
+            return Ok(None);
+        };
+        let holds =
+            store::credit_holds::active_for_customer(conn, &ctx.tenant, customer_id).await?;
+        let state = CustomerState {
+            clock_time: found.clock_time,
+            grants: found.grants,
+            holds,
+        };
+        if let (Some(view), Some(miss)) = (&self.grant_view, miss) {
+            view.keep(miss, &state);
+        }
+        Ok(Some(state))
     }
 
     pub async fn get_credit_balance_transaction(

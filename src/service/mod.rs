@@ -14,6 +14,7 @@ pub mod customer_balance_transactions;
 pub mod customers;
 pub mod event_stream;
 pub mod events;
+pub mod grant_view;
 pub mod idempotency;
 pub mod key_cache;
 mod ledger;
@@ -95,6 +96,8 @@ pub struct Services {
     pub refuse_private_webhook_addresses: bool,
     /// The longest a credit hold may live, in seconds.
     pub max_hold_seconds: i64,
+    /// The in-memory view of customers' grants, on SQLite served by this process alone.
+    pub grant_view: Option<Arc<grant_view::GrantView>>,
 }
 
 impl Services {
@@ -115,6 +118,7 @@ impl Services {
             event_streams: Arc::new(event_stream::EventStreams::default()),
             refuse_private_webhook_addresses: false,
             max_hold_seconds: crate::domain::credit_hold::DEFAULT_MAX_HOLD_SECONDS,
+            grant_view: None,
         }
     }
 
@@ -125,6 +129,14 @@ impl Services {
     }
 
     /// Bounds the lifetime of credit holds to `seconds` (at least one second).
+    /// Answers summaries from an in-memory view of up to `customers` customers' grants. Only
+    /// for a database no other process writes (SQLite under `creditd serve`'s lock): the view
+    /// sees this process's commits only. `0` turns it off.
+    pub fn with_grant_view(mut self, customers: usize) -> Self {
+        self.grant_view = (customers > 0).then(|| Arc::new(grant_view::GrantView::new(customers)));
+        self
+    }
+
     pub fn with_max_hold_seconds(mut self, seconds: i64) -> Self {
         self.max_hold_seconds = seconds.max(1);
         self

@@ -73,6 +73,56 @@ pub fn replace_database(url: &str, database: &str) -> String {
     result
 }
 
+/// The claim of a SQLite database by the one server that writes it: an exclusive lock on
+/// `<file>-creditd.lock`, held while the value lives (the operating system drops it when the
+/// process dies, so a crashed server's restart takes it again). SQLite is for one process; a
+/// second server on the same file is refused, which is what lets the first keep an in-memory
+/// view of what it wrote (`service::grant_view`). Readers (`creditd audit`) need no claim.
+#[derive(Debug)]
+pub struct SqliteOwnership {
+    _lock: std::fs::File,
+}
+
+impl SqliteOwnership {
+    /// Claims the SQLite database of `url`; `None` for PostgreSQL or an in-memory database.
+    pub fn claim(url: &str) -> Result<Option<SqliteOwnership>> {
+        if !url.starts_with("sqlite:") {
+            return Ok(None);
+        }
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|error| Error::invalid_param("database_url", error.to_string()))?;
+        let file = options.get_filename();
+        if url.contains(":memory:") || url.contains("mode=memory") || file.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let mut path = file.as_os_str().to_owned();
+        path.push("-creditd.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|error| {
+                Error::unavailable("cannot create the SQLite database's lock file", error)
+            })?;
+        match lock.try_lock() {
+            Ok(()) => Ok(Some(SqliteOwnership { _lock: lock })),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::invalid_param(
+                "database_url",
+                format!(
+                    "Another creditd server is serving {}: a SQLite database is served by one \
+                     process (run replicas on PostgreSQL).",
+                    file.display()
+                ),
+            )),
+            Err(std::fs::TryLockError::Error(error)) => Err(Error::unavailable(
+                "cannot lock the SQLite database's lock file",
+                error,
+            )),
+        }
+    }
+}
+
 /// The database. On SQLite every write goes through one connection, so writers queue in the
 /// process instead of failing with "database is locked", while readers use their own pool
 /// (WAL mode lets them read while the writer writes).
@@ -301,6 +351,16 @@ where
     Ok(())
 }
 
+/// How many write transactions this process has committed (or tried to): read by the
+/// embedded deployment's in-memory grant view to tell what it holds is current. Every commit
+/// goes through [`commit`], which advances it before returning.
+static WRITE_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The current write generation (see `service::grant_view`).
+pub fn write_generation() -> u64 {
+    WRITE_GENERATION.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Ends a transaction by its outcome: commits on success, rolls back at once on failure.
 pub async fn settle<T>(tx: DatabaseTransaction, outcome: Result<T>) -> Result<T> {
     match outcome {
@@ -335,7 +395,10 @@ pub struct PoolStats {
 /// stored result is replayed if the commit happened). A COMMIT the server refused (a
 /// serialization failure, say) certainly did not commit and is classified as usual.
 pub async fn commit(tx: DatabaseTransaction) -> Result<()> {
-    tx.commit().await.map_err(|error| {
+    let committed = tx.commit().await;
+    // Whatever the answer (a lost COMMIT may have committed), before the caller answers.
+    WRITE_GENERATION.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    committed.map_err(|error| {
         if is_connection_lost(&error) {
             Error::unavailable(UNAVAILABLE_MESSAGE, CommitOutcomeUnknown(error))
         } else {

@@ -250,7 +250,13 @@ impl TestApp {
             .expect("connect");
         db.migrate().await.expect("migrate");
         let clock = std::sync::Arc::new(ManualClock::new(SystemClock.now()));
+        // As `creditd serve` has it: the in-memory summary view on SQLite only.
+        let view = match backend {
+            Backend::Sqlite => config.summary_view_customers,
+            Backend::Postgres => 0,
+        };
         let services = Services::with_clock(db, clock.clone())
+            .with_grant_view(view)
             .with_rate_limit(config.rate_limit_per_key)
             .with_key_cache(std::time::Duration::from_secs(config.api_key_cache_seconds))
             .with_event_retention(std::time::Duration::from_secs(
