@@ -16,11 +16,13 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const SCENARIOS: [&str; 10] = [
+const SCENARIOS: [&str; 12] = [
     "noop",
     "summary",
     "apply",
     "hot",
+    "hold-capture",
+    "hold-hot",
     "cbt-grpc",
     "cbt-rest",
     "history",
@@ -28,6 +30,9 @@ const SCENARIOS: [&str; 10] = [
     "db-update",
     "db-read",
 ];
+
+/// The database baselines: they run in the load generator alone.
+const BASELINES: [&str; 3] = ["db-insert", "db-update", "db-read"];
 
 fn run_bench(extra: &[&str]) -> Vec<Value> {
     run_bench_with(&["--json", "--audit"], extra)
@@ -90,9 +95,17 @@ fn check(lines: &[Value]) {
             result["peak_rss_kib"].as_u64().unwrap_or(0) > 0,
             "the server's memory: {result}"
         );
-        if !SCENARIOS[7..].contains(&result["scenario"].as_str().unwrap_or_default()) {
+        if !BASELINES.contains(&result["scenario"].as_str().unwrap_or_default()) {
             assert_cpu(result);
         }
+    }
+    // One op of the hold scenarios is two calls (create, capture); the rest, one.
+    for result in &results {
+        let calls = match result["scenario"].as_str() {
+            Some("hold-capture" | "hold-hot") => 2,
+            _ => 1,
+        };
+        assert_eq!(result["calls_per_op"], calls, "{result}");
     }
     let cases: BTreeSet<&str> = results
         .iter()
@@ -121,6 +134,8 @@ fn check(lines: &[Value]) {
             "summary/db-read",
             "apply/db-insert",
             "hot/db-update",
+            "hold-capture/apply",
+            "hold-hot/hot",
             "history-summary-p50-big/small",
             "history-as-of-p50-big/small",
             "history-list-p50-deep/first",

@@ -94,7 +94,8 @@ struct Cli {
     /// HTTP/2 connections the gRPC calls are spread over (and REST calls with --rest-protocol http2).
     #[arg(long, default_value_t = 2)]
     connections: usize,
-    /// Customers seeded (five grants each) for summary, apply, cbt-grpc and cbt-rest.
+    /// Customers seeded (five grants each) for summary, apply, hold-capture, cbt-grpc and
+    /// cbt-rest.
     #[arg(long, default_value_t = 10_000)]
     customers: usize,
     /// Credit ledger entries of the long history (history scenario).
@@ -141,7 +142,8 @@ struct Cli {
     /// HTTP version of the REST client.
     #[arg(long, value_enum, default_value_t = RestProtocol::Http1)]
     rest_protocol: RestProtocol,
-    /// Send an idempotency key with every write (apply, hot, cbt-grpc, cbt-rest).
+    /// Send an idempotency key with every write (apply, hot, hold-capture, hold-hot, cbt-grpc,
+    /// cbt-rest).
     #[arg(long)]
     idempotency_keys: bool,
     /// Keep the temporary SQLite file or PostgreSQL database (its location is printed).
@@ -151,7 +153,8 @@ struct Cli {
     #[arg(long)]
     audit: bool,
     /// Run with one webhook endpoint (subscribed to everything, delivering to a sink here) and
-    /// one WatchEvents watcher, and report commit-to-watcher latency for apply and hot.
+    /// one WatchEvents watcher, and report commit-to-watcher latency for apply, hot,
+    /// hold-capture and hold-hot (the capture's ledger entries).
     #[arg(long)]
     observe_events: bool,
 }
@@ -527,9 +530,19 @@ async fn measure_all(
     };
     let hot = if runnable.contains(&Scenario::Hot) {
         Some(Arc::new(vec![
-            scenarios::seed_hot_customer(&ctx)
+            scenarios::seed_hot_customer(&ctx, "bench hot customer")
                 .await
                 .context("seeding the hot customer")?,
+        ]))
+    } else {
+        None
+    };
+    // A hot customer of its own, so that hold-hot does not start on hot's longer ledger.
+    let hold_hot = if runnable.contains(&Scenario::HoldHot) {
+        Some(Arc::new(vec![
+            scenarios::seed_hot_customer(&ctx, "bench hold hot customer")
+                .await
+                .context("seeding the hold-hot customer")?,
         ]))
     } else {
         None
@@ -576,7 +589,11 @@ async fn measure_all(
 
     let mut measurements = Vec::new();
     for &scenario in &runnable {
-        for (case, detail, op) in ops(scenario, &ctx, &customers, hot.as_ref(), history.as_ref()) {
+        let hot = match scenario {
+            Scenario::HoldHot => hold_hot.as_ref(),
+            _ => hot.as_ref(),
+        };
+        for (case, detail, op) in ops(scenario, &ctx, &customers, hot, history.as_ref()) {
             eprintln!(
                 "running {}{} …",
                 scenario.name(),
@@ -601,7 +618,10 @@ async fn measure_all(
                     );
                 }
                 out.record(result_json(&measurement, cli));
-                if let (Some(observer), Scenario::Apply | Scenario::Hot) = (&ctx.observer, scenario)
+                if let (
+                    Some(observer),
+                    Scenario::Apply | Scenario::Hot | Scenario::HoldCapture | Scenario::HoldHot,
+                ) = (&ctx.observer, scenario)
                 {
                     let report = observer.take_report(Duration::from_secs(5)).await;
                     eprintln!(
@@ -704,7 +724,8 @@ async fn measure(
     })
 }
 
-/// The measurements of a scenario: one, or the history's four.
+/// The measurements of a scenario: one, or the history's six. `hot` is the one customer of
+/// `hot` or `hold-hot`.
 fn ops(
     scenario: Scenario,
     ctx: &Arc<Context>,
@@ -731,6 +752,30 @@ fn ops(
                 customers: hot.clone(),
                 name: "hot",
             })),
+            None => Vec::new(),
+        },
+        Scenario::HoldCapture => vec![(
+            None,
+            Some("CreateCreditHold + CaptureCreditHold: 2 calls per op".to_string()),
+            Arc::new(scenarios::HoldCapture {
+                ctx,
+                customers: customers.clone(),
+                name: "hold-capture",
+            }),
+        )],
+        Scenario::HoldHot => match hot {
+            Some(hot) => vec![(
+                None,
+                Some(
+                    "CreateCreditHold + CaptureCreditHold on one customer: 2 calls per op"
+                        .to_string(),
+                ),
+                Arc::new(scenarios::HoldCapture {
+                    ctx,
+                    customers: hot.clone(),
+                    name: "hold-hot",
+                }),
+            )],
             None => Vec::new(),
         },
         Scenario::CbtGrpc => one(Arc::new(scenarios::CbtGrpc {
@@ -828,6 +873,7 @@ fn result_json(m: &Measurement, cli: &Cli) -> serde_json::Value {
         "scenario": m.scenario.name(),
         "case": m.case,
         "detail": m.detail,
+        "calls_per_op": m.scenario.calls_per_op(),
         "ops": m.sample.ops,
         "errors": m.sample.errors,
         "first_error": m.sample.first_error,
@@ -917,6 +963,19 @@ fn report(
         ));
     }
     out.text("  srv / gen µs/op: CPU time (user + system) of the server / load generator process per successful call");
+    // A scenario's measurements are consecutive (closed loop, then open loop).
+    let mut multi: Vec<&str> = measurements
+        .iter()
+        .filter(|m| m.scenario.calls_per_op() > 1)
+        .map(|m| m.scenario.name())
+        .collect();
+    multi.dedup();
+    if !multi.is_empty() {
+        out.text(&format!(
+            "  {}: one op = CreateCreditHold + CaptureCreditHold (2 RPCs, 2 transactions, one after the other); ops/s, latency and µs/op are per pair",
+            multi.join(", ")
+        ));
+    }
     for m in measurements {
         if let runner::Load::Open { rate } = m.sample.load {
             out.text(&format!(
@@ -980,6 +1039,19 @@ fn report(
             "hot/db-update",
             "throughput: hot ÷ one-row update transactions".to_string(),
             throughput(find(Scenario::Hot, None), find(Scenario::DbUpdate, None)),
+        ),
+        (
+            "hold-capture/apply",
+            "throughput: hold-capture (create+capture) ÷ apply".to_string(),
+            throughput(
+                find(Scenario::HoldCapture, None),
+                find(Scenario::Apply, None),
+            ),
+        ),
+        (
+            "hold-hot/hot",
+            "throughput: hold-hot (create+capture) ÷ hot".to_string(),
+            throughput(find(Scenario::HoldHot, None), find(Scenario::Hot, None)),
         ),
         (
             "history-summary-p50-big/small",

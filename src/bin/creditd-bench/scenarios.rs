@@ -8,6 +8,7 @@ use creditd::domain::Tenant;
 use creditd::grpc::proto;
 use creditd::grpc::proto::credit_balance_service_client::CreditBalanceServiceClient;
 use creditd::grpc::proto::credit_grant_service_client::CreditGrantServiceClient;
+use creditd::grpc::proto::credit_hold_service_client::CreditHoldServiceClient;
 use creditd::grpc::proto::customer_balance_transaction_service_client::CustomerBalanceTransactionServiceClient;
 use creditd::grpc::proto::customer_service_client::CustomerServiceClient;
 use creditd::store::Db;
@@ -30,6 +31,11 @@ pub enum Scenario {
     Apply,
     /// ApplyCredits to a new invoice line, always of one customer.
     Hot,
+    /// CreateCreditHold then CaptureCreditHold of it against a new invoice line, for a random
+    /// seeded customer: one operation is the two calls.
+    HoldCapture,
+    /// The same, always for one customer (not the `hot` one).
+    HoldHot,
     /// CreateCustomerBalanceTransaction over gRPC for a random seeded customer.
     CbtGrpc,
     /// POST /v1/customers/{id}/balance_transactions (form, Basic auth) for a random customer.
@@ -46,11 +52,13 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Noop,
         Scenario::Summary,
         Scenario::Apply,
         Scenario::Hot,
+        Scenario::HoldCapture,
+        Scenario::HoldHot,
         Scenario::CbtGrpc,
         Scenario::CbtRest,
         Scenario::History,
@@ -65,6 +73,8 @@ impl Scenario {
             Scenario::Summary => "summary",
             Scenario::Apply => "apply",
             Scenario::Hot => "hot",
+            Scenario::HoldCapture => "hold-capture",
+            Scenario::HoldHot => "hold-hot",
             Scenario::CbtGrpc => "cbt-grpc",
             Scenario::CbtRest => "cbt-rest",
             Scenario::History => "history",
@@ -78,8 +88,20 @@ impl Scenario {
     pub fn needs_customers(self) -> bool {
         matches!(
             self,
-            Scenario::Summary | Scenario::Apply | Scenario::CbtGrpc | Scenario::CbtRest
+            Scenario::Summary
+                | Scenario::Apply
+                | Scenario::HoldCapture
+                | Scenario::CbtGrpc
+                | Scenario::CbtRest
         )
+    }
+
+    /// RPCs in one operation (what throughput, latency and CPU per op are counted in).
+    pub fn calls_per_op(self) -> u32 {
+        match self {
+            Scenario::HoldCapture | Scenario::HoldHot => 2,
+            _ => 1,
+        }
     }
 
     /// Needs direct access to the database.
@@ -219,8 +241,8 @@ pub async fn seed_customers(
         .await
 }
 
-pub async fn seed_hot_customer(ctx: &Context) -> anyhow::Result<String> {
-    let customer = create_customer(ctx, "bench hot customer".to_string()).await?;
+pub async fn seed_hot_customer(ctx: &Context, name: &str) -> anyhow::Result<String> {
+    let customer = create_customer(ctx, name.to_string()).await?;
     create_grants(ctx, 0, &customer, 99_999_999).await?;
     Ok(customer)
 }
@@ -368,6 +390,82 @@ impl Op for Apply {
             if let Some(observer) = &self.ctx.observer {
                 observer.record_call(
                     applied
+                        .get_ref()
+                        .entries
+                        .iter()
+                        .map(|entry| entry.id.clone()),
+                    sent,
+                );
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+/// CreateCreditHold of 1..=100 cents (metered, ten-minute lifetime) for one of `customers` at
+/// random, then CaptureCreditHold of all of it against a new invoice line (one invoice per
+/// worker, one line per operation): the reserve-then-settle path a metered caller takes, whose
+/// ledger effect is one ApplyCredits of the same amount. One operation is both calls; its
+/// latency is the pair's, sent one after the other.
+pub struct HoldCapture {
+    pub ctx: Arc<Context>,
+    pub customers: Arc<Vec<String>>,
+    pub name: &'static str,
+}
+
+impl Op for HoldCapture {
+    fn call(&self, worker: usize, seq: u64) -> BoxFuture<'_, Result<(), String>> {
+        async move {
+            let (customer, amount) = {
+                let mut rng = rand::rng();
+                let customer = self.customers[rng.random_range(0..self.customers.len())].clone();
+                (customer, rng.random_range(1..=100))
+            };
+            let mut client = CreditHoldServiceClient::new(self.ctx.grpc.channel(worker));
+            let sent = std::time::Instant::now();
+            let create = proto::CreateCreditHoldRequest {
+                customer,
+                currency: "usd".to_string(),
+                amount,
+                price_type: Some("metered".to_string()),
+                price: None,
+                ttl_seconds: Some(600),
+                expires_at: None,
+            };
+            let key = self
+                .ctx
+                .idempotency_key(&format!("{}-create", self.name), worker, seq);
+            let hold = client
+                .create_credit_hold(self.ctx.grpc.request(create, key))
+                .await
+                .map_err(|error| format!("CreateCreditHold: {}", status(error)))?
+                .into_inner();
+            if hold.reserved != amount {
+                return Err(format!("the hold reserved {} of {amount}", hold.reserved));
+            }
+            let capture = proto::CaptureCreditHoldRequest {
+                id: hold.id,
+                invoice: format!("in_bench_{}_{}_{worker}", self.ctx.run_tag, self.name),
+                invoice_line_item: format!("il_{seq}"),
+                amount: None,
+            };
+            let key = self
+                .ctx
+                .idempotency_key(&format!("{}-capture", self.name), worker, seq);
+            let captured = client
+                .capture_credit_hold(self.ctx.grpc.request(capture, key))
+                .await
+                .map_err(|error| format!("CaptureCreditHold: {}", status(error)))?;
+            if captured.get_ref().applied != amount {
+                return Err(format!(
+                    "captured {} of the {amount} held",
+                    captured.get_ref().applied
+                ));
+            }
+            if let Some(observer) = &self.ctx.observer {
+                observer.record_call(
+                    captured
                         .get_ref()
                         .entries
                         .iter()
