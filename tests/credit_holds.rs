@@ -15,8 +15,9 @@ mod common;
 
 use common::TestApp;
 use common::credits::{
-    BalanceClient, GrantClient, METERED_PRICE, applicability, grpc_ledger_and_available,
-    grpc_summary, invoice_id, metered_filter, metered_grant, metered_line,
+    BalanceClient, GrantClient, METERED, METERED_PRICE, applicability, balance_in,
+    grpc_ledger_and_available, grpc_summary, invoice_id, metered_filter, metered_grant,
+    metered_line, summary,
 };
 use creditd::grpc::proto;
 use serde_json::Value;
@@ -169,7 +170,8 @@ async fn all_holds(app: &TestApp, customer: &str) -> Vec<proto::CreditHold> {
 }
 
 /// Many holds, captures, releases and ApplyCredits racing on one customer over `apps` (one
-/// server, or replicas): live holds plus applied credits never exceed what was granted.
+/// server, or replicas), with REST summary reads alongside: live holds plus applied credits
+/// never exceed what was granted.
 async fn race(apps: &[&TestApp], customer: &str, granted: i64) {
     let mut tasks = Vec::new();
     for task in 0..40usize {
@@ -219,9 +221,30 @@ async fn race(apps: &[&TestApp], customer: &str, granted: i64) {
             }
         }));
     }
-    for task in tasks {
-        task.await.expect("task");
-    }
+    // Meanwhile the REST shim reads the summary: never more available than on the ledger, never
+    // more on the ledger than was granted, never below zero.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let work = async {
+        for task in tasks {
+            task.await.expect("task");
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
+    let reads = async {
+        let mut reads = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let app = apps[reads % apps.len()];
+            let (available, ledger) = balance_in(&summary(app, customer, METERED).await, USD);
+            assert!(
+                0 <= available && available <= ledger && ledger <= granted,
+                "REST mid-race: available {available}, ledger {ledger}, granted {granted}"
+            );
+            reads += 1;
+        }
+        reads
+    };
+    let ((), reads) = tokio::join!(work, reads);
+    assert!(reads > 0, "the REST reads ran during the race");
     let app = apps[0];
     let live: i64 = all_holds(app, customer)
         .await
