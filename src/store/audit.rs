@@ -32,7 +32,7 @@ pub async fn snapshot(db: &Db) -> Result<Transaction> {
         }
         _ => reader.begin().await,
     };
-    tx.map_err(db_error)
+    tx.map(Transaction::plain).map_err(db_error)
 }
 
 /// How many rows of each kind are in scope.

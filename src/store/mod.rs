@@ -12,6 +12,7 @@ pub mod customer_balance_transactions;
 pub mod customers;
 pub mod entities;
 pub mod events;
+mod group_commit;
 pub mod idempotency;
 pub mod test_clocks;
 pub mod webhooks;
@@ -23,15 +24,15 @@ use std::time::Duration;
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
-    DbErr, RuntimeErr, SqlxSqliteConnector, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
+    SqlxSqliteConnector, TransactionTrait,
 };
 
 use crate::error::{Error, Result};
 
-pub use sea_orm::ConnectionTrait as Connection;
 /// An open write transaction.
-pub type Transaction = DatabaseTransaction;
+pub use group_commit::Transaction;
+pub use sea_orm::ConnectionTrait as Connection;
 
 /// How to reach the database.
 #[derive(Debug, Clone)]
@@ -131,6 +132,8 @@ pub struct Db {
     writer: DatabaseConnection,
     reader: DatabaseConnection,
     backend: DbBackend,
+    /// SQLite: the writer's transactions, committed in groups (see `group_commit`).
+    group: Option<std::sync::Arc<group_commit::GroupCommitter>>,
     /// PostgreSQL: a small pool of its own for background work (see [`Db::for_background`]).
     background: Option<DatabaseConnection>,
 }
@@ -162,6 +165,7 @@ impl Db {
                 writer: pool.clone(),
                 reader: pool,
                 backend: DbBackend::Postgres,
+                group: None,
                 background: Some(background),
             })
         } else {
@@ -201,6 +205,7 @@ impl Db {
         let readers = options.max_connections.clamp(1, 8);
         let reader = open(readers, base.read_only(false), options.acquire_timeout).await?;
         Ok(Db {
+            group: Some(group_commit::GroupCommitter::new(writer.clone())),
             writer,
             reader,
             backend: DbBackend::Sqlite,
@@ -225,6 +230,7 @@ impl Db {
                 writer: pool.clone(),
                 reader: pool.clone(),
                 backend: self.backend,
+                group: None,
                 background: None,
             },
             None => self.clone(),
@@ -249,9 +255,18 @@ impl Db {
         &self.writer
     }
 
-    /// Starts a write transaction.
-    pub async fn begin(&self) -> Result<DatabaseTransaction> {
-        self.writer.begin().await.map_err(db_error)
+    /// SQLite: (write transactions, group commits) so far; `None` on PostgreSQL.
+    pub fn group_commits(&self) -> Option<(u64, u64)> {
+        self.group.as_ref().map(|group| group.counts())
+    }
+
+    /// Starts a write transaction: on SQLite a member of the writer's next group commit.
+    pub async fn begin(&self) -> Result<Transaction> {
+        match &self.group {
+            Some(group) => group.begin().await,
+            None => self.writer.begin().await.map(Transaction::plain),
+        }
+        .map_err(db_error)
     }
 
     /// Runs `attempt` (which opens, uses and commits its own transaction) again when it failed
@@ -353,8 +368,14 @@ where
 
 /// How many write transactions this process has committed (or tried to): read by the
 /// embedded deployment's in-memory grant view to tell what it holds is current. Every commit
-/// goes through [`commit`], which advances it before returning.
+/// goes through [`Transaction::commit`], which advances it before returning.
 static WRITE_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts a commit (whatever its answer: a lost COMMIT may have committed), before the
+/// committer answers.
+fn advance_write_generation() {
+    WRITE_GENERATION.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
 
 /// The current write generation (see `service::grant_view`).
 pub fn write_generation() -> u64 {
@@ -362,7 +383,7 @@ pub fn write_generation() -> u64 {
 }
 
 /// Ends a transaction by its outcome: commits on success, rolls back at once on failure.
-pub async fn settle<T>(tx: DatabaseTransaction, outcome: Result<T>) -> Result<T> {
+pub async fn settle<T>(tx: Transaction, outcome: Result<T>) -> Result<T> {
     match outcome {
         Ok(value) => {
             commit(tx).await?;
@@ -376,7 +397,7 @@ pub async fn settle<T>(tx: DatabaseTransaction, outcome: Result<T>) -> Result<T>
 }
 
 /// Rolls back now (dropping a transaction only queues the rollback, keeping its locks).
-pub async fn rollback(tx: DatabaseTransaction) -> Result<()> {
+pub async fn rollback(tx: Transaction) -> Result<()> {
     tx.rollback().await.map_err(db_error)
 }
 
@@ -394,11 +415,8 @@ pub struct PoolStats {
 /// transaction again on its own; the client's retry with its idempotency key settles it (the
 /// stored result is replayed if the commit happened). A COMMIT the server refused (a
 /// serialization failure, say) certainly did not commit and is classified as usual.
-pub async fn commit(tx: DatabaseTransaction) -> Result<()> {
-    let committed = tx.commit().await;
-    // Whatever the answer (a lost COMMIT may have committed), before the caller answers.
-    WRITE_GENERATION.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    committed.map_err(|error| {
+pub async fn commit(tx: Transaction) -> Result<()> {
+    tx.commit().await.map_err(|error| {
         if is_connection_lost(&error) {
             Error::unavailable(UNAVAILABLE_MESSAGE, CommitOutcomeUnknown(error))
         } else {
