@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::events::EventBatch;
-use super::{RequestContext, Services, ledger};
+use super::{RequestContext, Services, ledger, write_with_events};
 use crate::domain::credit_application::{
     AppliedLine, ApplyCredits, CreditApplication, check_batch_size,
 };
@@ -35,15 +35,11 @@ impl Services {
         lines: &[ApplyCredits],
     ) -> Result<Vec<LineResult>> {
         check_batch_size(lines.len())?;
-        self.db
-            .retrying(|| async {
-                let now = self.clock.now();
-                let tx = self.db.begin().await?;
-                let mut events = EventBatch::for_request(ctx, now);
-                let outcome = apply_lines(&tx, ctx, lines, now, &mut events).await;
-                self.settle_with_events(tx, outcome, events).await
-            })
-            .await
+        write_with_events!(
+            self,
+            |now| EventBatch::for_request(ctx, now),
+            |tx, events| apply_lines(tx, ctx, lines, now, events).await
+        )
     }
 }
 

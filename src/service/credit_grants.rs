@@ -3,7 +3,9 @@
 //! transaction.
 
 use super::events::EventBatch;
-use super::{RequestContext, Services, idempotent_write, ledger, page_after_cursor};
+use super::{
+    RequestContext, Services, idempotent_write, ledger, page_after_cursor, write_with_events,
+};
 use crate::domain::Tenant;
 use crate::domain::credit_grant::{CreateCreditGrant, CreditGrant, UpdateCreditGrant};
 use crate::domain::event::EventType;
@@ -133,63 +135,39 @@ impl Services {
     /// (the customer's row lock and a re-check make concurrent sweepers on several replicas
     /// safe). The entry's `effective_at` is the expiry time. Returns how many grants expired.
     pub async fn sweep_expired_credit_grants(&self) -> Result<u64> {
-        let mut expired = 0;
-        loop {
-            let now = self.clock.now();
-            let due = store::credit_grants::due_for_expiry(self.db.reader(), now, 100).await?;
-            if due.is_empty() {
-                return Ok(expired);
-            }
-            let mut progressed = false;
-            for candidate in &due {
-                if self.record_expiry(candidate).await? {
-                    expired += 1;
-                    progressed = true;
-                }
-            }
-            if !progressed {
-                // Another replica took the rest between our read and our locks.
-                return Ok(expired);
-            }
-        }
+        self.sweep_due(
+            |now| store::credit_grants::due_for_expiry(self.db.reader(), now, 100),
+            |due| async move { self.record_expiry(&due).await },
+        )
+        .await
     }
 
     async fn record_expiry(&self, due: &store::credit_grants::DueForExpiry) -> Result<bool> {
-        self.db
-            .retrying(|| async {
-                let now = self.clock.now();
-                let tx = self.db.begin().await?;
-                let mut events = EventBatch::automatic(&due.tenant, now);
-                let outcome = async {
-                    if store::customers::lock_including_deleted(&tx, &due.tenant, &due.customer_id)
-                        .await?
-                        .is_none()
-                    {
-                        return Ok(false);
-                    }
-                    let Some(grant) =
-                        store::credit_grants::find(&tx, &due.tenant, &due.grant_id).await?
-                    else {
-                        return Ok(false);
-                    };
-                    // Decided under the lock: another sweeper may have been first.
-                    let Some(change) = grant.record_lapsed_expiry(now)? else {
-                        return Ok(false);
-                    };
-                    ledger::save_change(&tx, &due.tenant, change, &mut events).await?;
-                    super::credit_holds::record_lapsed_holds(
-                        &tx,
-                        &due.tenant,
-                        &due.customer_id,
-                        now,
-                    )
-                    .await?;
-                    Ok(true)
+        write_with_events!(
+            self,
+            |now| EventBatch::automatic(&due.tenant, now),
+            |tx, events| {
+                if store::customers::lock_including_deleted(tx, &due.tenant, &due.customer_id)
+                    .await?
+                    .is_none()
+                {
+                    return Ok(false);
                 }
-                .await;
-                self.settle_with_events(tx, outcome, events).await
-            })
-            .await
+                let Some(grant) =
+                    store::credit_grants::find(tx, &due.tenant, &due.grant_id).await?
+                else {
+                    return Ok(false);
+                };
+                // Decided under the lock: another sweeper may have been first.
+                let Some(change) = grant.record_lapsed_expiry(now)? else {
+                    return Ok(false);
+                };
+                ledger::save_change(tx, &due.tenant, change, events).await?;
+                super::credit_holds::record_lapsed_holds(tx, &due.tenant, &due.customer_id, now)
+                    .await?;
+                Ok(true)
+            }
+        )
     }
 }
 

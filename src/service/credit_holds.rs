@@ -7,7 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::events::EventBatch;
-use super::{RequestContext, Services, idempotent_write, ledger, page_after_cursor};
+use super::{
+    RequestContext, Services, idempotent_write, ledger, page_after_cursor, write_with_events,
+};
 use crate::domain::Tenant;
 use crate::domain::credit_application::CreditApplication;
 use crate::domain::credit_grant::CreditGrant;
@@ -192,65 +194,46 @@ impl Services {
     /// exactly once: decided under the customer's lock after reading the hold again, so
     /// concurrent sweepers on several replicas are safe. Returns how many holds expired.
     pub async fn sweep_expired_credit_holds(&self) -> Result<u64> {
-        let mut expired = 0;
-        loop {
-            let now = self.clock.now();
-            let due = store::credit_holds::due_for_expiry(self.db.reader(), now, 100).await?;
-            if due.is_empty() {
-                return Ok(expired);
-            }
-            let mut progressed = false;
-            for candidate in &due {
-                if self.expire_hold(candidate).await? {
-                    expired += 1;
-                    progressed = true;
-                }
-            }
-            if !progressed {
-                return Ok(expired);
-            }
-        }
+        self.sweep_due(
+            |now| store::credit_holds::due_for_expiry(self.db.reader(), now, 100),
+            |due| async move { self.expire_hold(&due).await },
+        )
+        .await
     }
 
     async fn expire_hold(&self, due: &store::credit_holds::DueHold) -> Result<bool> {
-        self.db
-            .retrying(|| async {
-                let now = self.clock.now();
-                let tx = self.db.begin().await?;
-                let mut events = EventBatch::automatic(&due.tenant, now);
-                let outcome = async {
-                    // A deleted customer's holds still expire (as its grants do).
-                    if store::customers::lock_including_deleted(&tx, &due.tenant, &due.customer_id)
-                        .await?
-                        .is_none()
-                    {
-                        return Ok(false);
-                    }
-                    let grants =
-                        store::credit_grants::for_customer(&tx, &due.tenant, &due.customer_id)
-                            .await?;
-                    let Some(mut hold) =
-                        store::credit_holds::find(&tx, &due.tenant, &due.hold_id).await?
-                    else {
-                        return Ok(false);
-                    };
-                    hold.lapse(&grants, now)?;
-                    // Decided under the lock: another sweeper may have been first.
-                    let Some(expired) = hold.expire_if_due(now) else {
-                        return Ok(false);
-                    };
-                    store::credit_holds::save(&tx, &due.tenant, &expired).await?;
-                    events.emit(
-                        EventType::CreditHoldExpired,
-                        Some(&expired.customer_id),
-                        &CreditHoldJson::from(expired.clone()),
-                    )?;
-                    Ok(true)
+        write_with_events!(
+            self,
+            |now| EventBatch::automatic(&due.tenant, now),
+            |tx, events| {
+                // A deleted customer's holds still expire (as its grants do).
+                if store::customers::lock_including_deleted(tx, &due.tenant, &due.customer_id)
+                    .await?
+                    .is_none()
+                {
+                    return Ok(false);
                 }
-                .await;
-                self.settle_with_events(tx, outcome, events).await
-            })
-            .await
+                let grants =
+                    store::credit_grants::for_customer(tx, &due.tenant, &due.customer_id).await?;
+                let Some(mut hold) =
+                    store::credit_holds::find(tx, &due.tenant, &due.hold_id).await?
+                else {
+                    return Ok(false);
+                };
+                hold.lapse(&grants, now)?;
+                // Decided under the lock: another sweeper may have been first.
+                let Some(expired) = hold.expire_if_due(now) else {
+                    return Ok(false);
+                };
+                store::credit_holds::save(tx, &due.tenant, &expired).await?;
+                events.emit(
+                    EventType::CreditHoldExpired,
+                    Some(&expired.customer_id),
+                    &CreditHoldJson::from(expired.clone()),
+                )?;
+                Ok(true)
+            }
+        )
     }
 }
 

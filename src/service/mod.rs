@@ -234,6 +234,33 @@ macro_rules! idempotent_write {
 }
 pub(crate) use idempotent_write;
 
+/// Runs `$body` in a write transaction of its own, with `$tx: &Transaction`, `$now` and
+/// `$events: &mut EventBatch` (started by `$start`, which may use `$now`), then settles it
+/// (`Services::settle_with_events`); run again when that is safe (`Db::retrying`). For
+/// writes without an idempotency key: automatic ones (the sweepers, a clock's advance) and
+/// batches (idempotent per line).
+macro_rules! write_with_events {
+    ($services:expr, |$now:ident| $start:expr, |$tx:ident, $events:ident| $body:expr) => {
+        $services
+            .db
+            .retrying(|| async {
+                let $now = $services.clock.now();
+                let transaction = $services.db.begin().await?;
+                let mut batch = $start;
+                let outcome = {
+                    let $tx = &transaction;
+                    let $events = &mut batch;
+                    async { $body }.await
+                };
+                $services
+                    .settle_with_events(transaction, outcome, batch)
+                    .await
+            })
+            .await
+    };
+}
+pub(crate) use write_with_events;
+
 /// The start of an idempotent write: either the stored result of an earlier identical
 /// request, or an open transaction to do the work in, with its "now".
 pub(crate) enum Write<T> {
@@ -292,6 +319,38 @@ impl Services {
             Err(error) => Err(error),
         };
         self.settle_with_events(tx, outcome, events).await
+    }
+
+    /// Works through what is due in batches of 100 (`due(now)`, read outside any transaction)
+    /// until none is left, settling each with `settle_one` (its own transaction, which decides
+    /// under the customer's lock whether it is still due). Stops early when a whole batch was
+    /// taken by another replica between the read and the locks. Returns how many it settled.
+    pub(crate) async fn sweep_due<D, Due, Settle>(
+        &self,
+        due: impl Fn(i64) -> Due,
+        settle_one: impl Fn(D) -> Settle,
+    ) -> Result<u64>
+    where
+        Due: Future<Output = Result<Vec<D>>>,
+        Settle: Future<Output = Result<bool>>,
+    {
+        let mut settled = 0;
+        loop {
+            let batch = due(self.clock.now()).await?;
+            if batch.is_empty() {
+                return Ok(settled);
+            }
+            let mut progressed = false;
+            for candidate in batch {
+                if settle_one(candidate).await? {
+                    settled += 1;
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                return Ok(settled);
+            }
+        }
     }
 
     /// Ends a write by its outcome: on success writes `events` in the transaction and commits

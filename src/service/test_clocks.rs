@@ -4,7 +4,9 @@
 //! any replica) and never half-applied, because the second step is a single transaction.
 
 use super::idempotency::Claim;
-use super::{RequestContext, Services, Write, idempotent_write, ledger, page_after_cursor};
+use super::{
+    RequestContext, Services, Write, idempotent_write, ledger, page_after_cursor, write_with_events,
+};
 
 use super::events::EventBatch;
 use crate::domain::Tenant;
@@ -226,59 +228,47 @@ impl Services {
         id: &str,
         claim: Option<&Claim>,
     ) -> Result<Option<TestClock>> {
-        self.db
-            .retrying(|| async {
-                let tx = self.db.begin().await?;
-                // Automatic: a replica may resume the advance long after its request.
-                let mut events = EventBatch::automatic(tenant, self.clock.now());
-                let outcome = async {
-                    let Some(mut clock) = store::test_clocks::lock(&tx, tenant, id).await? else {
-                        return Ok(None);
-                    };
-                    let Some(target) = clock
-                        .target_frozen_time
-                        .filter(|_| clock.status == ClockStatus::Advancing)
-                    else {
-                        return Ok(Some(clock));
-                    };
-                    let customers = store::test_clocks::customers_on(&tx, tenant, id).await?;
-                    let mut grants = Vec::new();
-                    for customer in &customers {
-                        store::customers::lock_including_deleted(&tx, tenant, customer).await?;
-                        grants.extend(
-                            store::credit_grants::for_customer(&tx, tenant, customer).await?,
-                        );
-                    }
-                    for change in lapse_until(&grants, target)? {
-                        ledger::save_change(&tx, tenant, change, &mut events).await?;
-                    }
-                    for customer in &customers {
-                        super::credit_holds::advance_holds(
-                            &tx,
-                            tenant,
-                            customer,
-                            target,
-                            &mut events,
-                        )
-                        .await?;
-                    }
-                    clock.frozen_time = target;
-                    clock.status = ClockStatus::Ready;
-                    clock.target_frozen_time = None;
-                    store::test_clocks::save_state(&tx, &clock).await?;
-                    if let Some(claim) = claim {
-                        claim.record(&tx, self.clock.now(), &clock).await?;
-                    }
-                    events.emit(
-                        EventType::TestClockReady,
-                        None,
-                        &TestClockJson::from(clock.clone()),
-                    )?;
-                    Ok(Some(clock))
+        // Automatic: a replica may resume the advance long after its request.
+        write_with_events!(
+            self,
+            |now| EventBatch::automatic(tenant, now),
+            |tx, events| {
+                let Some(mut clock) = store::test_clocks::lock(tx, tenant, id).await? else {
+                    return Ok(None);
+                };
+                let Some(target) = clock
+                    .target_frozen_time
+                    .filter(|_| clock.status == ClockStatus::Advancing)
+                else {
+                    return Ok(Some(clock));
+                };
+                let customers = store::test_clocks::customers_on(tx, tenant, id).await?;
+                let mut grants = Vec::new();
+                for customer in &customers {
+                    store::customers::lock_including_deleted(tx, tenant, customer).await?;
+                    grants.extend(store::credit_grants::for_customer(tx, tenant, customer).await?);
                 }
-                .await;
-                self.settle_with_events(tx, outcome, events).await
-            })
-            .await
+                for change in lapse_until(&grants, target)? {
+                    ledger::save_change(tx, tenant, change, events).await?;
+                }
+                for customer in &customers {
+                    super::credit_holds::advance_holds(tx, tenant, customer, target, events)
+                        .await?;
+                }
+                clock.frozen_time = target;
+                clock.status = ClockStatus::Ready;
+                clock.target_frozen_time = None;
+                store::test_clocks::save_state(tx, &clock).await?;
+                if let Some(claim) = claim {
+                    claim.record(tx, now, &clock).await?;
+                }
+                events.emit(
+                    EventType::TestClockReady,
+                    None,
+                    &TestClockJson::from(clock.clone()),
+                )?;
+                Ok(Some(clock))
+            }
+        )
     }
 }
