@@ -119,15 +119,6 @@ async fn event_count(app: &TestApp, kind: &str) -> usize {
     listed["data"].as_array().expect("data").len()
 }
 
-async fn assert_audit_clean(app: &TestApp) {
-    let report = app
-        .services
-        .audit(&app.context().await)
-        .await
-        .expect("audit");
-    assert!(report.is_clean(), "{report}");
-}
-
 on_every_backend! {
     async fn a_batch_applies_each_line_as_apply_credits_would_alone(app) {
         let (twin, twin_grants) = customer_with_grants(&app, "Twin").await;
@@ -182,7 +173,7 @@ on_every_backend! {
         // A lone ApplyCredits of a batch line answers the batch's result.
         let again = client.apply_credits(app.grpc(lines[0].clone())).await.expect("replay").into_inner();
         assert_eq!(&again, applied(&results[0]));
-        assert_audit_clean(&app).await;
+        app.assert_audit_clean().await;
     }
 
     async fn each_line_answers_for_itself_and_a_retried_batch_applies_nothing_twice(app) {
@@ -233,7 +224,7 @@ on_every_backend! {
         assert_eq!(retried, results);
         assert_eq!(remainders(&app, &ada, &grants).await, remaining);
         assert_eq!(event_count(&app, "billing.credit_balance_transaction.created").await, events);
-        assert_audit_clean(&app).await;
+        app.assert_audit_clean().await;
     }
 
     async fn an_empty_or_oversized_batch_is_refused_whole(app) {
@@ -249,7 +240,7 @@ on_every_backend! {
         // 1000 is fine: one cent each, all from the first grant.
         let results = batch(&app, lines[..1000].to_vec()).await.expect("1000 lines");
         assert_eq!(results.iter().map(|r| applied(r).applied).sum::<i64>(), 1000);
-        assert_audit_clean(&app).await;
+        app.assert_audit_clean().await;
     }
 
     async fn racing_batches_in_every_customer_order_never_deadlock_or_overspend(app) {
@@ -304,7 +295,7 @@ on_every_backend! {
             assert!((0..=1000).contains(&ledger), "{customer}: {ledger}");
             assert_eq!(ledger, available);
         }
-        assert_audit_clean(&app).await;
+        app.assert_audit_clean().await;
     }
 }
 

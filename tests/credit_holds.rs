@@ -121,15 +121,6 @@ async fn events_of(app: &TestApp, kind: &str) -> Vec<Value> {
     list["data"].as_array().unwrap().clone()
 }
 
-async fn assert_audit_clean(app: &TestApp) {
-    let report = app
-        .services
-        .audit(&app.context().await)
-        .await
-        .expect("audit");
-    assert!(report.findings.is_empty(), "{:?}", report.findings);
-}
-
 /// Sum of the `credits_applied` entries of a customer's ledger.
 async fn applied_total(app: &TestApp, customer: &str) -> i64 {
     let mut balance = BalanceClient::new(app.channel().await);
@@ -264,7 +255,7 @@ async fn race(apps: &[&TestApp], customer: &str, granted: i64) {
     let (ledger, available) = metered_balances(app, customer).await;
     assert_eq!(ledger, granted - applied);
     assert_eq!(available, ledger - live);
-    assert_audit_clean(app).await;
+    app.assert_audit_clean().await;
 }
 
 on_every_backend! {
@@ -319,7 +310,7 @@ on_every_backend! {
         let status = refused.expect_err("insufficient");
         assert_eq!(status.code(), tonic::Code::FailedPrecondition);
         assert!(status.message().contains("Insufficient credits"), "{status:?}");
-        assert_audit_clean(&app).await;
+        app.assert_audit_clean().await;
     }
 
     async fn a_partial_capture_applies_like_apply_credits_and_releases_the_rest(app) {
@@ -386,7 +377,7 @@ on_every_backend! {
             client.capture_credit_hold(app.grpc(capture_request(&other.id, &invoice, Some(5)))).await,
             "invoice_line_already_applied",
         );
-        assert_audit_clean(&app).await;
+        app.assert_audit_clean().await;
     }
 
     async fn release_frees_everything_and_every_write_is_idempotent_with_a_key(app) {
@@ -439,7 +430,7 @@ on_every_backend! {
         assert_eq!(Some(fetched), captured.credit_hold);
         let missing = client.get_credit_hold(app.grpc(proto::GetCreditHoldRequest { id: "credhold_nope".into() })).await;
         assert_eq!(missing.unwrap_err().code(), tonic::Code::NotFound);
-        assert_audit_clean(&app).await;
+        app.assert_audit_clean().await;
     }
 
     async fn an_expired_hold_frees_its_credits_and_is_released_once_by_the_sweeper(app) {
@@ -544,7 +535,7 @@ on_every_backend! {
         assert_eq!(captured.applied, 50);
         let captured_hold = captured.credit_hold.unwrap();
         assert_eq!((captured_hold.captured_amount, captured_hold.lapsed_amount), (50, 100));
-        assert_audit_clean(&app).await;
+        app.assert_audit_clean().await;
     }
 
     async fn every_step_emits_its_credit_hold_event(app) {
@@ -629,7 +620,7 @@ on_every_backend! {
         assert_eq!(events_of(&app, "creditd.credit_hold.expired").await.len(), 1);
         // The real-time sweeper leaves clock holds alone.
         assert_eq!(app.services.sweep_expired_credit_holds().await.unwrap(), 0);
-        assert_audit_clean(&app).await;
+        app.assert_audit_clean().await;
     }
 
     async fn racing_holds_captures_and_applications_never_exceed_the_grants(app) {

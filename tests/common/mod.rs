@@ -350,6 +350,16 @@ impl TestApp {
         RequestContext::new(caller.tenant)
     }
 
+    /// Asserts the ledger audit of this app's account and mode finds nothing.
+    pub async fn assert_audit_clean(&self) {
+        let report = self
+            .services
+            .audit(&self.context().await)
+            .await
+            .expect("audit");
+        assert!(report.is_clean(), "{report}");
+    }
+
     /// Sends a REST request and checks the response against Stripe's OpenAPI schema.
     pub async fn request(
         &self,
