@@ -16,10 +16,11 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const SCENARIOS: [&str; 12] = [
+const SCENARIOS: [&str; 13] = [
     "noop",
     "summary",
     "apply",
+    "apply-batch",
     "hot",
     "hold-capture",
     "hold-hot",
@@ -107,6 +108,26 @@ fn check(lines: &[Value]) {
         };
         assert_eq!(result["calls_per_op"], calls, "{result}");
     }
+    // apply-batch: one op is one call of --batch-lines (default 100) lines, every line applied.
+    let batch = results
+        .iter()
+        .find(|line| line["scenario"] == "apply-batch")
+        .expect("an apply-batch result");
+    assert_eq!(batch["lines_per_op"], 100, "{batch}");
+    let (ops_per_s, lines_per_s) = (
+        batch["ops_per_s"].as_f64().unwrap_or(0.0),
+        batch["lines_per_s"].as_f64().unwrap_or(0.0),
+    );
+    assert!(
+        lines_per_s > 0.0 && (lines_per_s - 100.0 * ops_per_s).abs() < 1.0,
+        "{batch}"
+    );
+    assert!(
+        batch["server_cpu_us_per_line"]
+            .as_f64()
+            .is_some_and(|us| us > 0.0),
+        "{batch}"
+    );
     let cases: BTreeSet<&str> = results
         .iter()
         .filter(|line| line["scenario"] == "history")
@@ -133,6 +154,7 @@ fn check(lines: &[Value]) {
             "summary/noop",
             "summary/db-read",
             "apply/db-insert",
+            "apply-batch-lines/apply",
             "hot/db-update",
             "hold-capture/apply",
             "hold-hot/hot",

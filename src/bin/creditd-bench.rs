@@ -94,10 +94,14 @@ struct Cli {
     /// HTTP/2 connections the gRPC calls are spread over (and REST calls with --rest-protocol http2).
     #[arg(long, default_value_t = 2)]
     connections: usize,
-    /// Customers seeded (five grants each) for summary, apply, hold-capture, cbt-grpc and
-    /// cbt-rest.
+    /// Customers seeded (five grants each) for summary, apply, apply-batch, hold-capture,
+    /// cbt-grpc and cbt-rest.
     #[arg(long, default_value_t = 10_000)]
     customers: usize,
+    /// Invoice lines per ApplyCreditsBatch call of apply-batch (1 to 1,000), each for a random
+    /// seeded customer.
+    #[arg(long, default_value_t = 100)]
+    batch_lines: usize,
     /// Credit ledger entries of the long history (history scenario).
     #[arg(long, default_value_t = 1_000_000)]
     history_entries: u64,
@@ -142,8 +146,8 @@ struct Cli {
     /// HTTP version of the REST client.
     #[arg(long, value_enum, default_value_t = RestProtocol::Http1)]
     rest_protocol: RestProtocol,
-    /// Send an idempotency key with every write (apply, hot, hold-capture, hold-hot, cbt-grpc,
-    /// cbt-rest).
+    /// Send an idempotency key with every write (apply, apply-batch, hot, hold-capture,
+    /// hold-hot, cbt-grpc, cbt-rest).
     #[arg(long)]
     idempotency_keys: bool,
     /// Keep the temporary SQLite file or PostgreSQL database (its location is printed).
@@ -154,7 +158,7 @@ struct Cli {
     audit: bool,
     /// Run with one webhook endpoint (subscribed to everything, delivering to a sink here) and
     /// one WatchEvents watcher, and report commit-to-watcher latency for apply, hot,
-    /// hold-capture and hold-hot (the capture's ledger entries).
+    /// apply-batch, hold-capture and hold-hot (the capture's ledger entries).
     #[arg(long)]
     observe_events: bool,
 }
@@ -387,6 +391,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     if cli.requests == Some(0) {
         bail!("--requests must be at least 1");
     }
+    if !(1..=1000).contains(&cli.batch_lines) {
+        bail!("--batch-lines must be between 1 and 1,000");
+    }
     let out = Out { json: cli.json };
     let mut scenarios = if cli.scenarios.is_empty() {
         Scenario::ALL.to_vec()
@@ -460,6 +467,7 @@ async fn measure_all(
         "clock_ticks_per_s": runner::clock_ticks_per_second(),
         "rest_protocol": cli.rest_protocol.as_str(),
         "idempotency_keys": cli.idempotency_keys,
+        "batch_lines": cli.batch_lines,
         "memory_scope": setup.memory.as_ref().map(MemoryProbe::scope),
         "scenarios": scenarios.iter().map(|s| s.name()).collect::<Vec<_>>(),
     }));
@@ -593,7 +601,14 @@ async fn measure_all(
             Scenario::HoldHot => hold_hot.as_ref(),
             _ => hot.as_ref(),
         };
-        for (case, detail, op) in ops(scenario, &ctx, &customers, hot, history.as_ref()) {
+        for (case, detail, op) in ops(
+            scenario,
+            &ctx,
+            &customers,
+            hot,
+            history.as_ref(),
+            cli.batch_lines,
+        ) {
             eprintln!(
                 "running {}{} …",
                 scenario.name(),
@@ -620,7 +635,11 @@ async fn measure_all(
                 out.record(result_json(&measurement, cli));
                 if let (
                     Some(observer),
-                    Scenario::Apply | Scenario::Hot | Scenario::HoldCapture | Scenario::HoldHot,
+                    Scenario::Apply
+                    | Scenario::ApplyBatch
+                    | Scenario::Hot
+                    | Scenario::HoldCapture
+                    | Scenario::HoldHot,
                 ) = (&ctx.observer, scenario)
                 {
                     let report = observer.take_report(Duration::from_secs(5)).await;
@@ -725,13 +744,14 @@ async fn measure(
 }
 
 /// The measurements of a scenario: one, or the history's six. `hot` is the one customer of
-/// `hot` or `hold-hot`.
+/// `hot` or `hold-hot`; `batch_lines` the lines of each apply-batch call.
 fn ops(
     scenario: Scenario,
     ctx: &Arc<Context>,
     customers: &Arc<Vec<String>>,
     hot: Option<&Arc<Vec<String>>>,
     history: Option<&History>,
+    batch_lines: usize,
 ) -> Vec<Case> {
     let ctx = ctx.clone();
     let one = |op: Arc<dyn Op>| vec![(None, None, op)];
@@ -746,6 +766,17 @@ fn ops(
             customers: customers.clone(),
             name: "apply",
         })),
+        Scenario::ApplyBatch => vec![(
+            None,
+            Some(format!(
+                "ApplyCreditsBatch of {batch_lines} lines: 1 call per op"
+            )),
+            Arc::new(scenarios::ApplyBatch {
+                ctx,
+                customers: customers.clone(),
+                lines: batch_lines,
+            }),
+        )],
         Scenario::Hot => match hot {
             Some(hot) => one(Arc::new(scenarios::Apply {
                 ctx,
@@ -866,6 +897,16 @@ fn round(value: f64, digits: i32) -> f64 {
     (value * scale).round() / scale
 }
 
+/// Invoice lines applied by one operation: `--batch-lines` for apply-batch, one for apply and
+/// hot; none for the rest.
+fn lines_per_op(scenario: Scenario, cli: &Cli) -> Option<usize> {
+    match scenario {
+        Scenario::ApplyBatch => Some(cli.batch_lines),
+        Scenario::Apply | Scenario::Hot => Some(1),
+        _ => None,
+    }
+}
+
 fn result_json(m: &Measurement, cli: &Cli) -> serde_json::Value {
     let us = |value: Option<f64>| value.map(|v| round(v, 1));
     json!({
@@ -874,6 +915,12 @@ fn result_json(m: &Measurement, cli: &Cli) -> serde_json::Value {
         "case": m.case,
         "detail": m.detail,
         "calls_per_op": m.scenario.calls_per_op(),
+        "lines_per_op": lines_per_op(m.scenario, cli),
+        "lines_per_s": (m.scenario == Scenario::ApplyBatch)
+            .then(|| round(m.sample.ops_per_second() * cli.batch_lines as f64, 1)),
+        "server_cpu_us_per_line": (m.scenario == Scenario::ApplyBatch)
+            .then(|| m.sample.server_cpu_us_per_op().map(|us| round(us / cli.batch_lines as f64, 2)))
+            .flatten(),
         "ops": m.sample.ops,
         "errors": m.sample.errors,
         "first_error": m.sample.first_error,
@@ -976,6 +1023,21 @@ fn report(
             multi.join(", ")
         ));
     }
+    for m in measurements
+        .iter()
+        .filter(|m| m.scenario == Scenario::ApplyBatch)
+    {
+        let lines = cli.batch_lines as f64;
+        out.text(&format!(
+            "  {}: one op = one ApplyCreditsBatch call of {} lines: {:.0} lines/s, server CPU {} µs/line",
+            m.label(),
+            cli.batch_lines,
+            m.sample.ops_per_second() * lines,
+            m.sample
+                .server_cpu_us_per_op()
+                .map_or_else(|| "-".to_string(), |us| format!("{:.1}", us / lines)),
+        ));
+    }
     for m in measurements {
         if let runner::Load::Open { rate } = m.sample.load {
             out.text(&format!(
@@ -1034,6 +1096,18 @@ fn report(
             "apply/db-insert",
             "throughput: apply ÷ one-row insert transactions".to_string(),
             throughput(find(Scenario::Apply, None), find(Scenario::DbInsert, None)),
+        ),
+        (
+            "apply-batch-lines/apply",
+            format!(
+                "lines/s: apply-batch ({} lines per call) ÷ apply",
+                cli.batch_lines
+            ),
+            throughput(
+                find(Scenario::ApplyBatch, None),
+                find(Scenario::Apply, None),
+            )
+            .map(|ratio| ratio * cli.batch_lines as f64),
         ),
         (
             "hot/db-update",

@@ -29,6 +29,9 @@ pub enum Scenario {
     Summary,
     /// ApplyCredits to a new invoice line of a random seeded customer.
     Apply,
+    /// ApplyCreditsBatch of `--batch-lines` new invoice lines, each of a random seeded customer
+    /// (like `apply`'s lines): one operation is one batch call; lines/s = ops/s × lines.
+    ApplyBatch,
     /// ApplyCredits to a new invoice line, always of one customer.
     Hot,
     /// CreateCreditHold then CaptureCreditHold of it against a new invoice line, for a random
@@ -52,10 +55,11 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::Noop,
         Scenario::Summary,
         Scenario::Apply,
+        Scenario::ApplyBatch,
         Scenario::Hot,
         Scenario::HoldCapture,
         Scenario::HoldHot,
@@ -72,6 +76,7 @@ impl Scenario {
             Scenario::Noop => "noop",
             Scenario::Summary => "summary",
             Scenario::Apply => "apply",
+            Scenario::ApplyBatch => "apply-batch",
             Scenario::Hot => "hot",
             Scenario::HoldCapture => "hold-capture",
             Scenario::HoldHot => "hold-hot",
@@ -90,6 +95,7 @@ impl Scenario {
             self,
             Scenario::Summary
                 | Scenario::Apply
+                | Scenario::ApplyBatch
                 | Scenario::HoldCapture
                 | Scenario::CbtGrpc
                 | Scenario::CbtRest
@@ -394,6 +400,110 @@ impl Op for Apply {
                         .entries
                         .iter()
                         .map(|entry| entry.id.clone()),
+                    sent,
+                );
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+/// ApplyCreditsBatch of `lines` invoice lines, each as `Apply` sends one: 1..=100 cents to a
+/// new invoice line (one invoice per worker, one line per line of each call) of one of
+/// `customers` at random. One operation is one batch call; a batch with any line answered by
+/// an error, or applied short of its amount due, is an error of the whole operation.
+pub struct ApplyBatch {
+    pub ctx: Arc<Context>,
+    pub customers: Arc<Vec<String>>,
+    pub lines: usize,
+}
+
+impl Op for ApplyBatch {
+    fn call(&self, worker: usize, seq: u64) -> BoxFuture<'_, Result<(), String>> {
+        async move {
+            let invoice = format!("in_bench_{}_apply-batch_{worker}", self.ctx.run_tag);
+            let lines: Vec<proto::ApplyCreditsRequest> = {
+                let mut rng = rand::rng();
+                (0..self.lines)
+                    .map(|line| proto::ApplyCreditsRequest {
+                        customer: self.customers[rng.random_range(0..self.customers.len())].clone(),
+                        currency: "usd".to_string(),
+                        invoice: invoice.clone(),
+                        invoice_line_item: format!("il_{seq}_{line}"),
+                        price_type: Some("metered".to_string()),
+                        price: None,
+                        amount_due: rng.random_range(1..=100),
+                    })
+                    .collect()
+            };
+            let due: Vec<i64> = lines.iter().map(|line| line.amount_due).collect();
+            let key = self.ctx.idempotency_key("apply-batch", worker, seq);
+            let sent = std::time::Instant::now();
+            let response = CreditBalanceServiceClient::new(self.ctx.grpc.channel(worker))
+                .apply_credits_batch(
+                    self.ctx
+                        .grpc
+                        .request(proto::ApplyCreditsBatchRequest { lines }, key),
+                )
+                .await
+                .map_err(status)?
+                .into_inner();
+            if response.results.len() != due.len() {
+                return Err(format!(
+                    "{} results for {} lines",
+                    response.results.len(),
+                    due.len()
+                ));
+            }
+            use proto::apply_credits_line_result::Result as Line;
+            let mut refused = 0;
+            let mut short = 0;
+            let mut first: Option<String> = None;
+            for (index, (result, amount_due)) in response.results.iter().zip(&due).enumerate() {
+                match &result.result {
+                    Some(Line::Applied(applied)) if applied.applied == *amount_due => {}
+                    Some(Line::Applied(applied)) => {
+                        short += 1;
+                        first.get_or_insert_with(|| {
+                            format!(
+                                "line {index}: applied {} of {amount_due}: the grants ran out",
+                                applied.applied
+                            )
+                        });
+                    }
+                    Some(Line::Error(error)) => {
+                        refused += 1;
+                        first.get_or_insert_with(|| {
+                            format!(
+                                "line {index}: code {} ({}): {}",
+                                error.code, error.reason, error.message
+                            )
+                        });
+                    }
+                    None => {
+                        refused += 1;
+                        first.get_or_insert_with(|| format!("line {index}: an empty result"));
+                    }
+                }
+            }
+            if let Some(first) = first {
+                return Err(format!(
+                    "{refused} line errors and {short} short lines of {}; the first: {first}",
+                    due.len()
+                ));
+            }
+            if let Some(observer) = &self.ctx.observer {
+                observer.record_call(
+                    response
+                        .results
+                        .into_iter()
+                        .filter_map(|result| match result.result {
+                            Some(Line::Applied(applied)) => Some(applied.entries),
+                            _ => None,
+                        })
+                        .flatten()
+                        .map(|entry| entry.id),
                     sent,
                 );
             }
