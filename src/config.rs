@@ -234,7 +234,7 @@ pub struct ServeConfig {
     /// balance summaries from an in-memory view of up to this many customers' grants and holds,
     /// invalidated by every write before it is acknowledged. `0` turns it off; PostgreSQL never
     /// has one (another replica may write).
-    #[arg(long, env = "CREDITD_SUMMARY_VIEW_CUSTOMERS", default_value_t = 10_000)]
+    #[arg(long, env = "CREDITD_SUMMARY_VIEW_CUSTOMERS", default_value_t = 4_000)]
     pub summary_view_customers: usize,
     /// Longest a request may run before it is answered with a timeout, in seconds.
     #[arg(long, env = "CREDITD_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
@@ -388,7 +388,7 @@ impl ServeConfig {
             event_retention_days: 30,
             max_event_streams: 1024,
             max_hold_seconds: 7 * 24 * 3600,
-            summary_view_customers: 10_000,
+            summary_view_customers: 4_000,
             request_timeout_seconds: 30,
             max_body_bytes: 1024 * 1024,
             max_concurrent_requests: 1024,

@@ -112,11 +112,13 @@ impl GrantView {
         if (self.generation)() != miss.generation {
             return;
         }
-        // Entries of an older generation are dead weight: drop them all when full.
+        // Entries of an older generation are dead weight: drop them first; then any one.
         if entries.len() >= self.capacity {
             entries.retain(|_, entry| entry.generation == miss.generation);
-            if entries.len() >= self.capacity {
-                entries.clear();
+            if entries.len() >= self.capacity
+                && let Some(evicted) = entries.keys().next().cloned()
+            {
+                entries.remove(&evicted);
             }
         }
         entries.insert(

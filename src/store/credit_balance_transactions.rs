@@ -342,25 +342,37 @@ pub async fn find_application(
 }
 
 /// The application records of any of `lines` (invoice, line item) that have one, in one query
-/// per 400 lines (a batch of applications checks all its lines at once).
+/// per 200 lines: a `UNION ALL` of primary-key lookups (an `OR` of the pairs makes SQLite scan
+/// the tenant's whole table once there are a few of them).
 pub async fn find_applications(
     conn: &impl Connection,
     tenant: &Tenant,
     lines: &[(&str, &str)],
 ) -> Result<Vec<AppliedLine>> {
     let mut found = Vec::new();
-    for chunk in lines.chunks(400) {
-        let any_line = chunk.iter().fold(Condition::any(), |any, (invoice, item)| {
-            any.add(
-                Condition::all()
-                    .add(application::Column::Invoice.eq(*invoice))
-                    .add(application::Column::InvoiceLineItem.eq(*item)),
-            )
-        });
+    for chunk in lines.chunks(200) {
+        let mut values: Vec<sea_orm::Value> =
+            vec![tenant.account_id.as_str().into(), tenant.livemode.into()];
+        let lookups: Vec<String> = chunk
+            .iter()
+            .map(|(invoice, item)| {
+                values.push((*invoice).into());
+                values.push((*item).into());
+                format!(
+                    "SELECT * FROM credit_applications WHERE account_id = $1 AND livemode = $2 \
+                     AND invoice = ${} AND invoice_line_item = ${}",
+                    values.len() - 1,
+                    values.len()
+                )
+            })
+            .collect();
+        let statement = sea_orm::Statement::from_sql_and_values(
+            super::backend_of(conn),
+            lookups.join(" UNION ALL "),
+            values,
+        );
         let rows = application::Entity::find()
-            .filter(application::Column::AccountId.eq(tenant.account_id.as_str()))
-            .filter(application::Column::Livemode.eq(tenant.livemode))
-            .filter(any_line)
+            .from_raw_sql(statement)
             .all(conn)
             .await
             .map_err(db_error)?;
