@@ -37,12 +37,15 @@ impl Server {
         let sqlite = crate::store::SqliteOwnership::claim(&config.database.database_url)?;
         let db = Db::connect(&config.database.options()).await?;
         db.migrate().await?;
-        let view = match db.backend() {
-            sea_orm::DbBackend::Sqlite => config.summary_view_customers,
-            _ => 0,
-        };
-        let services = Services::new(db)
-            .with_grant_view(view)
+        let single_writer = db.backend() == sea_orm::DbBackend::Sqlite;
+        let mut services = Services::new(db);
+        if single_writer {
+            // The lock above makes this process the database's only writer.
+            services = services
+                .with_grant_view(config.summary_view_customers)
+                .with_tenant_hooks();
+        }
+        let services = services
             .with_rate_limit(config.rate_limit_per_key)
             .with_key_cache(Duration::from_secs(config.api_key_cache_seconds))
             .with_api_key_pepper(pepper)

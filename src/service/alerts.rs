@@ -108,6 +108,9 @@ impl Services {
             let held = held_on(&tx, &ctx.tenant, &command.customer_id, &found.grants, at).await?;
             let balance = alert.balance(&found.grants, &held, at);
             alert.below = alert.is_below(balance);
+            if let Some(hooks) = &self.tenant_hooks {
+                hooks.forget_alerts(&ctx.tenant);
+            }
             store::alerts::insert(&tx, &ctx.tenant, &alert).await?;
             Ok(alert)
         })
@@ -170,6 +173,9 @@ impl Services {
                 changed.below = changed.is_below(balance);
             }
             if changed != current {
+                if let Some(hooks) = &self.tenant_hooks {
+                    hooks.forget_alerts(&ctx.tenant);
+                }
                 store::alerts::save_state(&tx, &ctx.tenant, &changed).await?;
             }
             Ok(changed)

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
+use super::tenant_hooks::TenantHooks;
 use super::{RequestContext, Services, page_after_cursor};
 use crate::domain::Tenant;
 use crate::domain::alert::Crossing;
@@ -115,12 +116,27 @@ impl EventBatch {
     /// delivery per (event, endpoint subscribed to its type), and each event's
     /// `pending_webhooks` set to its number of deliveries. An endpoint disabled now never gets
     /// these events, even if enabled later.
-    pub(crate) async fn write(mut self, tx: &Transaction) -> Result<()> {
+    /// `hooks` (a single-writer deployment) spares the lookups of a tenant known to have no
+    /// endpoint or alert.
+    pub(crate) async fn write(
+        mut self,
+        tx: &Transaction,
+        hooks: Option<&TenantHooks>,
+    ) -> Result<()> {
         if self.events.is_empty() {
             return Ok(());
         }
-        self.fire_alerts(tx).await?;
-        let endpoints = store::webhooks::enabled_endpoints(tx, &self.tenant).await?;
+        self.fire_alerts(tx, hooks).await?;
+        let endpoints = match hooks {
+            Some(hooks) if hooks.no_endpoints(&self.tenant) => Vec::new(),
+            _ => {
+                let endpoints = store::webhooks::enabled_endpoints(tx, &self.tenant).await?;
+                if let Some(hooks) = hooks {
+                    hooks.saw_endpoints(&self.tenant, !endpoints.is_empty());
+                }
+                endpoints
+            }
+        };
         let mut deliveries = Vec::new();
         if !endpoints.is_empty() {
             let due = super::webhook_delivery::now_ms();
@@ -149,7 +165,7 @@ impl EventBatch {
     /// adds a `billing.alert.triggered` or `creditd.alert.recovered` event per crossing, after
     /// the change's own events, with no `request` (automatic, as the contract has it for alert
     /// triggering). Nothing is read for a batch without such events.
-    async fn fire_alerts(&mut self, tx: &Transaction) -> Result<()> {
+    async fn fire_alerts(&mut self, tx: &Transaction, hooks: Option<&TenantHooks>) -> Result<()> {
         let mut customers: Vec<&str> = self
             .events
             .iter()
@@ -158,6 +174,19 @@ impl EventBatch {
             .collect();
         if customers.is_empty() {
             return Ok(());
+        }
+        if let Some(hooks) = hooks {
+            let any = match hooks.has_alerts(&self.tenant) {
+                Some(any) => any,
+                None => {
+                    let any = store::alerts::any_active(tx, &self.tenant).await?;
+                    hooks.saw_alerts(&self.tenant, any);
+                    any
+                }
+            };
+            if !any {
+                return Ok(());
+            }
         }
         customers.sort_unstable();
         customers.dedup();

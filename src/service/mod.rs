@@ -19,6 +19,7 @@ pub mod idempotency;
 pub mod key_cache;
 mod ledger;
 pub mod rate_limit;
+pub mod tenant_hooks;
 pub mod test_clocks;
 pub mod webhook_delivery;
 pub mod webhooks;
@@ -98,6 +99,8 @@ pub struct Services {
     pub max_hold_seconds: i64,
     /// The in-memory view of customers' grants, on SQLite served by this process alone.
     pub grant_view: Option<Arc<grant_view::GrantView>>,
+    /// Which tenants have no webhook endpoint or alert, on SQLite served by this process alone.
+    pub tenant_hooks: Option<Arc<tenant_hooks::TenantHooks>>,
 }
 
 impl Services {
@@ -119,6 +122,7 @@ impl Services {
             refuse_private_webhook_addresses: false,
             max_hold_seconds: crate::domain::credit_hold::DEFAULT_MAX_HOLD_SECONDS,
             grant_view: None,
+            tenant_hooks: None,
         }
     }
 
@@ -134,6 +138,14 @@ impl Services {
     /// sees this process's commits only. `0` turns it off.
     pub fn with_grant_view(mut self, customers: usize) -> Self {
         self.grant_view = (customers > 0).then(|| Arc::new(grant_view::GrantView::new(customers)));
+        self
+    }
+
+    /// Remembers which tenants have no webhook endpoint or alert, sparing each write their
+    /// lookups. Only for a database no other process writes (SQLite under `creditd serve`'s
+    /// lock): this process must see every change of them.
+    pub fn with_tenant_hooks(mut self) -> Self {
+        self.tenant_hooks = Some(Arc::default());
         self
     }
 
@@ -364,7 +376,10 @@ impl Services {
     ) -> Result<T> {
         let emitted = !events.is_empty();
         let outcome = match outcome {
-            Ok(value) => events.write(&tx).await.map(|()| value),
+            Ok(value) => events
+                .write(&tx, self.tenant_hooks.as_deref())
+                .await
+                .map(|()| value),
             Err(error) => Err(error),
         };
         let committed = store::settle(tx, outcome).await?;

@@ -33,6 +33,9 @@ impl Services {
                 api_version: command.api_version.clone(),
                 secret: new_secret(),
             };
+            if let Some(hooks) = &self.tenant_hooks {
+                hooks.forget_endpoints(&ctx.tenant);
+            }
             store::webhooks::insert_endpoint(&tx, &ctx.tenant, &endpoint).await?;
             Ok(endpoint)
         })
@@ -65,6 +68,9 @@ impl Services {
                 .await?
                 .ok_or_else(|| Error::resource_missing("webhook_endpoint", id, "id"))?;
             let updated = command.apply_to(&current)?;
+            if let Some(hooks) = &self.tenant_hooks {
+                hooks.forget_endpoints(&ctx.tenant);
+            }
             store::webhooks::update_endpoint(&tx, &ctx.tenant, &updated).await?;
             Ok(updated)
         })

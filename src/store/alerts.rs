@@ -115,6 +115,19 @@ pub async fn find(
 
 /// The active alerts of these customers, in one indexed statement (the evaluation after a
 /// balance change; empty, and cheap, for a tenant without alerts).
+/// Whether the tenant has any active alert.
+pub async fn any_active(conn: &impl Connection, tenant: &Tenant) -> Result<bool> {
+    Ok(alert::Entity::find()
+        .select_only()
+        .column(alert::Column::Id)
+        .filter(scoped(tenant).add(alert::Column::Status.eq(AlertStatus::Active.as_str())))
+        .into_tuple::<String>()
+        .one(conn)
+        .await
+        .map_err(db_error)?
+        .is_some())
+}
+
 pub async fn active_for_customers(
     conn: &impl Connection,
     tenant: &Tenant,

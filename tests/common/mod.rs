@@ -255,8 +255,11 @@ impl TestApp {
             Backend::Sqlite => config.summary_view_customers,
             Backend::Postgres => 0,
         };
-        let services = Services::with_clock(db, clock.clone())
-            .with_grant_view(view)
+        let mut services = Services::with_clock(db, clock.clone()).with_grant_view(view);
+        if backend == Backend::Sqlite {
+            services = services.with_tenant_hooks();
+        }
+        let services = services
             .with_rate_limit(config.rate_limit_per_key)
             .with_key_cache(std::time::Duration::from_secs(config.api_key_cache_seconds))
             .with_event_retention(std::time::Duration::from_secs(

@@ -1,8 +1,11 @@
-//! The in-memory summary view of the embedded deployment (`service::grant_view`): on SQLite a
-//! repeated summary is answered from memory, yet after any acknowledged write (an application,
-//! a new or voided grant, a hold made or released, a test clock advanced) the next summary
-//! shows it, also under racing writers and readers; a second server on the same SQLite file is
-//! refused (so no other process can write behind the view); PostgreSQL never has a view.
+//! What a SQLite database served by one process allows (`creditd serve` locks the file): a
+//! second server on the same file is refused; the in-memory summary view
+//! (`service::grant_view`) answers a repeated summary from memory, yet after any acknowledged
+//! write (an application, a new or voided grant, a hold made or released, a test clock
+//! advanced) the next summary shows it, also under racing writers and readers; the tenant hooks
+//! (`service::tenant_hooks`) spare writes the webhook-endpoint and alert lookups of a tenant
+//! that has none, yet the first write after an endpoint or alert is created delivers to it or
+//! evaluates it. PostgreSQL never has either.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -241,8 +244,82 @@ async fn a_second_server_on_one_sqlite_file_is_refused_while_the_first_holds_it(
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_tenant_known_to_have_no_endpoint_or_alert_sees_the_first_one_created() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let tenant = app.context().await.tenant;
+    let hooks = app
+        .services
+        .tenant_hooks
+        .clone()
+        .expect("SQLite has tenant hooks");
+    let customer = app.create_customer("name=Ada").await;
+    grant(&app, &customer, 1000).await;
+    let mut client = BalanceClient::new(app.channel().await);
+    let invoice = invoice_id("hooks");
+    let apply = |line: &str, amount: i64| metered_line(&customer, USD, &invoice, line, amount);
+    client
+        .apply_credits(app.grpc(apply("il_1", 100)))
+        .await
+        .expect("apply");
+    assert!(hooks.no_endpoints(&tenant), "the write found no endpoint");
+    assert_eq!(hooks.has_alerts(&tenant), Some(false), "and no alert");
+
+    // An endpoint: the next write's events are delivered to it.
+    app.post(
+        "/v1/webhook_endpoints",
+        "url=https%3A%2F%2Fexample.org%2Fhook&enabled_events[]=*",
+    )
+    .await
+    .ok();
+    assert!(!hooks.no_endpoints(&tenant));
+    let applied = client
+        .apply_credits(app.grpc(apply("il_2", 100)))
+        .await
+        .expect("apply")
+        .into_inner();
+    let event = app
+        .get("/v1/events?type=billing.credit_balance_transaction.created&limit=1")
+        .await
+        .ok();
+    assert_eq!(
+        event["data"][0]["data"]["object"]["id"],
+        applied.entries[0].id.as_str()
+    );
+    assert_eq!(event["data"][0]["pending_webhooks"], 1, "{event}");
+
+    // An alert at 700: the next debit below it triggers it.
+    app.post(
+        "/v1/billing/alerts",
+        &format!(
+            "alert_type=credit_balance_threshold&title=Low\
+             &credit_balance_threshold[filters][0][type]=customer\
+             &credit_balance_threshold[filters][0][customer]={customer}\
+             &credit_balance_threshold[lte][balance_type]=monetary\
+             &credit_balance_threshold[lte][monetary][currency]=usd\
+             &credit_balance_threshold[lte][monetary][value]=700"
+        ),
+    )
+    .await
+    .ok();
+    client
+        .apply_credits(app.grpc(apply("il_3", 150)))
+        .await
+        .expect("apply");
+    let triggered = app
+        .get("/v1/events?type=billing.alert.triggered")
+        .await
+        .ok();
+    assert_eq!(
+        triggered["data"].as_array().unwrap().len(),
+        1,
+        "{triggered}"
+    );
+    assert_eq!(hooks.has_alerts(&tenant), Some(true));
+}
+
 #[tokio::test]
-async fn postgresql_never_has_a_view() {
+async fn postgresql_never_has_a_view_or_tenant_hooks() {
     if !common::postgres_configured() {
         eprintln!("skipped: {} is not set", common::POSTGRES_URL_ENV);
         return;
@@ -252,4 +329,5 @@ async fn postgresql_never_has_a_view() {
         .await
         .expect("server");
     assert!(server.services().grant_view.is_none());
+    assert!(server.services().tenant_hooks.is_none());
 }
