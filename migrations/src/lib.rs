@@ -18,6 +18,15 @@ mod m20261130_000011_entry_running_remainder;
 mod m20261130_000012_credit_holds;
 mod m20261130_000013_billing_alerts;
 
+/// Runs each statement of `sql` in order (a migration written as plain SQL).
+pub(crate) async fn execute_all(manager: &SchemaManager<'_>, sql: &[&str]) -> Result<(), DbErr> {
+    let db = manager.get_connection();
+    for statement in sql {
+        db.execute_unprepared(statement).await?;
+    }
+    Ok(())
+}
+
 pub struct Migrator;
 
 #[async_trait::async_trait]

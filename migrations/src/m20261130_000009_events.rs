@@ -6,7 +6,7 @@
 //! row that commits late. `data` is the rendered JSON, kept as text so it never changes.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
+use sea_orm_migration::sea_orm::DbBackend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -61,23 +61,15 @@ const INDEXES: &[&str] = &[
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        let table = match db.get_database_backend() {
+        let table = match manager.get_database_backend() {
             DbBackend::Postgres => POSTGRES_TABLE,
             _ => SQLITE_TABLE,
         };
-        db.execute_unprepared(table).await?;
-        for index in INDEXES {
-            db.execute_unprepared(index).await?;
-        }
-        Ok(())
+        crate::execute_all(manager, &[table]).await?;
+        crate::execute_all(manager, INDEXES).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP TABLE events")
-            .await?;
-        Ok(())
+        crate::execute_all(manager, &["DROP TABLE events"]).await
     }
 }

@@ -7,7 +7,7 @@
 //! `failed` first).
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
+use sea_orm_migration::sea_orm::DbBackend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -80,25 +80,22 @@ const INDEXES: &[&str] = &[
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        let deliveries = match db.get_database_backend() {
+        let deliveries = match manager.get_database_backend() {
             DbBackend::Postgres => POSTGRES_DELIVERIES,
             _ => SQLITE_DELIVERIES,
         };
-        db.execute_unprepared(ENDPOINTS).await?;
-        db.execute_unprepared(deliveries).await?;
-        for index in INDEXES {
-            db.execute_unprepared(index).await?;
-        }
-        Ok(())
+        crate::execute_all(manager, &[ENDPOINTS, deliveries]).await?;
+        crate::execute_all(manager, INDEXES).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        db.execute_unprepared("DROP TABLE webhook_deliveries")
-            .await?;
-        db.execute_unprepared("DROP TABLE webhook_endpoints")
-            .await?;
-        Ok(())
+        crate::execute_all(
+            manager,
+            &[
+                "DROP TABLE webhook_deliveries",
+                "DROP TABLE webhook_endpoints",
+            ],
+        )
+        .await
     }
 }

@@ -32,28 +32,28 @@ const BACKFILL: &str = "UPDATE credit_balance_transactions \
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        for sql in [
-            "ALTER TABLE credit_balance_transactions ADD COLUMN grant_remaining_after BIGINT NULL",
-            BACKFILL,
-            "CREATE INDEX credit_balance_transactions_as_of ON credit_balance_transactions \
-             (account_id, livemode, credit_grant_id, created, id)",
-            "ALTER TABLE credit_applications ADD COLUMN explanation TEXT NULL",
-        ] {
-            db.execute_unprepared(sql).await?;
-        }
-        Ok(())
+        crate::execute_all(
+            manager,
+            &[
+                "ALTER TABLE credit_balance_transactions ADD COLUMN grant_remaining_after BIGINT NULL",
+                BACKFILL,
+                "CREATE INDEX credit_balance_transactions_as_of ON credit_balance_transactions \
+                 (account_id, livemode, credit_grant_id, created, id)",
+                "ALTER TABLE credit_applications ADD COLUMN explanation TEXT NULL",
+            ],
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        for sql in [
-            "ALTER TABLE credit_applications DROP COLUMN explanation",
-            "DROP INDEX credit_balance_transactions_as_of",
-            "ALTER TABLE credit_balance_transactions DROP COLUMN grant_remaining_after",
-        ] {
-            db.execute_unprepared(sql).await?;
-        }
-        Ok(())
+        crate::execute_all(
+            manager,
+            &[
+                "ALTER TABLE credit_applications DROP COLUMN explanation",
+                "DROP INDEX credit_balance_transactions_as_of",
+                "ALTER TABLE credit_balance_transactions DROP COLUMN grant_remaining_after",
+            ],
+        )
+        .await
     }
 }

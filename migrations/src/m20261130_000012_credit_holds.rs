@@ -6,7 +6,6 @@
 //! write reads the customer's live holds under its lock) and by status and expiry (the sweeper).
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::ConnectionTrait;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -45,19 +44,11 @@ const INDEXES: &[&str] = &[
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        db.execute_unprepared(HOLDS).await?;
-        for index in INDEXES {
-            db.execute_unprepared(index).await?;
-        }
-        Ok(())
+        crate::execute_all(manager, &[HOLDS]).await?;
+        crate::execute_all(manager, INDEXES).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP TABLE credit_holds")
-            .await?;
-        Ok(())
+        crate::execute_all(manager, &["DROP TABLE credit_holds"]).await
     }
 }

@@ -4,7 +4,6 @@
 //! `scope_prices` = a JSON array of price IDs), both null when the alert counts every grant.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::ConnectionTrait;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -38,19 +37,11 @@ const INDEXES: &[&str] = &[
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        db.execute_unprepared(ALERTS).await?;
-        for index in INDEXES {
-            db.execute_unprepared(index).await?;
-        }
-        Ok(())
+        crate::execute_all(manager, &[ALERTS]).await?;
+        crate::execute_all(manager, INDEXES).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP TABLE billing_alerts")
-            .await?;
-        Ok(())
+        crate::execute_all(manager, &["DROP TABLE billing_alerts"]).await
     }
 }
