@@ -132,6 +132,17 @@ pub struct Context {
 }
 
 impl Context {
+    /// With --observe-events: reports the ledger entries a call wrote, answered now.
+    fn observe<'a>(
+        &self,
+        entries: impl IntoIterator<Item = &'a proto::CreditBalanceTransaction>,
+        sent: std::time::Instant,
+    ) {
+        if let Some(observer) = &self.observer {
+            observer.record_call(entries.into_iter().map(|entry| entry.id.clone()), sent);
+        }
+    }
+
     fn idempotency_key(&self, scenario: &str, worker: usize, seq: u64) -> Option<String> {
         self.idempotency_keys
             .then(|| format!("bench-{}-{scenario}-{worker}-{seq}", self.run_tag))
@@ -356,6 +367,13 @@ impl Op for Summary {
     }
 }
 
+/// One of `customers` at random, and 1..=100 cents.
+fn customer_and_cents(customers: &[String]) -> (String, i64) {
+    let mut rng = rand::rng();
+    let customer = customers[rng.random_range(0..customers.len())].clone();
+    (customer, rng.random_range(1..=100))
+}
+
 /// ApplyCredits of 1..=100 cents to a new invoice line (one invoice per worker, one line per
 /// call) of one of `customers` at random.
 pub struct Apply {
@@ -367,11 +385,7 @@ pub struct Apply {
 impl Op for Apply {
     fn call(&self, worker: usize, seq: u64) -> BoxFuture<'_, Result<(), String>> {
         async move {
-            let (customer, amount_due) = {
-                let mut rng = rand::rng();
-                let customer = self.customers[rng.random_range(0..self.customers.len())].clone();
-                (customer, rng.random_range(1..=100))
-            };
+            let (customer, amount_due) = customer_and_cents(&self.customers);
             let request = proto::ApplyCreditsRequest {
                 customer,
                 currency: "usd".to_string(),
@@ -393,16 +407,7 @@ impl Op for Apply {
                     applied.get_ref().applied
                 ));
             }
-            if let Some(observer) = &self.ctx.observer {
-                observer.record_call(
-                    applied
-                        .get_ref()
-                        .entries
-                        .iter()
-                        .map(|entry| entry.id.clone()),
-                    sent,
-                );
-            }
+            self.ctx.observe(&applied.get_ref().entries, sent);
             Ok(())
         }
         .boxed()
@@ -423,20 +428,20 @@ impl Op for ApplyBatch {
     fn call(&self, worker: usize, seq: u64) -> BoxFuture<'_, Result<(), String>> {
         async move {
             let invoice = format!("in_bench_{}_apply-batch_{worker}", self.ctx.run_tag);
-            let lines: Vec<proto::ApplyCreditsRequest> = {
-                let mut rng = rand::rng();
-                (0..self.lines)
-                    .map(|line| proto::ApplyCreditsRequest {
-                        customer: self.customers[rng.random_range(0..self.customers.len())].clone(),
+            let lines: Vec<proto::ApplyCreditsRequest> = (0..self.lines)
+                .map(|line| {
+                    let (customer, amount_due) = customer_and_cents(&self.customers);
+                    proto::ApplyCreditsRequest {
+                        customer,
                         currency: "usd".to_string(),
                         invoice: invoice.clone(),
                         invoice_line_item: format!("il_{seq}_{line}"),
                         price_type: Some("metered".to_string()),
                         price: None,
-                        amount_due: rng.random_range(1..=100),
-                    })
-                    .collect()
-            };
+                        amount_due,
+                    }
+                })
+                .collect();
             let due: Vec<i64> = lines.iter().map(|line| line.amount_due).collect();
             let key = self.ctx.idempotency_key("apply-batch", worker, seq);
             let sent = std::time::Instant::now();
@@ -493,20 +498,16 @@ impl Op for ApplyBatch {
                     due.len()
                 ));
             }
-            if let Some(observer) = &self.ctx.observer {
-                observer.record_call(
-                    response
-                        .results
-                        .into_iter()
-                        .filter_map(|result| match result.result {
-                            Some(Line::Applied(applied)) => Some(applied.entries),
-                            _ => None,
-                        })
-                        .flatten()
-                        .map(|entry| entry.id),
-                    sent,
-                );
-            }
+            self.ctx.observe(
+                response
+                    .results
+                    .iter()
+                    .flat_map(|result| match &result.result {
+                        Some(Line::Applied(applied)) => applied.entries.as_slice(),
+                        _ => &[],
+                    }),
+                sent,
+            );
             Ok(())
         }
         .boxed()
@@ -527,11 +528,7 @@ pub struct HoldCapture {
 impl Op for HoldCapture {
     fn call(&self, worker: usize, seq: u64) -> BoxFuture<'_, Result<(), String>> {
         async move {
-            let (customer, amount) = {
-                let mut rng = rand::rng();
-                let customer = self.customers[rng.random_range(0..self.customers.len())].clone();
-                (customer, rng.random_range(1..=100))
-            };
+            let (customer, amount) = customer_and_cents(&self.customers);
             let mut client = CreditHoldServiceClient::new(self.ctx.grpc.channel(worker));
             let sent = std::time::Instant::now();
             let create = proto::CreateCreditHoldRequest {
@@ -573,16 +570,7 @@ impl Op for HoldCapture {
                     captured.get_ref().applied
                 ));
             }
-            if let Some(observer) = &self.ctx.observer {
-                observer.record_call(
-                    captured
-                        .get_ref()
-                        .entries
-                        .iter()
-                        .map(|entry| entry.id.clone()),
-                    sent,
-                );
-            }
+            self.ctx.observe(&captured.get_ref().entries, sent);
             Ok(())
         }
         .boxed()
