@@ -37,13 +37,10 @@ impl Server {
         let sqlite = crate::store::SqliteOwnership::claim(&config.database.database_url)?;
         let db = Db::connect(&config.database.options()).await?;
         db.migrate().await?;
-        let single_writer = db.backend() == sea_orm::DbBackend::Sqlite;
-        let mut services = Services::new(db);
-        if single_writer {
+        let mut services = Services::new(db.clone());
+        if db.has_one_writer() {
             // The lock above makes this process the database's only writer.
-            services = services
-                .with_grant_view(config.summary_view_customers)
-                .with_tenant_hooks();
+            services = services.as_only_writer(config.summary_view_customers);
         }
         let services = services
             .with_rate_limit(config.rate_limit_per_key)

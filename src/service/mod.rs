@@ -132,23 +132,18 @@ impl Services {
         self
     }
 
-    /// Bounds the lifetime of credit holds to `seconds` (at least one second).
-    /// Answers summaries from an in-memory view of up to `customers` customers' grants. Only
-    /// for a database no other process writes (SQLite under `creditd serve`'s lock): the view
-    /// sees this process's commits only. `0` turns it off.
-    pub fn with_grant_view(mut self, customers: usize) -> Self {
-        self.grant_view = (customers > 0).then(|| Arc::new(grant_view::GrantView::new(customers)));
-        self
-    }
-
-    /// Remembers which tenants have no webhook endpoint or alert, sparing each write their
-    /// lookups. Only for a database no other process writes (SQLite under `creditd serve`'s
-    /// lock): this process must see every change of them.
-    pub fn with_tenant_hooks(mut self) -> Self {
+    /// For the database's only writer (`Db::has_one_writer`: SQLite under `creditd serve`'s
+    /// lock), which sees every change and so may keep what another replica's writes would make
+    /// stale: summaries from an in-memory view of up to `summary_view_customers` customers'
+    /// grants (`0`: no view), and which tenants have no webhook endpoint or alert.
+    pub fn as_only_writer(mut self, summary_view_customers: usize) -> Self {
+        self.grant_view = (summary_view_customers > 0)
+            .then(|| Arc::new(grant_view::GrantView::new(summary_view_customers)));
         self.tenant_hooks = Some(Arc::default());
         self
     }
 
+    /// Bounds the lifetime of credit holds to `seconds` (at least one second).
     pub fn with_max_hold_seconds(mut self, seconds: i64) -> Self {
         self.max_hold_seconds = seconds.max(1);
         self

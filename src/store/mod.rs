@@ -241,6 +241,12 @@ impl Db {
         self.backend
     }
 
+    /// Whether every write goes through this process's one writer connection (SQLite: a
+    /// served file is locked to one server, see [`SqliteOwnership`]).
+    pub fn has_one_writer(&self) -> bool {
+        self.group.is_some()
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.backend == DbBackend::Postgres
     }

@@ -250,14 +250,10 @@ impl TestApp {
             .expect("connect");
         db.migrate().await.expect("migrate");
         let clock = std::sync::Arc::new(ManualClock::new(SystemClock.now()));
-        // As `creditd serve` has it: the in-memory summary view on SQLite only.
-        let view = match backend {
-            Backend::Sqlite => config.summary_view_customers,
-            Backend::Postgres => 0,
-        };
-        let mut services = Services::with_clock(db, clock.clone()).with_grant_view(view);
-        if backend == Backend::Sqlite {
-            services = services.with_tenant_hooks();
+        // As `creditd serve` has it: the only writer's shortcuts on SQLite.
+        let mut services = Services::with_clock(db.clone(), clock.clone());
+        if db.has_one_writer() {
+            services = services.as_only_writer(config.summary_view_customers);
         }
         let services = services
             .with_rate_limit(config.rate_limit_per_key)
