@@ -1,10 +1,10 @@
 //! `ApplyCreditsBatch`: a batch applies each line exactly as `ApplyCredits` of it alone would
 //! (the same amounts, entries, grant remainders and events as the same lines applied one by
-//! one on a twin customer), answers each line for itself (a missing customer, a bad line, a
-//! line applied on other terms), replays lines applied before or earlier in the batch, applies
-//! nothing twice when retried, refuses empty and oversized batches, and under concurrency
-//! (batches locking customers in every order, racing ApplyCredits) never deadlocks or
-//! overspends.
+//! one on a twin customer), answers each line for itself (a missing or deleted customer, a bad
+//! line, a line applied on other terms), replays lines applied before or earlier in the batch,
+//! applies nothing twice when retried, refuses empty and oversized batches (1,000 lines, written
+//! in several round trips, apply exactly), and under concurrency (batches locking customers in
+//! every order, racing ApplyCredits) never deadlocks or overspends.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -186,6 +186,10 @@ on_every_backend! {
             .await
             .expect("apply")
             .into_inner();
+        let (gone, _) = customer_with_grants(&app, "Gone").await;
+        app.request(reqwest::Method::DELETE, &format!("/v1/customers/{gone}"), Some(&app.key), None, "")
+            .await
+            .ok();
         let lines = vec![
             metered_line(&ada, USD, &invoice, "il_1", 100),
             metered_line("cus_missing", USD, &invoice, "il_2", 100),
@@ -195,6 +199,7 @@ on_every_backend! {
             metered_line(&ada, USD, &invoice, "il_1", 100),
             metered_line(&ada, USD, &invoice, "il_1", 99),
             metered_line(&ada, USD, &invoice, "il_4", 0),
+            metered_line(&gone, USD, &invoice, "il_5", 100),
         ];
         let results = batch(&app, lines.clone()).await.expect("batch");
         assert_eq!(applied(&results[0]).applied, 100);
@@ -215,6 +220,8 @@ on_every_backend! {
         }
         assert_eq!(applied(&results[5]), applied(&results[0]), "earlier in the batch: replayed");
         assert_eq!(applied(&results[7]).applied, 0);
+        let deleted = refused(&results[8]);
+        assert_eq!(deleted.reason, "resource_missing", "a deleted customer takes no writes");
         let remaining = remainders(&app, &ada, &grants).await;
         assert_eq!(remaining.iter().sum::<i64>(), 1000 - 150);
 

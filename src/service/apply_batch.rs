@@ -1,10 +1,12 @@
 //! `ApplyCreditsBatch`: up to `MAX_BATCH_LINES` invoice lines of any customers applied in one
 //! transaction and one commit, each line exactly as `ApplyCredits` would apply it alone.
 //!
-//! Customers are locked in ID order (so two batches can never deadlock, on PostgreSQL or
-//! against single applications that lock one customer), each customer's grants and holds are
-//! read once, and its lines are applied in request order over the grants as the previous line
-//! left them. A line answers for itself: its application, or the precise error `ApplyCredits`
+//! The batch costs a handful of statements whatever its size: one looks up the lines' earlier
+//! applications, one locks every customer (in ID order, so two batches can never deadlock, on
+//! PostgreSQL or against single applications that lock one customer), one reads all their
+//! grants and one their holds; each customer's lines are then applied in memory, in request
+//! order, over the grants as the previous line left them, and everything they write goes in
+//! one round trip. A line answers for itself: its application, or the precise error `ApplyCredits`
 //! would have given (no such customer, other terms than an earlier application of that line).
 //! A line applied before, by an earlier batch or `ApplyCredits`, or earlier in the same batch,
 //! answers its first result: so a batch retried after a timeout or an UNAVAILABLE applies
@@ -17,10 +19,10 @@ use super::{RequestContext, Services, ledger, write_with_events};
 use crate::domain::credit_application::{
     AppliedLine, ApplyCredits, CreditApplication, check_batch_size,
 };
-use crate::domain::credit_grant::CreditGrant;
 use crate::domain::credit_hold::held_by_grant;
 use crate::domain::ledger::apply_to_line;
 use crate::error::{Error, ErrorKind, Result};
+use crate::store::credit_balance_transactions::ApplicationWrites;
 use crate::store::{self, Transaction};
 
 /// One line's answer.
@@ -70,20 +72,25 @@ async fn apply_lines(
             .into_iter()
             .map(|line| ((line.invoice.clone(), line.invoice_line_item.clone()), line))
             .collect();
+    let customers = by_customer(lines);
+    let customer_ids: Vec<&str> = customers.keys().copied().collect();
+    let mut found =
+        store::credit_grants::lock_customers_grants(tx, &ctx.tenant, &customer_ids).await?;
+    let found_ids: Vec<&str> = found.keys().map(String::as_str).collect();
+    let mut holds = store::credit_holds::active_for_customers(tx, &ctx.tenant, &found_ids).await?;
+    let mut writes = ApplicationWrites::default();
     let mut results: Vec<Option<LineResult>> = (0..lines.len()).map(|_| None).collect();
     // Lines applied by this batch, by (invoice, line item): the index of their first answer.
     let mut applied_here: HashMap<(&str, &str), usize> = HashMap::new();
-    for (customer_id, indexes) in by_customer(lines) {
-        let Some(found) =
-            store::credit_grants::lock_customer_grants(tx, &ctx.tenant, customer_id, None).await?
-        else {
+    for (customer_id, indexes) in customers {
+        let Some(found) = found.remove(customer_id) else {
             for index in indexes {
                 results[index] = Some(Err(Error::no_such("customer", customer_id, "customer")));
             }
             continue;
         };
         let customer_now = found.clock_time.unwrap_or(now);
-        let holds = store::credit_holds::active_for_customer(tx, &ctx.tenant, customer_id).await?;
+        let holds = holds.remove(customer_id).unwrap_or_default();
         let mut grants = found.grants;
         // Nothing in a batch reserves or frees held credits: what is held stays the same.
         let held = held_by_grant(&holds, &grants, customer_now);
@@ -117,23 +124,25 @@ async fn apply_lines(
                     continue;
                 }
             };
-            let drawn: Vec<CreditGrant> = application
-                .changes
-                .iter()
-                .map(|change| change.grant.clone())
-                .collect();
-            let outcome =
-                ledger::record_line(tx, &ctx.tenant, command, application, customer_now, events)
-                    .await?;
-            for grant in drawn {
-                if let Some(slot) = grants.iter_mut().find(|g| g.id == grant.id) {
-                    *slot = grant;
+            // The next line of this customer draws from the grants as this one left them.
+            for change in &application.changes {
+                if let Some(slot) = grants.iter_mut().find(|g| g.id == change.grant.id) {
+                    *slot = change.grant.clone();
                 }
             }
+            let outcome = ledger::stage_line(
+                &ctx.tenant,
+                command,
+                application,
+                customer_now,
+                &mut writes,
+                events,
+            )?;
             results[index] = Some(Ok(outcome));
             applied_here.insert(line, index);
         }
     }
+    writes.write(tx, &ctx.tenant).await?;
     results
         .into_iter()
         .map(|result| {

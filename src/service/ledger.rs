@@ -11,6 +11,7 @@ use crate::domain::ids::{IdKind, new_id};
 use crate::domain::ledger::{EntryDraft, GrantChange, LineApplication};
 use crate::error::Result;
 use crate::render::{CreditBalanceTransactionJson, CreditGrantJson};
+use crate::store::credit_balance_transactions::ApplicationWrites;
 use crate::store::{self, Transaction};
 
 use super::events::EventBatch;
@@ -92,17 +93,33 @@ pub(crate) async fn save_grant(
     store::credit_grants::save(tx, tenant, grant, previous_remaining).await
 }
 
-/// Writes entries already given IDs by [`entries_of`], with their events.
 /// Writes one invoice line's application as burn-down decided it (`application` of `command`
 /// at `now`): its `credits_applied` entries, the drawn grants' new remainders and the line's
-/// record, in one statement, then the entries' events. `ApplyCredits`, each line of a batch and
-/// a hold's capture all write a line through here.
+/// record, in one round trip, with the entries' events. `ApplyCredits` and a hold's capture
+/// write a line through here; a batch stages its lines with [`stage_line`] and writes them
+/// together.
 pub(crate) async fn record_line(
     tx: &Transaction,
     tenant: &Tenant,
     command: &ApplyCredits,
     application: LineApplication,
     now: i64,
+    events: &mut EventBatch,
+) -> Result<CreditApplication> {
+    let mut writes = ApplicationWrites::default();
+    let outcome = stage_line(tenant, command, application, now, &mut writes, events)?;
+    writes.write(tx, tenant).await?;
+    Ok(outcome)
+}
+
+/// [`record_line`] without the write: adds the line's rows to `writes` (which the caller writes
+/// in its transaction) and emits the entries' events.
+pub(crate) fn stage_line(
+    tenant: &Tenant,
+    command: &ApplyCredits,
+    application: LineApplication,
+    now: i64,
+    writes: &mut ApplicationWrites,
     events: &mut EventBatch,
 ) -> Result<CreditApplication> {
     let changes = application.changes;
@@ -115,19 +132,19 @@ pub(crate) async fn record_line(
         now,
         application.explanation,
     );
-    let draws: Vec<_> = changes
-        .iter()
-        .map(|change| store::credit_balance_transactions::Draw {
-            grant: &change.grant,
-            previous_remaining: change.previous_remaining,
-        })
-        .collect();
-    store::credit_balance_transactions::record_application(tx, tenant, &draws, &entries, &record)
-        .await?;
+    writes.add(
+        tenant,
+        changes
+            .iter()
+            .map(|change| (&change.grant, change.previous_remaining)),
+        &entries,
+        &record,
+    )?;
     entries_written(&entries, events)?;
     Ok(record.outcome(entries))
 }
 
+/// Writes entries already given IDs by [`entries_of`], with their events.
 pub(crate) async fn insert_entries(
     tx: &Transaction,
     tenant: &Tenant,

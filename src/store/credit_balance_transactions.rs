@@ -1,7 +1,7 @@
 //! The credit ledger's entries, and the invoice lines credits were applied to.
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, Iterable, QueryFilter, QueryOrder};
 
 use super::entities::credit_application as application;
 use super::entities::credit_balance_transaction as entry;
@@ -62,98 +62,188 @@ fn to_row(tenant: &Tenant, txn: &CreditBalanceTransaction) -> entry::Model {
     }
 }
 
-/// A grant drawn from by an application: its new state and the remainder it had when read.
-pub struct Draw<'a> {
-    pub grant: &'a CreditGrant,
-    pub previous_remaining: i64,
+/// Everything one or more invoice-line applications write, gathered to be written together by
+/// [`ApplicationWrites::write`]: each drawn grant's final remainder (guarded by the remainder it
+/// had when read, so a grant drawn by several lines is updated once), the `credits_applied`
+/// entries and one application row per line.
+#[derive(Default)]
+pub struct ApplicationWrites {
+    /// Drawn grants by ID: (new remainder, new `updated`, remainder when read).
+    draws: Vec<(String, i64, i64, i64)>,
+    entries: Vec<entry::Model>,
+    applications: Vec<application::Model>,
 }
 
-/// Writes everything an application changes: each drawn grant's remainder (guarded by the
-/// remainder it had when read), its `credits_applied` entries and the invoice line's
-/// application row, in one round trip: data-modifying CTEs in one statement on PostgreSQL,
-/// one batch of statements on SQLite. The customer's lock (or SQLite's single writer) is so
-/// held across one round trip for the writes instead of three or more.
-pub async fn record_application(
-    conn: &impl Connection,
-    tenant: &Tenant,
-    draws: &[Draw<'_>],
-    entries: &[CreditBalanceTransaction],
-    application: &AppliedLine,
-) -> Result<()> {
-    let application = application_row(tenant, application)?;
-    let mut sql = SqlWithValues::default();
-    let updates: Vec<String> = draws
-        .iter()
-        .map(|draw| {
-            format!(
-                "UPDATE credit_grants SET remaining = {}, updated = {} \
-                 WHERE account_id = {} AND livemode = {} AND id = {} AND remaining = {}",
-                sql.bind(draw.grant.remaining),
-                sql.bind(draw.grant.updated),
+/// Bound values per round trip of [`ApplicationWrites::write`], well inside PostgreSQL's 65,535
+/// and SQLite's 32,766 per statement.
+const VALUES_PER_ROUND_TRIP: usize = 30_000;
+/// Rows per `INSERT` or `UPDATE … FROM (VALUES …)`.
+const ROWS_PER_STATEMENT: usize = 500;
+
+impl ApplicationWrites {
+    /// Adds one line's application: the grants it drew (each with the remainder it had before
+    /// this line), its entries and its record.
+    pub fn add<'a>(
+        &mut self,
+        tenant: &Tenant,
+        drawn: impl IntoIterator<Item = (&'a CreditGrant, i64)>,
+        entries: &[CreditBalanceTransaction],
+        line: &AppliedLine,
+    ) -> Result<()> {
+        for (grant, previous_remaining) in drawn {
+            match self.draws.iter_mut().find(|draw| draw.0 == grant.id) {
+                // Drawn by an earlier line of this write: the row still holds what that line
+                // read, and takes this line's result.
+                Some(draw) => (draw.1, draw.2) = (grant.remaining, grant.updated),
+                None => self.draws.push((
+                    grant.id.clone(),
+                    grant.remaining,
+                    grant.updated,
+                    previous_remaining,
+                )),
+            }
+        }
+        self.entries
+            .extend(entries.iter().map(|entry| to_row(tenant, entry)));
+        self.applications.push(application_row(tenant, line)?);
+        Ok(())
+    }
+
+    /// Writes everything added, in as few round trips as the bound values allow (one for any
+    /// batch up to a few hundred lines): data-modifying CTEs in one statement on PostgreSQL,
+    /// one batch of statements on SQLite. A customer's lock (or SQLite's single writer) is so
+    /// held across one round trip for the writes instead of three or more per line.
+    pub async fn write(self, conn: &impl Connection, tenant: &Tenant) -> Result<()> {
+        let mut round_trips: Vec<RoundTrip> = Vec::new();
+        for draws in self.draws.chunks(ROWS_PER_STATEMENT) {
+            let trip = room_for(&mut round_trips, 2 + draws.len() * 4);
+            let sql = &mut trip.sql;
+            let rows: Vec<String> = draws
+                .iter()
+                .map(|(id, remaining, updated, previous)| {
+                    format!(
+                        "({}, {}, {}, {})",
+                        sql.bind(id.as_str()),
+                        sql.bind(*remaining),
+                        sql.bind(*updated),
+                        sql.bind(*previous)
+                    )
+                })
+                .collect();
+            // VALUES names its columns column1, column2, … on both databases.
+            let update = format!(
+                "UPDATE credit_grants SET remaining = v.column2, updated = v.column3 \
+                 FROM (VALUES {}) AS v \
+                 WHERE credit_grants.account_id = {} AND credit_grants.livemode = {} \
+                 AND credit_grants.id = v.column1 AND credit_grants.remaining = v.column4",
+                rows.join(", "),
                 sql.bind(tenant.account_id.as_str()),
                 sql.bind(tenant.livemode),
-                sql.bind(draw.grant.id.as_str()),
-                sql.bind(draw.previous_remaining),
-            )
-        })
-        .collect();
-    let entry_rows: Vec<entry::Model> = entries.iter().map(|e| to_row(tenant, e)).collect();
-    let mut inserts = Vec::with_capacity(2);
-    if !entry_rows.is_empty() {
-        inserts.push(sql.insert::<entry::Entity>(&entry_rows));
+            );
+            trip.statements.push(update);
+            trip.updates += 1;
+        }
+        let entry_columns = entry::Column::iter().count();
+        for rows in self.entries.chunks(ROWS_PER_STATEMENT) {
+            let trip = room_for(&mut round_trips, rows.len() * entry_columns);
+            let insert = trip.sql.insert::<entry::Entity>(rows);
+            trip.statements.push(insert);
+        }
+        let application_columns = application::Column::iter().count();
+        for rows in self.applications.chunks(ROWS_PER_STATEMENT) {
+            let trip = room_for(&mut round_trips, rows.len() * application_columns);
+            let insert = trip.sql.insert::<application::Entity>(rows);
+            trip.statements.push(insert);
+        }
+        let mut debited = 0;
+        for trip in round_trips {
+            debited += trip.run(conn).await?;
+        }
+        if debited != self.draws.len() as u64 {
+            return Err(Error::internal(anyhow::anyhow!(
+                "a credit grant changed under an application that held its customer's lock"
+            )));
+        }
+        Ok(())
     }
-    inserts.push(sql.insert::<application::Entity>(std::slice::from_ref(&application)));
-    let backend = super::backend_of(conn);
-    let debited = if backend == sea_orm::DbBackend::Postgres {
-        let mut ctes: Vec<String> = updates
-            .iter()
-            .enumerate()
-            .map(|(n, update)| format!("d{n} AS ({update} RETURNING 1)"))
-            .collect();
-        ctes.extend(
-            inserts
+}
+
+/// Statements sent to the database together: the first `updates` of them guarded updates, the
+/// rest inserts.
+#[derive(Default)]
+struct RoundTrip {
+    sql: SqlWithValues,
+    statements: Vec<String>,
+    updates: usize,
+}
+
+/// The last of `round_trips` if it has room for `values` more bound values, else a new one.
+fn room_for(round_trips: &mut Vec<RoundTrip>, values: usize) -> &mut RoundTrip {
+    let full = round_trips
+        .last()
+        .is_none_or(|trip| trip.sql.values.len() + values > VALUES_PER_ROUND_TRIP);
+    if full {
+        round_trips.push(RoundTrip::default());
+    }
+    let last = round_trips.len() - 1;
+    &mut round_trips[last]
+}
+
+impl RoundTrip {
+    /// Runs the statements in one round trip; returns the number of rows the updates changed.
+    async fn run(self, conn: &impl Connection) -> Result<u64> {
+        let RoundTrip {
+            sql,
+            statements,
+            updates,
+        } = self;
+        let backend = super::backend_of(conn);
+        if backend == sea_orm::DbBackend::Postgres {
+            let ctes: Vec<String> = statements
                 .iter()
                 .enumerate()
-                .map(|(n, insert)| format!("i{n} AS ({insert})")),
-        );
-        let mut debited: Vec<String> = (0..updates.len())
-            .map(|n| format!("(SELECT count(*) FROM d{n})"))
-            .collect();
-        debited.push("CAST(0 AS BIGINT)".to_string());
-        let sql_text = format!(
-            "WITH {} SELECT {} AS debited",
-            ctes.join(", "),
-            debited.join(" + ")
-        );
-        let statement = sea_orm::Statement::from_sql_and_values(backend, sql_text, sql.values);
-        let row = conn
-            .query_one_raw(statement)
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("the application wrote no row")))?;
-        row.try_get::<i64>("", "debited").map_err(db_error)?
-    } else {
-        // SQLite runs a batch of statements in one call; each insert writes its rows or fails,
-        // so the total of changed rows is short exactly when a guarded update found nothing.
-        let inserted = entries.len() as u64 + 1;
-        let statement = sea_orm::Statement::from_sql_and_values(
-            backend,
-            format!("{};", [updates, inserts].concat().join("; ")),
-            sql.values,
-        );
-        let changed = conn
-            .execute_raw(statement)
-            .await
-            .map_err(db_error)?
-            .rows_affected();
-        changed.saturating_sub(inserted) as i64
-    };
-    if debited != draws.len() as i64 {
-        return Err(Error::internal(anyhow::anyhow!(
-            "a credit grant changed under an application that held its customer's lock"
-        )));
+                .map(|(n, statement)| {
+                    if n < updates {
+                        format!("w{n} AS ({statement} RETURNING 1)")
+                    } else {
+                        format!("w{n} AS ({statement})")
+                    }
+                })
+                .collect();
+            let mut debited: Vec<String> = (0..updates)
+                .map(|n| format!("(SELECT count(*) FROM w{n})"))
+                .collect();
+            debited.push("CAST(0 AS BIGINT)".to_string());
+            let text = format!(
+                "WITH {} SELECT {} AS debited",
+                ctes.join(", "),
+                debited.join(" + ")
+            );
+            let statement = sea_orm::Statement::from_sql_and_values(backend, text, sql.values);
+            let row = conn
+                .query_one_raw(statement)
+                .await
+                .map_err(db_error)?
+                .ok_or_else(|| Error::internal(anyhow::anyhow!("the application wrote no row")))?;
+            let debited = row.try_get::<i64>("", "debited").map_err(db_error)?;
+            Ok(u64::try_from(debited).unwrap_or_default())
+        } else {
+            // SQLite runs a batch of statements in one call and reports the rows all of them
+            // changed; each insert writes its rows or fails, so the updates changed the rest.
+            let inserted = sql.inserted_rows;
+            let statement = sea_orm::Statement::from_sql_and_values(
+                backend,
+                format!("{};", statements.join("; ")),
+                sql.values,
+            );
+            let changed = conn
+                .execute_raw(statement)
+                .await
+                .map_err(db_error)?
+                .rows_affected();
+            Ok(changed.saturating_sub(inserted))
+        }
     }
-    Ok(())
 }
 
 /// SQL text with numbered `$n` placeholders (PostgreSQL's, which sqlx's SQLite driver accepts
@@ -161,6 +251,8 @@ pub async fn record_application(
 #[derive(Default)]
 struct SqlWithValues {
     values: Vec<sea_orm::Value>,
+    /// Rows the `INSERT`s written by [`SqlWithValues::insert`] add.
+    inserted_rows: u64,
 }
 
 impl SqlWithValues {
@@ -171,9 +263,10 @@ impl SqlWithValues {
 
     /// `INSERT INTO <table> (<every column>) VALUES (…), …` for `rows`.
     fn insert<E: EntityTrait>(&mut self, rows: &[E::Model]) -> String {
-        use sea_orm::{IdenStatic, Iterable, ModelTrait};
+        use sea_orm::{IdenStatic, ModelTrait};
         let columns: Vec<E::Column> = E::Column::iter().collect();
         let names: Vec<&str> = columns.iter().map(|column| column.as_str()).collect();
+        self.inserted_rows += rows.len() as u64;
         let tuples: Vec<String> = rows
             .iter()
             .map(|row| {

@@ -1,5 +1,7 @@
 //! Credit grants with their materialized remainders.
 
+use std::collections::BTreeMap;
+
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 
@@ -401,7 +403,7 @@ async fn read_grant_rows(
     values: Vec<sea_orm::Value>,
     mut extra: impl FnMut(&sea_orm::QueryResult) -> Result<()>,
 ) -> Result<Option<CustomerGrants>> {
-    use sea_orm::{FromQueryResult, Statement};
+    use sea_orm::Statement;
     let backend = super::backend_of(conn);
     let rows = conn
         .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
@@ -418,14 +420,8 @@ async fn read_grant_rows(
         .map_err(db_error)?;
     let mut grants = Vec::with_capacity(rows.len());
     for row in &rows {
-        if row
-            .try_get::<Option<String>>("g_", "id")
-            .map_err(db_error)?
-            .is_some()
-        {
-            grants.push(to_domain(
-                grant::Model::from_query_result(row, "g_").map_err(db_error)?,
-            )?);
+        if let Some(grant) = grant_in_row(row)? {
+            grants.push(grant);
             extra(row)?;
         }
     }
@@ -434,4 +430,88 @@ async fn read_grant_rows(
         line_applied,
         grants,
     }))
+}
+
+/// The grant in a row of `g_`-prefixed grant columns; `None` when they are null (a customer
+/// without grants, left-joined).
+fn grant_in_row(row: &sea_orm::QueryResult) -> Result<Option<CreditGrant>> {
+    use sea_orm::FromQueryResult;
+    if row
+        .try_get::<Option<String>>("g_", "id")
+        .map_err(db_error)?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    to_domain(grant::Model::from_query_result(row, "g_").map_err(db_error)?).map(Some)
+}
+
+/// [`lock_customer_grants`] for several customers at once (a batch of applications): each
+/// customer's grants and test clock time, by customer ID; a customer that does not exist or was
+/// deleted is absent. On PostgreSQL one statement locks the customers' rows in ID order (so
+/// two batches can never wait on each other in a cycle) and a second reads, its snapshot taken
+/// after every lock was granted. On SQLite the single writer connection serializes writes and
+/// one statement reads.
+pub async fn lock_customers_grants(
+    tx: &impl Connection,
+    tenant: &Tenant,
+    customer_ids: &[&str],
+) -> Result<BTreeMap<String, CustomerGrants>> {
+    use sea_orm::Statement;
+    let backend = super::backend_of(tx);
+    let mut found = BTreeMap::new();
+    let mut customer_ids = customer_ids.to_vec();
+    customer_ids.sort_unstable();
+    customer_ids.dedup();
+    for chunk in customer_ids.chunks(1_000) {
+        let mut values: Vec<sea_orm::Value> =
+            vec![tenant.account_id.as_str().into(), tenant.livemode.into()];
+        values.extend(chunk.iter().map(|id| sea_orm::Value::from(*id)));
+        let placeholders: Vec<String> = (3..values.len() + 1).map(|n| format!("${n}")).collect();
+        let live = format!(
+            "c.account_id = $1 AND c.livemode = $2 AND c.deleted_at IS NULL AND c.id IN ({})",
+            placeholders.join(", ")
+        );
+        if backend == sea_orm::DbBackend::Postgres {
+            let lock =
+                format!("SELECT c.id FROM customers c WHERE {live} ORDER BY c.id FOR UPDATE");
+            tx.query_all_raw(Statement::from_sql_and_values(
+                backend,
+                lock,
+                values.clone(),
+            ))
+            .await
+            .map_err(db_error)?;
+        }
+        let read = format!(
+            "SELECT c.id AS customer_id, tc.frozen_time AS clock_time, {columns} \
+             FROM customers c \
+             LEFT JOIN test_clocks tc ON tc.id = c.test_clock \
+             LEFT JOIN credit_grants g ON g.account_id = c.account_id \
+             AND g.livemode = c.livemode AND g.customer_id = c.id \
+             WHERE {live} ORDER BY c.id, g.id",
+            columns = JOINED_GRANT_COLUMNS.as_str(),
+        );
+        let rows = tx
+            .query_all_raw(Statement::from_sql_and_values(backend, read, values))
+            .await
+            .map_err(db_error)?;
+        for row in &rows {
+            let customer_id: String = row.try_get("", "customer_id").map_err(db_error)?;
+            let customer = match found.entry(customer_id) {
+                std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::btree_map::Entry::Vacant(entry) => entry.insert(CustomerGrants {
+                    clock_time: row
+                        .try_get::<Option<i64>>("", "clock_time")
+                        .map_err(db_error)?,
+                    line_applied: false,
+                    grants: Vec::new(),
+                }),
+            };
+            if let Some(grant) = grant_in_row(row)? {
+                customer.grants.push(grant);
+            }
+        }
+    }
+    Ok(found)
 }

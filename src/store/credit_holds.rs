@@ -1,5 +1,7 @@
 //! Credit holds (migration 12): what each reserves, per grant, as a JSON column.
 
+use std::collections::HashMap;
+
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 
@@ -121,6 +123,36 @@ pub async fn active_for_customer(
         .into_iter()
         .map(to_domain)
         .collect()
+}
+
+/// [`active_for_customer`] for several customers in one query, by customer ID (a customer
+/// without active holds is absent).
+pub async fn active_for_customers(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    customer_ids: &[&str],
+) -> Result<HashMap<String, Vec<CreditHold>>> {
+    let mut found: HashMap<String, Vec<CreditHold>> = HashMap::new();
+    for chunk in customer_ids.chunks(1_000) {
+        let rows = hold::Entity::find()
+            .filter(
+                scoped(tenant)
+                    .add(hold::Column::CustomerId.is_in(chunk.iter().copied()))
+                    .add(hold::Column::Status.eq(HoldStatus::Active.as_str())),
+            )
+            .order_by_asc(hold::Column::Id)
+            .all(conn)
+            .await
+            .map_err(db_error)?;
+        for row in rows {
+            let hold = to_domain(row)?;
+            found
+                .entry(hold.customer_id.clone())
+                .or_default()
+                .push(hold);
+        }
+    }
+    Ok(found)
 }
 
 pub async fn list(
