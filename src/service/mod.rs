@@ -101,6 +101,8 @@ pub struct Services {
     pub grant_view: Option<Arc<grant_view::GrantView>>,
     /// Which tenants have no webhook endpoint or alert, on SQLite served by this process alone.
     pub tenant_hooks: Option<Arc<tenant_hooks::TenantHooks>>,
+    /// Turns for `ApplyCreditsBatch` (see [`apply_batch::BATCHES_AT_ONCE`]).
+    pub batch_turns: Arc<tokio::sync::Semaphore>,
 }
 
 impl Services {
@@ -123,6 +125,7 @@ impl Services {
             max_hold_seconds: crate::domain::credit_hold::DEFAULT_MAX_HOLD_SECONDS,
             grant_view: None,
             tenant_hooks: None,
+            batch_turns: Arc::new(tokio::sync::Semaphore::new(apply_batch::BATCHES_AT_ONCE)),
         }
     }
 

@@ -74,11 +74,36 @@ pub struct ApplicationWrites {
     applications: Vec<application::Model>,
 }
 
-/// Bound values per round trip of [`ApplicationWrites::write`], well inside PostgreSQL's 65,535
-/// and SQLite's 32,766 per statement.
-const VALUES_PER_ROUND_TRIP: usize = 30_000;
-/// Rows per `INSERT` or `UPDATE … FROM (VALUES …)`.
-const ROWS_PER_STATEMENT: usize = 500;
+/// What one round trip of [`ApplicationWrites::write`] may carry.
+struct TripLimits {
+    /// Bound values: well inside PostgreSQL's 65,535 and SQLite's 32,766 per statement.
+    values: usize,
+    statements: usize,
+    /// Inserted rows (and so rows per `INSERT`).
+    rows: usize,
+}
+
+impl TripLimits {
+    /// On PostgreSQL a round trip crosses the network: as much as the values allow goes in one
+    /// statement. On SQLite a round trip is a hand-off to the connection's thread and costs
+    /// little, while sqlx keeps each distinct text it ran prepared (up to 100 per connection):
+    /// small pieces of few shapes are prepared once and reused, where one text per batch size
+    /// would be prepared anew each time and fill memory with big cached statements.
+    fn of(backend: sea_orm::DbBackend) -> Self {
+        match backend {
+            sea_orm::DbBackend::Postgres => TripLimits {
+                values: 30_000,
+                statements: usize::MAX,
+                rows: 500,
+            },
+            _ => TripLimits {
+                values: 30_000,
+                statements: 16,
+                rows: 64,
+            },
+        }
+    }
+}
 
 impl ApplicationWrites {
     /// Adds one line's application: the grants it drew (each with the remainder it had before
@@ -109,49 +134,55 @@ impl ApplicationWrites {
         Ok(())
     }
 
-    /// Writes everything added, in as few round trips as the bound values allow (one for any
-    /// batch up to a few hundred lines): data-modifying CTEs in one statement on PostgreSQL,
-    /// one batch of statements on SQLite. A customer's lock (or SQLite's single writer) is so
-    /// held across one round trip for the writes instead of three or more per line.
+    /// Writes everything added in round trips within [`TripLimits`]: on PostgreSQL
+    /// data-modifying CTEs in one statement (for any batch up to a few hundred lines), on
+    /// SQLite batches of statements (one for a single line). A customer's lock (or SQLite's
+    /// single writer) is so held across one round trip for a line's writes instead of three.
     pub async fn write(self, conn: &impl Connection, tenant: &Tenant) -> Result<()> {
+        let backend = super::backend_of(conn);
+        let limits = TripLimits::of(backend);
         let mut round_trips: Vec<RoundTrip> = Vec::new();
-        for draws in self.draws.chunks(ROWS_PER_STATEMENT) {
-            let trip = room_for(&mut round_trips, 2 + draws.len() * 4);
+        // One guarded update per grant: SQLite plans an `UPDATE … FROM (VALUES …)` as a scan
+        // of the tenant's grants against every row of the values.
+        for (id, remaining, updated, previous) in &self.draws {
+            let trip = room_for(&mut round_trips, backend, &limits, 6, 0);
             let sql = &mut trip.sql;
-            let rows: Vec<String> = draws
-                .iter()
-                .map(|(id, remaining, updated, previous)| {
-                    format!(
-                        "({}, {}, {}, {})",
-                        sql.bind(id.as_str()),
-                        sql.bind(*remaining),
-                        sql.bind(*updated),
-                        sql.bind(*previous)
-                    )
-                })
-                .collect();
-            // VALUES names its columns column1, column2, … on both databases.
             let update = format!(
-                "UPDATE credit_grants SET remaining = v.column2, updated = v.column3 \
-                 FROM (VALUES {}) AS v \
-                 WHERE credit_grants.account_id = {} AND credit_grants.livemode = {} \
-                 AND credit_grants.id = v.column1 AND credit_grants.remaining = v.column4",
-                rows.join(", "),
+                "UPDATE credit_grants SET remaining = {}, updated = {} \
+                 WHERE account_id = {} AND livemode = {} AND id = {} AND remaining = {}",
+                sql.bind(*remaining),
+                sql.bind(*updated),
                 sql.bind(tenant.account_id.as_str()),
                 sql.bind(tenant.livemode),
+                sql.bind(id.as_str()),
+                sql.bind(*previous),
             );
             trip.statements.push(update);
             trip.updates += 1;
         }
         let entry_columns = entry::Column::iter().count();
-        for rows in self.entries.chunks(ROWS_PER_STATEMENT) {
-            let trip = room_for(&mut round_trips, rows.len() * entry_columns);
+        for rows in self.entries.chunks(limits.rows) {
+            let values = rows.len() * entry_columns;
+            let trip = room_for(
+                &mut round_trips,
+                backend,
+                &limits,
+                values,
+                rows.len() as u64,
+            );
             let insert = trip.sql.insert::<entry::Entity>(rows);
             trip.statements.push(insert);
         }
         let application_columns = application::Column::iter().count();
-        for rows in self.applications.chunks(ROWS_PER_STATEMENT) {
-            let trip = room_for(&mut round_trips, rows.len() * application_columns);
+        for rows in self.applications.chunks(limits.rows) {
+            let values = rows.len() * application_columns;
+            let trip = room_for(
+                &mut round_trips,
+                backend,
+                &limits,
+                values,
+                rows.len() as u64,
+            );
             let insert = trip.sql.insert::<application::Entity>(rows);
             trip.statements.push(insert);
         }
@@ -170,20 +201,32 @@ impl ApplicationWrites {
 
 /// Statements sent to the database together: the first `updates` of them guarded updates, the
 /// rest inserts.
-#[derive(Default)]
 struct RoundTrip {
     sql: SqlWithValues,
     statements: Vec<String>,
     updates: usize,
 }
 
-/// The last of `round_trips` if it has room for `values` more bound values, else a new one.
-fn room_for(round_trips: &mut Vec<RoundTrip>, values: usize) -> &mut RoundTrip {
-    let full = round_trips
-        .last()
-        .is_none_or(|trip| trip.sql.values.len() + values > VALUES_PER_ROUND_TRIP);
+/// The last of `round_trips` if it has room within `limits` for one more statement of `values`
+/// bound values inserting `rows` rows, else a new one.
+fn room_for<'a>(
+    round_trips: &'a mut Vec<RoundTrip>,
+    backend: sea_orm::DbBackend,
+    limits: &TripLimits,
+    values: usize,
+    rows: u64,
+) -> &'a mut RoundTrip {
+    let full = round_trips.last().is_none_or(|trip| {
+        trip.sql.values.len() + values > limits.values
+            || trip.statements.len() + 1 > limits.statements
+            || trip.sql.inserted_rows + rows > limits.rows as u64
+    });
     if full {
-        round_trips.push(RoundTrip::default());
+        round_trips.push(RoundTrip {
+            sql: SqlWithValues::new(backend),
+            statements: Vec::new(),
+            updates: 0,
+        });
     }
     let last = round_trips.len() - 1;
     &mut round_trips[last]
@@ -246,19 +289,33 @@ impl RoundTrip {
     }
 }
 
-/// SQL text with numbered `$n` placeholders (PostgreSQL's, which sqlx's SQLite driver accepts
-/// too), and the values they stand for.
-#[derive(Default)]
+/// SQL text with placeholders, and the values they stand for, in the order they appear.
+/// PostgreSQL's are numbered (`$n`); SQLite's are anonymous (`?`): sqlx looks a numbered one up
+/// by its name, a walk of all the statement's parameter names, so a statement of n numbered
+/// parameters costs O(n²) to bind.
 struct SqlWithValues {
+    backend: sea_orm::DbBackend,
     values: Vec<sea_orm::Value>,
     /// Rows the `INSERT`s written by [`SqlWithValues::insert`] add.
     inserted_rows: u64,
 }
 
 impl SqlWithValues {
+    fn new(backend: sea_orm::DbBackend) -> Self {
+        SqlWithValues {
+            backend,
+            values: Vec::new(),
+            inserted_rows: 0,
+        }
+    }
+
+    /// A placeholder for `value`; call in the order the placeholders appear in the text.
     fn bind(&mut self, value: impl Into<sea_orm::Value>) -> String {
         self.values.push(value.into());
-        format!("${}", self.values.len())
+        match self.backend {
+            sea_orm::DbBackend::Postgres => format!("${}", self.values.len()),
+            _ => "?".to_string(),
+        }
     }
 
     /// `INSERT INTO <table> (<every column>) VALUES (…), …` for `rows`.

@@ -183,6 +183,9 @@ impl Db {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // Group commit gives each request a savepoint: its rollback journal (the pages it
+            // changed first) stays in memory instead of a temporary file written per request.
+            .pragma("temp_store", "memory")
             .busy_timeout(Duration::from_secs(30));
         let open = |max: u32, options: SqliteConnectOptions, acquire: Duration| async move {
             sea_orm::sqlx::pool::PoolOptions::<sea_orm::sqlx::Sqlite>::new()
