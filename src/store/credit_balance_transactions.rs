@@ -81,6 +81,8 @@ struct TripLimits {
     statements: usize,
     /// Inserted rows (and so rows per `INSERT`).
     rows: usize,
+    /// Grants per guarded `UPDATE`.
+    grants_per_update: usize,
 }
 
 impl TripLimits {
@@ -95,11 +97,15 @@ impl TripLimits {
                 values: 30_000,
                 statements: usize::MAX,
                 rows: 500,
+                grants_per_update: 500,
             },
             _ => TripLimits {
                 values: 30_000,
                 statements: 16,
                 rows: 64,
+                // SQLite plans an `UPDATE … FROM (VALUES …)` as a scan of the tenant's grants
+                // against every row of the values.
+                grants_per_update: 1,
             },
         }
     }
@@ -142,21 +148,9 @@ impl ApplicationWrites {
         let backend = super::backend_of(conn);
         let limits = TripLimits::of(backend);
         let mut round_trips: Vec<RoundTrip> = Vec::new();
-        // One guarded update per grant: SQLite plans an `UPDATE … FROM (VALUES …)` as a scan
-        // of the tenant's grants against every row of the values.
-        for (id, remaining, updated, previous) in &self.draws {
-            let trip = room_for(&mut round_trips, backend, &limits, 6, 0);
-            let sql = &mut trip.sql;
-            let update = format!(
-                "UPDATE credit_grants SET remaining = {}, updated = {} \
-                 WHERE account_id = {} AND livemode = {} AND id = {} AND remaining = {}",
-                sql.bind(*remaining),
-                sql.bind(*updated),
-                sql.bind(tenant.account_id.as_str()),
-                sql.bind(tenant.livemode),
-                sql.bind(id.as_str()),
-                sql.bind(*previous),
-            );
+        for draws in self.draws.chunks(limits.grants_per_update) {
+            let trip = room_for(&mut round_trips, backend, &limits, 2 + 4 * draws.len(), 0);
+            let update = guarded_update(&mut trip.sql, tenant, draws);
             trip.statements.push(update);
             trip.updates += 1;
         }
@@ -197,6 +191,48 @@ impl ApplicationWrites {
         }
         Ok(())
     }
+}
+
+/// The guarded update of `draws` (ID, new remainder, new `updated`, remainder when read): one
+/// statement that changes every row still holding what was read.
+fn guarded_update(
+    sql: &mut SqlWithValues,
+    tenant: &Tenant,
+    draws: &[(String, i64, i64, i64)],
+) -> String {
+    if let [(id, remaining, updated, previous)] = draws {
+        return format!(
+            "UPDATE credit_grants SET remaining = {}, updated = {} \
+             WHERE account_id = {} AND livemode = {} AND id = {} AND remaining = {}",
+            sql.bind(*remaining),
+            sql.bind(*updated),
+            sql.bind(tenant.account_id.as_str()),
+            sql.bind(tenant.livemode),
+            sql.bind(id.as_str()),
+            sql.bind(*previous),
+        );
+    }
+    let rows: Vec<String> = draws
+        .iter()
+        .map(|(id, remaining, updated, previous)| {
+            format!(
+                "({}, {}, {}, {})",
+                sql.bind(id.as_str()),
+                sql.bind(*remaining),
+                sql.bind(*updated),
+                sql.bind(*previous)
+            )
+        })
+        .collect();
+    format!(
+        "UPDATE credit_grants AS g SET remaining = v.remaining, updated = v.updated \
+         FROM (VALUES {}) AS v (id, remaining, updated, previous) \
+         WHERE g.account_id = {} AND g.livemode = {} AND g.id = v.id \
+         AND g.remaining = v.previous",
+        rows.join(", "),
+        sql.bind(tenant.account_id.as_str()),
+        sql.bind(tenant.livemode),
+    )
 }
 
 /// Statements sent to the database together: the first `updates` of them guarded updates, the
