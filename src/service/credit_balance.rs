@@ -92,7 +92,8 @@ impl Services {
 
     /// The customer's grants, active holds and clock time as committed (`None`: no such
     /// customer): from the in-memory view when this process has one and it is current, else
-    /// from the database (two statements), kept in the view for the next read.
+    /// from the database (one statement, two for a customer with active holds), kept in the
+    /// view for the next read.
     async fn current_state(
         &self,
         ctx: &RequestContext,
@@ -111,8 +112,11 @@ impl Services {
         else {
             return Ok(None);
         };
-        let holds =
-            store::credit_holds::active_for_customer(conn, &ctx.tenant, customer_id).await?;
+        let holds = if found.may_have_holds {
+            store::credit_holds::active_for_customer(conn, &ctx.tenant, customer_id).await?
+        } else {
+            Vec::new()
+        };
         let state = CustomerState {
             clock_time: found.clock_time,
             grants: found.grants,

@@ -244,6 +244,9 @@ pub struct CustomerGrants {
     pub clock_time: Option<i64>,
     /// Whether credits were already applied to the invoice line asked about.
     pub line_applied: bool,
+    /// Whether the customer may have `active` holds: `false` only when a read that looked found
+    /// none, so the holds need no read of their own.
+    pub may_have_holds: bool,
     /// Every grant of the customer, oldest first.
     pub grants: Vec<CreditGrant>,
 }
@@ -267,7 +270,10 @@ pub async fn customer_grants(
         None => "FALSE",
     };
     let sql = format!(
-        "SELECT tc.frozen_time AS clock_time, {line_applied} AS line_applied, {columns} \
+        "SELECT tc.frozen_time AS clock_time, {line_applied} AS line_applied, \
+         EXISTS (SELECT 1 FROM credit_holds h WHERE h.account_id = c.account_id \
+         AND h.livemode = c.livemode AND h.customer_id = c.id AND h.status = 'active') \
+         AS may_have_holds, {columns} \
          FROM customers c \
          LEFT JOIN test_clocks tc ON tc.id = c.test_clock \
          LEFT JOIN credit_grants g ON g.account_id = c.account_id AND g.livemode = c.livemode \
@@ -298,7 +304,8 @@ pub async fn customer_grants_as_of(
     as_of: i64,
 ) -> Result<Option<(CustomerGrants, Vec<Option<i64>>)>> {
     let sql = format!(
-        "SELECT tc.frozen_time AS clock_time, FALSE AS line_applied, {columns}, \
+        "SELECT tc.frozen_time AS clock_time, FALSE AS line_applied, TRUE AS may_have_holds, \
+         {columns}, \
            (SELECT e.grant_remaining_after FROM credit_balance_transactions e \
             WHERE e.account_id = g.account_id AND e.livemode = g.livemode \
               AND e.credit_grant_id = g.id AND e.created <= $4 \
@@ -352,7 +359,8 @@ pub async fn lock_customer_grants(
         return customer_grants(tx, tenant, customer_id, line).await;
     }
     let sql = format!(
-        "SELECT f.out_clock_time AS clock_time, f.out_line_applied AS line_applied, {columns} \
+        "SELECT f.out_clock_time AS clock_time, f.out_line_applied AS line_applied, \
+         TRUE AS may_have_holds, {columns} \
          FROM creditd_locked_customer_grants($1, $2, $3, $4, $5) f \
          ORDER BY (f.out_grant).id",
         columns = RETURNED_GRANT_COLUMNS.as_str(),
@@ -384,7 +392,7 @@ fn grant_columns(source: &str) -> String {
         .join(", ")
 }
 
-/// Runs a query of `clock_time`, `line_applied` and `g_`-prefixed grant columns (one row per
+/// Runs a query of `clock_time`, `line_applied`, `may_have_holds` and `g_`-prefixed grant columns (one row per
 /// grant, or one row of null grant columns for a customer without grants; none when there is
 /// no such customer).
 async fn read_customer_grants(
@@ -418,6 +426,9 @@ async fn read_grant_rows(
     let line_applied = first
         .try_get::<bool>("", "line_applied")
         .map_err(db_error)?;
+    let may_have_holds = first
+        .try_get::<bool>("", "may_have_holds")
+        .map_err(db_error)?;
     let mut grants = Vec::with_capacity(rows.len());
     for row in &rows {
         if let Some(grant) = grant_in_row(row)? {
@@ -428,6 +439,7 @@ async fn read_grant_rows(
     Ok(Some(CustomerGrants {
         clock_time,
         line_applied,
+        may_have_holds,
         grants,
     }))
 }
@@ -505,6 +517,7 @@ pub async fn lock_customers_grants(
                         .try_get::<Option<i64>>("", "clock_time")
                         .map_err(db_error)?,
                     line_applied: false,
+                    may_have_holds: true,
                     grants: Vec::new(),
                 }),
             };
