@@ -17,6 +17,7 @@ mod m20261130_000010_webhooks;
 mod m20261130_000011_entry_running_remainder;
 mod m20261130_000012_credit_holds;
 mod m20261130_000013_billing_alerts;
+mod m20261130_000014_locked_customer_holds;
 
 /// Runs each statement of `sql` in order (a migration written as plain SQL).
 pub(crate) async fn execute_all(manager: &SchemaManager<'_>, sql: &[&str]) -> Result<(), DbErr> {
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000011_entry_running_remainder::Migration),
             Box::new(m20261130_000012_credit_holds::Migration),
             Box::new(m20261130_000013_billing_alerts::Migration),
+            Box::new(m20261130_000014_locked_customer_holds::Migration),
         ]
     }
 }

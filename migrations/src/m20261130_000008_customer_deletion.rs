@@ -18,7 +18,7 @@ enum Customers {
 
 /// PostgreSQL only: the locked read behind ApplyCredits (migration 6) now finds only live
 /// customers, so a deleted customer takes no credit applications.
-const REPLACE: &str = r#"
+pub(crate) const LOCKED_READ: &str = r#"
 CREATE OR REPLACE FUNCTION creditd_locked_customer_grants(
     p_account_id text,
     p_livemode boolean,
@@ -98,7 +98,10 @@ impl MigrationTrait for Migration {
             )
             .await?;
         if manager.get_database_backend() == DbBackend::Postgres {
-            manager.get_connection().execute_unprepared(REPLACE).await?;
+            manager
+                .get_connection()
+                .execute_unprepared(LOCKED_READ)
+                .await?;
         }
         Ok(())
     }

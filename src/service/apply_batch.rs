@@ -4,7 +4,7 @@
 //! The batch costs a handful of statements whatever its size: one looks up the lines' earlier
 //! applications, one locks every customer (in ID order, so two batches can never deadlock, on
 //! PostgreSQL or against single applications that lock one customer), one reads all their
-//! grants and one their holds; each customer's lines are then applied in memory, in request
+//! grants (and which have an active hold) and one the holds of those that have; each customer's lines are then applied in memory, in request
 //! order, over the grants as the previous line left them, and everything they write goes in
 //! one round trip. A line answers for itself: its application, or the precise error `ApplyCredits`
 //! would have given (no such customer, other terms than an earlier application of that line).
@@ -87,7 +87,11 @@ async fn apply_lines(
     let customer_ids: Vec<&str> = customers.keys().copied().collect();
     let mut found =
         store::credit_grants::lock_customers_grants(tx, &ctx.tenant, &customer_ids).await?;
-    let found_ids: Vec<&str> = found.keys().map(String::as_str).collect();
+    let found_ids: Vec<&str> = found
+        .iter()
+        .filter(|(_, customer)| customer.may_have_holds)
+        .map(|(id, _)| id.as_str())
+        .collect();
     let mut holds = store::credit_holds::active_for_customers(tx, &ctx.tenant, &found_ids).await?;
     let mut writes = ApplicationWrites::default();
     let mut results: Vec<Option<LineResult>> = (0..lines.len()).map(|_| None).collect();

@@ -112,11 +112,8 @@ impl Services {
         else {
             return Ok(None);
         };
-        let holds = if found.may_have_holds {
-            store::credit_holds::active_for_customer(conn, &ctx.tenant, customer_id).await?
-        } else {
-            Vec::new()
-        };
+        let holds =
+            store::credit_holds::active_for_found(conn, &ctx.tenant, customer_id, &found).await?;
         let state = CustomerState {
             clock_time: found.clock_time,
             grants: found.grants,
@@ -204,9 +201,13 @@ impl Services {
                 return earlier_application(&tx, ctx, &command, existing).await;
             }
             let now = found.clock_time.unwrap_or(now);
-            let holds =
-                store::credit_holds::active_for_customer(&tx, &ctx.tenant, command.customer_id())
-                    .await?;
+            let holds = store::credit_holds::active_for_found(
+                &tx,
+                &ctx.tenant,
+                command.customer_id(),
+                &found,
+            )
+            .await?;
             let held = held_by_grant(&holds, &found.grants, now);
             let application = apply_to_line(&found.grants, &held, &command, now)?;
             ledger::record_line(&tx, &ctx.tenant, &command, application, now, &mut events).await

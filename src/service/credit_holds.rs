@@ -56,9 +56,13 @@ impl Services {
             .await?
             .ok_or_else(|| Error::no_such("customer", command.customer_id(), "customer"))?;
             let now = found.clock_time.unwrap_or(now);
-            let holds =
-                store::credit_holds::active_for_customer(&tx, &ctx.tenant, command.customer_id())
-                    .await?;
+            let holds = store::credit_holds::active_for_found(
+                &tx,
+                &ctx.tenant,
+                command.customer_id(),
+                &found,
+            )
+            .await?;
             let expires_at = command.expiry(now, self.max_hold_seconds)?;
             let hold = reserve(
                 &found.grants,

@@ -251,6 +251,12 @@ pub struct CustomerGrants {
     pub grants: Vec<CreditGrant>,
 }
 
+/// Whether customer `c` has an `active` hold (the index `credit_holds_by_customer` answers it),
+/// so that a read of its grants can spare the read of its holds.
+const MAY_HAVE_HOLDS: &str = "EXISTS (SELECT 1 FROM credit_holds h \
+     WHERE h.account_id = c.account_id AND h.livemode = c.livemode AND h.customer_id = c.id \
+     AND h.status = 'active') AS may_have_holds";
+
 /// The invoice line whose earlier application [`customer_grants`] should look for.
 pub type InvoiceLine<'a> = (&'a str, &'a str);
 
@@ -262,6 +268,28 @@ pub async fn customer_grants(
     customer_id: &str,
     line: Option<InvoiceLine<'_>>,
 ) -> Result<Option<CustomerGrants>> {
+    read_customer(conn, tenant, customer_id, line, Customers::Any).await
+}
+
+/// Which customers a read of one finds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Customers {
+    Any,
+    /// Not deleted: a deleted customer takes no more writes.
+    Live,
+}
+
+async fn read_customer(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    customer_id: &str,
+    line: Option<InvoiceLine<'_>>,
+    customers: Customers,
+) -> Result<Option<CustomerGrants>> {
+    let live = match customers {
+        Customers::Any => "",
+        Customers::Live => " AND c.deleted_at IS NULL",
+    };
     let line_applied = match line {
         Some(_) => {
             "EXISTS (SELECT 1 FROM credit_applications a WHERE a.account_id = c.account_id \
@@ -271,14 +299,12 @@ pub async fn customer_grants(
     };
     let sql = format!(
         "SELECT tc.frozen_time AS clock_time, {line_applied} AS line_applied, \
-         EXISTS (SELECT 1 FROM credit_holds h WHERE h.account_id = c.account_id \
-         AND h.livemode = c.livemode AND h.customer_id = c.id AND h.status = 'active') \
-         AS may_have_holds, {columns} \
+         {MAY_HAVE_HOLDS}, {columns} \
          FROM customers c \
          LEFT JOIN test_clocks tc ON tc.id = c.test_clock \
          LEFT JOIN credit_grants g ON g.account_id = c.account_id AND g.livemode = c.livemode \
          AND g.customer_id = c.id \
-         WHERE c.id = $1 AND c.account_id = $2 AND c.livemode = $3 \
+         WHERE c.id = $1 AND c.account_id = $2 AND c.livemode = $3{live} \
          ORDER BY g.id",
         columns = JOINED_GRANT_COLUMNS.as_str(),
     );
@@ -340,7 +366,7 @@ pub async fn customer_grants_as_of(
 /// [`customer_grants`] inside a write transaction, with the customer locked for the rest of it
 /// so that writes for one customer happen one at a time. On SQLite the single writer
 /// connection already does this. On PostgreSQL the customer row is locked first and read
-/// after, inside `creditd_locked_customer_grants` (migration 6): one round trip, and the read
+/// after, inside `creditd_locked_customer_grants` (migrations 6, 8 and 14): one round trip, and the read
 /// takes its snapshot after the lock is granted, so it sees the previous holder's writes.
 pub async fn lock_customer_grants(
     tx: &impl Connection,
@@ -350,17 +376,11 @@ pub async fn lock_customer_grants(
 ) -> Result<Option<CustomerGrants>> {
     if super::backend_of(tx) != sea_orm::DbBackend::Postgres {
         // A deleted customer takes no more writes (the PostgreSQL function checks the same).
-        if super::customers::lock(tx, tenant, customer_id)
-            .await?
-            .is_none()
-        {
-            return Ok(None);
-        }
-        return customer_grants(tx, tenant, customer_id, line).await;
+        return read_customer(tx, tenant, customer_id, line, Customers::Live).await;
     }
     let sql = format!(
         "SELECT f.out_clock_time AS clock_time, f.out_line_applied AS line_applied, \
-         TRUE AS may_have_holds, {columns} \
+         f.out_may_have_holds AS may_have_holds, {columns} \
          FROM creditd_locked_customer_grants($1, $2, $3, $4, $5) f \
          ORDER BY (f.out_grant).id",
         columns = RETURNED_GRANT_COLUMNS.as_str(),
@@ -496,7 +516,8 @@ pub async fn lock_customers_grants(
             .map_err(db_error)?;
         }
         let read = format!(
-            "SELECT c.id AS customer_id, tc.frozen_time AS clock_time, {columns} \
+            "SELECT c.id AS customer_id, tc.frozen_time AS clock_time, {MAY_HAVE_HOLDS}, \
+             {columns} \
              FROM customers c \
              LEFT JOIN test_clocks tc ON tc.id = c.test_clock \
              LEFT JOIN credit_grants g ON g.account_id = c.account_id \
@@ -517,7 +538,9 @@ pub async fn lock_customers_grants(
                         .try_get::<Option<i64>>("", "clock_time")
                         .map_err(db_error)?,
                     line_applied: false,
-                    may_have_holds: true,
+                    may_have_holds: row
+                        .try_get::<bool>("", "may_have_holds")
+                        .map_err(db_error)?,
                     grants: Vec::new(),
                 }),
             };

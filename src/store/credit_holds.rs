@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 
+use super::credit_grants::CustomerGrants;
 use super::entities::credit_hold as hold;
 use super::{Connection, KeysetPage, db_error, insert_row, keyset_page};
 use crate::domain::credit_hold::{CreditHold, HoldFilter, HoldStatus, Reservation};
@@ -123,6 +124,20 @@ pub async fn active_for_customer(
         .into_iter()
         .map(to_domain)
         .collect()
+}
+
+/// [`active_for_customer`] after a read of the customer's grants (`found`), without a read of
+/// its own when that one saw no active hold.
+pub async fn active_for_found(
+    conn: &impl Connection,
+    tenant: &Tenant,
+    customer_id: &str,
+    found: &CustomerGrants,
+) -> Result<Vec<CreditHold>> {
+    if !found.may_have_holds {
+        return Ok(Vec::new());
+    }
+    active_for_customer(conn, tenant, customer_id).await
 }
 
 /// [`active_for_customer`] for several customers in one query, by customer ID (a customer
