@@ -154,32 +154,8 @@ impl ApplicationWrites {
             trip.statements.push(update);
             trip.updates += 1;
         }
-        let entry_columns = entry::Column::iter().count();
-        for rows in self.entries.chunks(limits.rows) {
-            let values = rows.len() * entry_columns;
-            let trip = room_for(
-                &mut round_trips,
-                backend,
-                &limits,
-                values,
-                rows.len() as u64,
-            );
-            let insert = trip.sql.insert::<entry::Entity>(rows);
-            trip.statements.push(insert);
-        }
-        let application_columns = application::Column::iter().count();
-        for rows in self.applications.chunks(limits.rows) {
-            let values = rows.len() * application_columns;
-            let trip = room_for(
-                &mut round_trips,
-                backend,
-                &limits,
-                values,
-                rows.len() as u64,
-            );
-            let insert = trip.sql.insert::<application::Entity>(rows);
-            trip.statements.push(insert);
-        }
+        add_inserts::<entry::Entity>(&mut round_trips, backend, &limits, &self.entries);
+        add_inserts::<application::Entity>(&mut round_trips, backend, &limits, &self.applications);
         let mut debited = 0;
         for trip in round_trips {
             debited += trip.run(conn).await?;
@@ -241,6 +217,22 @@ struct RoundTrip {
     sql: SqlWithValues,
     statements: Vec<String>,
     updates: usize,
+}
+
+/// Adds `INSERT`s of `rows` to `round_trips`, within `limits`.
+fn add_inserts<E: EntityTrait>(
+    round_trips: &mut Vec<RoundTrip>,
+    backend: sea_orm::DbBackend,
+    limits: &TripLimits,
+    rows: &[E::Model],
+) {
+    let columns = E::Column::iter().count();
+    for chunk in rows.chunks(limits.rows) {
+        let values = chunk.len() * columns;
+        let trip = room_for(round_trips, backend, limits, values, chunk.len() as u64);
+        let insert = trip.sql.insert::<E>(chunk);
+        trip.statements.push(insert);
+    }
 }
 
 /// The last of `round_trips` if it has room within `limits` for one more statement of `values`
