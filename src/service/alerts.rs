@@ -55,7 +55,7 @@ pub(crate) async fn evaluate_alerts(
             continue;
         };
         let now = found.clock_time.unwrap_or(real_now);
-        let held = held_on(tx, tenant, &customer_id, &found.grants, now).await?;
+        let held = held_on(tx, tenant, &customer_id, &found, now).await?;
         alerts.sort_by(|a, b| a.id.cmp(&b.id));
         for mut alert in alerts {
             let balance = alert.balance(&found.grants, &held, now);
@@ -105,7 +105,7 @@ impl Services {
                 now,
             );
             let at = found.clock_time.unwrap_or(now);
-            let held = held_on(&tx, &ctx.tenant, &command.customer_id, &found.grants, at).await?;
+            let held = held_on(&tx, &ctx.tenant, &command.customer_id, &found, at).await?;
             let balance = alert.balance(&found.grants, &held, at);
             alert.below = alert.is_below(balance);
             if let Some(hooks) = &self.tenant_hooks {
@@ -168,7 +168,7 @@ impl Services {
                 && let Some(found) = &found
             {
                 let at = found.clock_time.unwrap_or(now);
-                let held = held_on(&tx, &ctx.tenant, &customer_id, &found.grants, at).await?;
+                let held = held_on(&tx, &ctx.tenant, &customer_id, found, at).await?;
                 let balance = changed.balance(&found.grants, &held, at);
                 changed.below = changed.is_below(balance);
             }
@@ -183,17 +183,20 @@ impl Services {
     }
 }
 
-/// What the customer's live credit holds reserve on each of `grants` at `now`: the summary's
-/// other input, so an alert's balance is the summary's `available_balance`.
+/// What the customer's live credit holds reserve on each of `found`'s grants at `now` (no read
+/// when `found` saw no active hold): the summary's other input, so an alert's balance is the
+/// summary's `available_balance`.
 async fn held_on(
     conn: &impl store::Connection,
     tenant: &crate::domain::Tenant,
     customer_id: &str,
-    grants: &[crate::domain::credit_grant::CreditGrant],
+    found: &store::credit_grants::CustomerGrants,
     now: i64,
 ) -> Result<std::collections::BTreeMap<String, i64>> {
-    let holds = store::credit_holds::active_for_customer(conn, tenant, customer_id).await?;
+    let holds = store::credit_holds::active_for_found(conn, tenant, customer_id, found).await?;
     Ok(crate::domain::credit_hold::held_by_grant(
-        &holds, grants, now,
+        &holds,
+        &found.grants,
+        now,
     ))
 }
