@@ -70,6 +70,8 @@ fn to_row(tenant: &Tenant, txn: &CreditBalanceTransaction) -> entry::Model {
 pub struct ApplicationWrites {
     /// Drawn grants by ID: (new remainder, new `updated`, remainder when read).
     draws: Vec<(String, i64, i64, i64)>,
+    /// Each drawn grant's place in `draws`.
+    drawn: std::collections::HashMap<String, usize>,
     entries: Vec<entry::Model>,
     applications: Vec<application::Model>,
 }
@@ -122,16 +124,21 @@ impl ApplicationWrites {
         line: &AppliedLine,
     ) -> Result<()> {
         for (grant, previous_remaining) in drawn {
-            match self.draws.iter_mut().find(|draw| draw.0 == grant.id) {
+            match self.drawn.get(&grant.id) {
                 // Drawn by an earlier line of this write: the row still holds what that line
                 // read, and takes this line's result.
-                Some(draw) => (draw.1, draw.2) = (grant.remaining, grant.updated),
-                None => self.draws.push((
-                    grant.id.clone(),
-                    grant.remaining,
-                    grant.updated,
-                    previous_remaining,
-                )),
+                Some(&at) => {
+                    (self.draws[at].1, self.draws[at].2) = (grant.remaining, grant.updated)
+                }
+                None => {
+                    self.drawn.insert(grant.id.clone(), self.draws.len());
+                    self.draws.push((
+                        grant.id.clone(),
+                        grant.remaining,
+                        grant.updated,
+                        previous_remaining,
+                    ));
+                }
             }
         }
         self.entries
